@@ -1,0 +1,23 @@
+"""All benchmarks in one run: `make bench` (or python benchmarks/run.py). Prints markdown tables."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import jax  # noqa: E402
+
+import conv_transpose  # noqa: E402
+import fcn_train_step  # noqa: E402
+
+
+def main() -> None:
+    print(f"devices: {jax.devices()}\n")
+    print(fcn_train_step.format_result(fcn_train_step.run()))
+    print()
+    conv_transpose.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""segattn_jax: segmentation, detection and attention systems in JAX/Flax."""

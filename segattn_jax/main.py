@@ -1,0 +1,98 @@
+r"""Command line: train | eval | predict | table.
+
+  python -m segattn_jax.main train   --config experiments/fcn.py:FCN-8s,mini --workdir runs/fcn8s
+  python -m segattn_jax.main eval    --config experiments/fcn.py:FCN-8s,mini --workdir runs/fcn8s
+  python -m segattn_jax.main predict --config experiments/fcn.py:FCN-8s,mini --workdir runs/fcn8s \
+      --images a.png b.jpg            # writes overlays to WORKDIR/predictions/
+  python -m segattn_jax.main table   --config experiments/fcn.py:mini --workdir runs/fcn_table
+
+Any config field can be overridden: --config.train.num_steps=100 --config.optimizer.learning_rate=3e-4.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from etils import epath
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is only the input pipeline
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+COMMANDS = ("train", "eval", "predict", "table")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment file and row, e.g. experiments/fcn.py:FCN-8s,mini "
+    "(for `table`: experiments/fcn.py:mini).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go.")
+_IMAGES = flags.DEFINE_multi_string("images", [], "`predict`: image files (PNG/JPEG/...).")
+_COLLECT_ONLY = flags.DEFINE_bool("collect_only", False,
+                                  "`table`: only collect finished runs, train nothing.")
+
+
+def _train(config, workdir: epath.Path) -> None:
+    from segattn_jax.train import loop
+    result = loop.train_and_evaluate(config, workdir)
+    if result is None:
+        return
+    print(f"\nFinished {config.experiment} {config.row} {config.column}".rstrip() + ":")
+    for k, v in result["eval"].items():
+        print(f"  {k}: {v:.4f}")
+    print(f"metrics:     {workdir / loop.METRICS_FILE}")
+    print(f"checkpoints: {workdir / 'checkpoints'}")
+    print(f"pictures:    {workdir / 'pictures'}")
+    print(f"tensorboard: tensorboard --logdir {workdir}")
+
+
+def _eval(config, workdir: epath.Path) -> None:
+    from segattn_jax.train import loop
+    print(json.dumps(loop.evaluate(config, workdir), indent=2))
+
+
+def _predict(config, workdir: epath.Path, images: list[str]) -> None:
+    from segattn_jax import predict
+    if not images:
+        raise ValueError("predict needs image files: --images a.png --images b.jpg")
+    for path in predict.predict_files(config, workdir, images):
+        print(f"wrote {path}")
+
+
+def _table(workdir: epath.Path) -> None:
+    from segattn_jax import table
+    path, _, arg = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")
+    print(table.run_table(path, arg, workdir,
+                          overrides=config_flags.get_override_values(flags.FLAGS["config"]),
+                          collect_only=_COLLECT_ONLY.value))
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise app.UsageError(f"Give one command: {' | '.join(COMMANDS)} (got {argv[1:]}).")
+    if _WORKDIR.value is None:
+        raise app.UsageError("--workdir is required: where checkpoints, metrics and pictures go.")
+    from segattn_jax.train.mesh import maybe_initialize_distributed
+    maybe_initialize_distributed()
+    workdir, command = epath.Path(_WORKDIR.value), argv[1]
+    if command == "table":
+        return _table(workdir)
+    config = _CONFIG.value
+    if command == "train":
+        _train(config, workdir)
+    elif command == "eval":
+        _eval(config, workdir)
+    else:
+        _predict(config, workdir, _IMAGES.value)
+
+
+def run() -> None:
+    flags.mark_flag_as_required("config")
+    try:
+        app.run(main)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+        logging.flush()
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    run()

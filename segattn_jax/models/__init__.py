@@ -1,0 +1,26 @@
+"""One file per paper. `build_model(config.model)` maps an experiment's model config to a module."""
+from __future__ import annotations
+
+import importlib
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+# name -> "module:Class"; imported lazily so a config only pays for the model it uses.
+MODELS = {
+    "fcn": "segattn_jax.models.fcn:FCN",
+    "stn": "segattn_jax.models.stn:STNClassifier",
+}
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """`config.name` picks the class; every other field is a constructor argument."""
+    if config.name not in MODELS:
+        raise ValueError(f"Unknown model.name {config.name!r}; valid: {sorted(MODELS)}.")
+    module_name, class_name = MODELS[config.name].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    kwargs = {k: v for k, v in config.items() if k != "name"}
+    if "dtype" in kwargs:
+        kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+    return cls(**kwargs)

@@ -1,0 +1,81 @@
+"""`table`: run (or collect) every cell of an experiment's paper table; print paper vs measured.
+
+An experiment file provides `table_runs(arg) -> [config arg, ...]` and configs that name their
+table cell (`row`, optional `column`), the metrics to show and the paper's numbers.
+"""
+from __future__ import annotations
+
+import json
+import re
+from etils import epath
+from typing import Any
+
+import ml_collections
+
+from segattn_jax.train.config import load_experiment
+from segattn_jax.train.loop import METRICS_FILE, train_and_evaluate
+
+
+def run_dir(workdir: epath.Path, run_arg: str) -> epath.Path:
+    return workdir / re.sub(r"[^A-Za-z0-9_.-]+", "_", run_arg)
+
+
+def finished_metrics(directory: epath.Path, num_steps: int) -> dict[str, float] | None:
+    """The eval metrics of a run in `directory` that finished all `num_steps`, else None."""
+    path = directory / METRICS_FILE
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result["eval"] if result.get("step") == num_steps else None
+
+
+def _format(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def format_table(cells: list[tuple[ml_collections.ConfigDict, dict[str, float] | None]]) -> str:
+    """Markdown: a grid per metric when cells have columns, else one row per cell."""
+    metrics = list(cells[0][0].table_metrics)
+    lines = []
+    if any(c.column for c, _ in cells):
+        rows = list(dict.fromkeys(c.row for c, _ in cells))
+        columns = list(dict.fromkeys(c.column for c, _ in cells))
+        by_cell = {(c.row, c.column): (c, m) for c, m in cells}
+        for metric in metrics:
+            lines += [f"\n{metric} (paper / measured)\n",
+                      "| model | " + " | ".join(columns) + " |",
+                      "|---" * (len(columns) + 1) + "|"]
+            for row in rows:
+                entries = []
+                for column in columns:
+                    config, measured = by_cell.get((row, column), (None, None))
+                    paper = config.paper.get(metric) if config else None
+                    entries.append(f"{_format(paper)} / "
+                                   f"{_format(measured.get(metric) if measured else None)}")
+                lines.append(f"| {row} | " + " | ".join(entries) + " |")
+    else:
+        lines += ["| model | " + " | ".join(f"{m} (paper) | {m} (measured)" for m in metrics) + " |",
+                  "|---" * (2 * len(metrics) + 1) + "|"]
+        for config, measured in cells:
+            entries = [f"{_format(config.paper.get(m))} | "
+                       f"{_format(measured.get(m) if measured else None)}" for m in metrics]
+            lines.append(f"| {config.row} | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
+
+
+def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict[str, Any] | None = None,
+              collect_only: bool = False) -> str:
+    """Trains every unfinished cell (resuming any partial run) unless `collect_only`."""
+    module, workdir = load_experiment(path), epath.Path(workdir)
+    cells = []
+    for run_arg in module.table_runs(arg):
+        config = module.get_config(run_arg)
+        if overrides:
+            config.update_from_flattened_dict(overrides)
+        directory = run_dir(workdir, run_arg)
+        measured = finished_metrics(directory, config.train.num_steps)
+        if measured is None and not collect_only:
+            result = train_and_evaluate(config, directory)
+            measured = result["eval"] if result else None
+        cells.append((config, measured))
+    return format_table(cells)

@@ -1,0 +1,19 @@
+"""Tasks wire models to losses, metrics, predictions and pictures; `build_task` picks one."""
+from __future__ import annotations
+
+import ml_collections
+
+from segattn_jax.tasks.base import Task
+from segattn_jax.tasks.classification import ClassificationTask
+from segattn_jax.tasks.segmentation import SegmentationTask
+
+TASKS: dict[str, type[Task]] = {
+    "segmentation": SegmentationTask,
+    "classification": ClassificationTask,
+}
+
+
+def build_task(config: ml_collections.ConfigDict) -> Task:
+    if config.task.name not in TASKS:
+        raise ValueError(f"Unknown task.name {config.task.name!r}; valid: {sorted(TASKS)}.")
+    return TASKS[config.task.name](config)

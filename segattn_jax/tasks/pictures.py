@@ -1,0 +1,177 @@
+"""PNG pictures that tasks write during eval and `predict`: colored masks, overlays, grids.
+
+Host-side numpy only (pictures are made from a few examples after `jax.device_get`). Masks use the
+PASCAL VOC colormap, so pictures of VOC-trained models look like the VOC ground truth PNGs and
+the same class has the same color in every picture of every task.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from etils import epath
+from PIL import Image
+
+# VOC draws "void" / ignored pixels (label 255) in this color; it is VOC palette entry 255.
+VOC_VOID_LABEL = 255
+
+
+def voc_palette(num_colors: int = 256) -> np.ndarray:
+    """(num_colors, 3) uint8 PASCAL VOC colormap: the bits of the class index are dealt out in turn
+    to red, green and blue, from the most significant bit down. Index 0 is black (background) and
+    all indices below 2**24 get distinct colors."""
+    if not 1 <= num_colors <= 2**24:
+        raise ValueError(f"num_colors must be in [1, 2**24], got {num_colors}.")
+    index = np.arange(num_colors, dtype=np.int64)
+    palette = np.zeros((num_colors, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            palette[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    return palette.astype(np.uint8)
+
+
+def colorize_mask(
+    mask: np.ndarray, num_classes: int, ignore_label: int | None = VOC_VOID_LABEL
+) -> np.ndarray:
+    """(H, W) integer class mask -> (H, W, 3) uint8 VOC colors; `ignore_label` pixels get VOC's void
+    color (224, 224, 192)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(
+            f"mask must be an (H, W) integer array, got shape {mask.shape} dtype {mask.dtype}.")
+    in_range = (mask >= 0) & (mask < num_classes)
+    ignored = mask == ignore_label if ignore_label is not None else np.zeros_like(in_range)
+    if not np.all(in_range | ignored):
+        bad = np.unique(mask[~(in_range | ignored)])[:5]
+        raise ValueError(
+            f"mask has values {bad.tolist()} outside [0, num_classes={num_classes}) that are not "
+            f"ignore_label={ignore_label}; pass the right num_classes or ignore_label."
+        )
+    palette = voc_palette(max(num_classes, VOC_VOID_LABEL + 1))
+    colors = palette[np.where(in_range, mask, 0)]
+    if ignore_label is not None:
+        colors[ignored] = palette[VOC_VOID_LABEL]
+    return colors
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] -> uint8 in [0, 255] (clipped, rounded); uint8 passes through."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == bool:
+        return image.astype(np.uint8) * 255
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(
+            f"to_uint8 expects a float image in [0, 1] or uint8, got {image.dtype}; "
+            "color integer class masks with colorize_mask."
+        )
+    return np.round(np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1) or (H, W, 3) float [0, 1] / uint8 image -> (H, W, 3) uint8."""
+    image = to_uint8(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(
+            f"Expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {image.shape}.")
+    return image
+
+
+def resize_nearest(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of the two leading axes (keeps mask values and edges crisp)."""
+    rows = np.arange(height) * image.shape[0] // height
+    cols = np.arange(width) * image.shape[1] // width
+    return image[rows[:, None], cols[None, :]]
+
+
+def image_grid(
+    rows: Sequence[Sequence[np.ndarray]], pad: int = 2, pad_value: int = 255
+) -> np.ndarray:
+    """Tiles images into one (H, W, 3) uint8 picture: a list of rows, each a list of images.
+
+    Gray images become RGB. Within a row, every image is resized (nearest, keeping its aspect
+    ratio) to the row's tallest height, so e.g. a 16x16 score map sits next to its 64x64 input;
+    shorter rows are padded on the right. `pad` pixels of `pad_value` separate and frame the tiles.
+    """
+    if not rows or not all(len(row) for row in rows):
+        raise ValueError("image_grid needs a non-empty list of non-empty rows of images.")
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}.")
+    strips = []
+    for row in rows:
+        images = [to_rgb_uint8(image) for image in row]
+        height = max(image.shape[0] for image in images)
+        tiles = []
+        for image in images:
+            width = max(1, round(image.shape[1] * height / image.shape[0]))
+            tiles.append(resize_nearest(image, height, width))
+        strips.append(_join(tiles, axis=1, pad=pad, pad_value=pad_value))
+    width = max(strip.shape[1] for strip in strips)
+    strips = [
+        np.pad(strip, ((0, 0), (0, width - strip.shape[1]), (0, 0)), constant_values=pad_value)
+        for strip in strips
+    ]
+    grid = _join(strips, axis=0, pad=pad, pad_value=pad_value)
+    return np.pad(grid, ((pad, pad), (pad, pad), (0, 0)), constant_values=pad_value)
+
+
+def overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    num_classes: int,
+    alpha: float = 0.5,
+    background: int | None = 0,
+) -> np.ndarray:
+    """Blends the mask's VOC colors over the image: (H, W, 3) uint8. Pixels of the `background`
+    class (and ignored pixels) keep the image as it is, so only the objects are tinted."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    image = to_rgb_uint8(image)
+    mask = np.asarray(mask)
+    if mask.shape != image.shape[:2]:
+        raise ValueError(
+            f"mask {mask.shape} and image {image.shape[:2]} must have the same height and width; "
+            "resize the prediction to the image first."
+        )
+    colors = colorize_mask(mask, num_classes)
+    blended = (1.0 - alpha) * image + alpha * colors
+    tinted = (mask >= 0) & (mask < num_classes)
+    if background is not None:
+        tinted &= mask != background
+    return np.where(tinted[..., None], np.round(blended), image).astype(np.uint8)
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> str:
+    """Writes an (H, W) / (H, W, 1) / (H, W, 3) float [0, 1] or uint8 image as PNG, creating the
+    parent directories. Goes through etils.epath (as orbax does), so a gs:// workdir on a TPU pod
+    works like a local one. Returns the path."""
+    image = to_uint8(array)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
+        raise ValueError(
+            f"save_png expects (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}.")
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as file:
+        Image.fromarray(image).save(file, format="PNG")
+    return os.fspath(path)
+
+
+def _join(tiles: list[np.ndarray], axis: int, pad: int, pad_value: int) -> np.ndarray:
+    """Concatenates same-size-across-`axis` tiles with `pad`-wide separators."""
+    if pad == 0:
+        return np.concatenate(tiles, axis=axis)
+    separator_shape = list(tiles[0].shape)
+    separator_shape[axis] = pad
+    separator = np.full(separator_shape, pad_value, dtype=np.uint8)
+    pieces = [tiles[0]]
+    for tile in tiles[1:]:
+        pieces += [separator, tile]
+    return np.concatenate(pieces, axis=axis)

@@ -1,0 +1,65 @@
+"""Semantic segmentation: per-pixel cross-entropy with an ignore label; FCN-paper metrics."""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from segattn_jax.metrics.segmentation import confusion_matrix, segmentation_metrics
+from segattn_jax.tasks import pictures as pics
+from segattn_jax.tasks.base import Batch, Task
+
+
+def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int) -> jax.Array:
+    """Mean cross-entropy over the pixels whose label is not `ignore_label`."""
+    valid = labels != ignore_label
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), jnp.where(valid, labels, 0))
+    return jnp.sum(ce * valid) / jnp.maximum(jnp.sum(valid), 1)
+
+
+class SegmentationTask(Task):
+    preprocess = "segmentation"
+    any_input_size = True
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.model.num_classes
+
+    @property
+    def ignore_label(self) -> int:
+        return self.config.task.get("ignore_label", 255)
+
+    def loss(self, params, batch: Batch, rng):
+        logits = self.model.apply({"params": params}, batch["image"], train=True,
+                                  rngs={"dropout": rng})
+        loss = pixel_cross_entropy(logits, batch["label"], self.ignore_label)
+        valid = batch["label"] != self.ignore_label
+        correct = (jnp.argmax(logits, -1) == batch["label"]) & valid
+        return loss, {"pixel_accuracy": correct.sum() / jnp.maximum(valid.sum(), 1)}
+
+    def predict(self, params, images):
+        logits = self.model.apply({"params": params}, images, train=False)
+        return {"label_map": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
+
+    def statistics(self, batch: Batch, predictions) -> Any:
+        valid = jnp.broadcast_to(batch["valid"][:, None, None], batch["label"].shape)
+        return confusion_matrix(batch["label"], predictions["label_map"], self.num_classes,
+                                valid_mask=valid, ignore_label=self.ignore_label)
+
+    def summarize(self, statistics) -> dict[str, float]:
+        return {k: 100.0 * float(v)
+                for k, v in segmentation_metrics(np.asarray(statistics)).items()}
+
+    def pictures(self, batch, predictions) -> np.ndarray:
+        rows = [[pics.to_uint8(image), pics.colorize_mask(label, self.num_classes),
+                 pics.colorize_mask(pred, self.num_classes)]
+                for image, label, pred in zip(batch["image"], batch["label"],
+                                              predictions["label_map"])]
+        return pics.image_grid(rows)
+
+    def overlay(self, image, predictions) -> np.ndarray:
+        return pics.overlay(pics.to_uint8(image), predictions["label_map"], self.num_classes)

@@ -1,0 +1,101 @@
+"""The config schema every experiment fills in: one home for the loop's keys and their defaults.
+
+Experiments (experiments/*.py) start from `base_config()`, set their dataset/model/optimizer and
+paper numbers, and return `config.lock()`-ed configs so a misspelt key fails at start.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Sequence
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.experiment = ""          # e.g. 'fcn'; with row/column, names a cell of the paper's table
+    c.row = ""                 # table row, e.g. 'FCN-8s'
+    c.column = ""              # table column for grid tables, e.g. 'RTS' ('' = metrics are columns)
+    c.paper = ml_collections.ConfigDict()   # metric name -> the paper's number for this cell
+    c.table_metrics = ()       # metrics shown by `table`, in order
+    c.seed = 0
+
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.name = ""        # TFDS name, e.g. 'shapes/default'
+    c.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
+    c.dataset.train_split = "train"
+    c.dataset.eval_split = "test"
+
+    c.task = ml_collections.ConfigDict()
+    c.task.name = ""           # see segattn_jax.tasks.TASKS
+    c.task.ignore_label = 255
+
+    c.model = ml_collections.ConfigDict()  # name (segattn_jax.models.MODELS) + constructor args
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"   # sgd | adam | adamw
+    c.optimizer.learning_rate = 0.01
+    c.optimizer.momentum = 0.9
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.grad_clip_norm = 0.0
+    c.optimizer.schedule = "constant"  # constant | cosine | step
+    c.optimizer.warmup_steps = 0
+    c.optimizer.decay_at = (0.5, 0.75)  # 'step' schedule: fractions of training
+    c.optimizer.decay_factor = 0.1
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 16    # global: the same whatever the number of devices
+    c.train.num_steps = 1000
+    c.train.log_every = 50
+    c.train.eval_every = 0     # 0: only at the end
+    c.train.checkpoint_every = 500
+    c.train.keep_checkpoints = 3
+    c.train.num_pictures = 8
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 64
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1           # data-parallel devices; -1 = all
+    return c
+
+
+def parse_arg(arg: str, axes: dict[str, Sequence[str]], flags: Sequence[str] = ("mini",),
+              defaults: dict[str, str] | None = None) -> tuple[dict[str, str], set[str]]:
+    """Splits e.g. 'ST-CNN-Aff,RTS,mini' into ({'row': 'ST-CNN-Aff', 'column': 'RTS'}, {'mini'}).
+
+    Each axis (row, column, ...) takes at most one of its names, else its default; anything
+    unknown fails at start with the valid names listed.
+    """
+    parts = [p.strip() for p in arg.split(",") if p.strip()]
+    chosen: dict[str, str] = {}
+    valid = "; ".join(f"{axis}s: {', '.join(names)}" for axis, names in axes.items())
+    example = ",".join([names[0] for names in axes.values()] + list(flags[:1]))
+    for part in parts:
+        if part in flags:
+            continue
+        axis = next((a for a, names in axes.items() if part in names), None)
+        if axis is None or axis in chosen:
+            raise ValueError(f"Config argument {arg!r}: {part!r} is not a valid name here. "
+                             f"Valid {valid}; optional flags: {', '.join(flags)} "
+                             f"(e.g. --config experiments/<file>.py:{example}).")
+        chosen[axis] = part
+    chosen = {**(defaults or {}), **chosen}
+    missing = [a for a in axes if a not in chosen]
+    if missing:
+        raise ValueError(f"Config argument {arg!r} names no {' or '.join(missing)}. Valid {valid}; "
+                         f"optional flags: {', '.join(flags)} (e.g. :{example}).")
+    return chosen, {p for p in parts if p in flags}
+
+
+def load_experiment(path: str | Path) -> ModuleType:
+    """Imports an experiment file (experiments/<paper>.py) by path, as config_flags does."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Experiment file {path} does not exist (see experiments/).")
+    spec = importlib.util.spec_from_file_location(f"experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,291 @@
+"""The one train/eval loop. Nothing paper-specific: the experiment config picks dataset, task
+(model + loss + metrics) and optimizer; this file runs them on the mesh.
+
+Resuming is exact: the state is restored from the latest orbax checkpoint, each step's RNG is
+`fold_in(key(seed), step)` and the data stream restarts at the restored step, so a killed and
+restarted run ends with the same metrics as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import time
+from etils import epath
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from segattn_jax.data import pipeline
+from segattn_jax.data.preprocess import PREPROCESSORS
+from segattn_jax.tasks import Task, build_task
+from segattn_jax.tasks import pictures as pics
+from segattn_jax.train import mesh as mesh_lib
+from segattn_jax.train.checkpoint import Checkpointer
+from segattn_jax.train.optimizers import make_optimizer
+from segattn_jax.train.state import TrainState, create_train_state
+
+METRICS_FILE = "metrics.json"
+
+
+def _widen(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradient became NaN/inf; the run stopped without saving the bad state."""
+
+
+def _rngs(seed: int) -> tuple[jax.Array, jax.Array]:
+    """(init, train) keys; built inside jit so every process derives the same keys."""
+    init_rng, train_rng = jax.random.split(jax.random.key(seed))
+    return init_rng, train_rng
+
+
+def train_step(task: Task, tx: optax.GradientTransformation, seed: int, state: TrainState,
+               batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step; the loss, gradient norm and the task's metrics for logging."""
+    _, train_rng = _rngs(seed)
+    rng = jax.random.fold_in(train_rng, state.step)
+    (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(state.params, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                          opt_state=opt_state)
+    return state, {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
+
+
+class Experiment:
+    """Everything a command needs, built once from a config: mesh, task, optimizer, data, steps."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | epath.Path):
+        self.config = config
+        self.workdir = epath.Path(workdir)
+        self.mesh = mesh_lib.make_mesh(config.mesh.data)
+        mesh_lib.check_batch_divisible(config.train.batch_size, self.mesh, "train.batch_size")
+        mesh_lib.check_batch_divisible(config.eval.batch_size, self.mesh, "eval.batch_size")
+        self.task: Task = build_task(config)
+        self.tx = make_optimizer(config.optimizer, config.train.num_steps)
+        self.preprocess = PREPROCESSORS[self.task.preprocess]
+        self.replicated = mesh_lib.replicated(self.mesh)
+        self.data_sharded = mesh_lib.data_sharded(self.mesh)
+
+        image_spec = pipeline.element_spec(config.dataset.name, config.dataset.eval_split,
+                                           preprocess=self.preprocess,
+                                           data_dir=config.dataset.data_dir)["image"]
+        self.image_shape = (1, *image_spec.shape)
+
+        abstract = jax.eval_shape(self._init_state)
+        self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
+        self.abstract_state = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+            self.state_sharding)
+
+        self.train_step = jax.jit(functools.partial(train_step, self.task, self.tx, config.seed),
+                                  in_shardings=(self.state_sharding, self.data_sharded),
+                                  out_shardings=(self.state_sharding, self.replicated),
+                                  donate_argnums=0)
+        params_sharding = self.state_sharding.params
+        self.eval_step = jax.jit(self._eval_step, in_shardings=(params_sharding, self.data_sharded),
+                                 out_shardings=self.replicated)
+        self.predict_step = jax.jit(self.task.predict,
+                                    in_shardings=(params_sharding, self.data_sharded),
+                                    out_shardings=self.replicated)
+
+    # ---- traced functions -------------------------------------------------------------------
+    def _init_state(self) -> TrainState:
+        init_rng, _ = _rngs(self.config.seed)
+        params = self.task.init_params(init_rng, jnp.zeros(self.image_shape, jnp.float32))
+        return create_train_state(params, self.tx)
+
+    def _eval_step(self, params, batch):
+        return self.task.statistics(batch, self.task.predict(params, batch["image"]))
+
+    # ---- host functions ---------------------------------------------------------------------
+    def new_state(self) -> TrainState:
+        return jax.jit(self._init_state, out_shardings=self.state_sharding)()
+
+    def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        return pipeline.eval_iterator(
+            self.config.dataset.name, self.config.dataset.eval_split, preprocess=self.preprocess,
+            global_batch_size=self.config.eval.batch_size, data_dir=self.config.dataset.data_dir)
+
+    def evaluate(self, params) -> dict[str, float]:
+        """Metrics over the whole eval split; per-batch statistics are summed on the host in
+        64 bits, so counts over a large eval set cannot overflow."""
+        total = None
+        for batch in self.eval_batches():
+            stats = jax.tree.map(_widen, jax.device_get(
+                self.eval_step(params, mesh_lib.to_global(batch, self.mesh))))
+            total = stats if total is None else jax.tree.map(np.add, total, stats)
+        return self.task.summarize(total)
+
+    def pictures(self, params, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """The task's picture grid for the first examples of this process's batch."""
+        predictions = jax.device_get(self.predict_step(params, mesh_lib.to_global(
+            {"image": batch["image"]}, self.mesh)["image"]))
+        n = min(self.config.train.num_pictures, len(batch["image"]))
+        return self.task.pictures(jax.tree.map(lambda x: x[:n], batch),
+                                  jax.tree.map(lambda x: x[:n], predictions))
+
+    def checkpointer(self) -> Checkpointer:
+        return Checkpointer(self.workdir / "checkpoints",
+                            every_steps=self.config.train.checkpoint_every,
+                            keep=self.config.train.keep_checkpoints)
+
+    def restore_or_init(self, checkpointer: Checkpointer) -> TrainState:
+        state = checkpointer.restore_latest(self.abstract_state)
+        if state is None:
+            logging.info("No checkpoint in %s: starting from scratch.", checkpointer.directory)
+            return self.new_state()
+        return state
+
+
+class _PreemptionFlag:
+    """Whether to save and stop now because of SIGTERM.
+
+    One process: our own SIGTERM handler. Several: JAX's preemption sync manager (installed by
+    `jax.distributed.initialize`) catches SIGTERM, and all processes agree on the step to stop at.
+    """
+
+    def __init__(self):
+        self.received = False
+        self._multi = jax.process_count() > 1
+        if not self._multi:
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+    def _handler(self, signum, frame):
+        self.received = True
+
+    def should_stop(self, step: int) -> bool:
+        if self._multi:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.received
+
+    def restore(self):
+        if not self._multi:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _first_nonfinite(history: list[tuple[int, dict[str, Any]]]) -> int | None:
+    for step, metrics in history:
+        if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
+            return step
+    return None
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.Path) -> dict[str, Any] | None:
+    """Trains (resuming from the latest checkpoint), evaluates periodically, writes metrics.json.
+
+    Returns the final metrics, or None when stopped by SIGTERM (after saving a checkpoint).
+    """
+    exp = Experiment(config, workdir)
+    is_main = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(exp.workdir, just_logging=not is_main,
+                                                  asynchronous=True)
+    checkpointer = exp.checkpointer()
+    state = exp.restore_or_init(checkpointer)
+    start_step, num_steps = int(state.step), config.train.num_steps
+    picture_batch = next(iter(exp.eval_batches()))
+    train_batches = pipeline.train_iterator(
+        config.dataset.name, config.dataset.train_split, preprocess=exp.preprocess,
+        global_batch_size=config.train.batch_size, seed=config.seed, start_step=start_step,
+        data_dir=config.dataset.data_dir)
+    preemption = _PreemptionFlag()
+    history: list[tuple[int, dict[str, Any]]] = []  # device metrics since the last check
+    last_good_step = checkpointer.latest_step  # also the last saved step
+
+    def check_finite():
+        """Syncs on the pending metrics; raises naming the first bad step."""
+        fetched = [(s, jax.device_get(m)) for s, m in history]
+        history.clear()
+        bad = _first_nonfinite(fetched)
+        if bad is not None:
+            checkpointer.close()
+            raise NonFiniteLossError(
+                f"Loss or gradient became NaN/inf at step {bad}. The run stopped; the last good "
+                f"checkpoint (step {last_good_step}) in {checkpointer.directory} is kept. Lower "
+                "--config.optimizer.learning_rate or set --config.optimizer.grad_clip_norm, "
+                "then rerun the same command to resume from it.")
+        return fetched
+
+    def evaluate_and_draw(step: int):
+        metrics = exp.evaluate(state.params)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
+        picture = exp.pictures(state.params, picture_batch)
+        if is_main:
+            pics.save_png(exp.workdir / "pictures" / f"step_{step:06d}.png", picture)
+            writer.write_images(step, {"pictures": picture[None]})
+        return metrics
+
+    progress = tqdm(total=num_steps, initial=start_step, disable=not is_main, desc="train",
+                    unit="step", dynamic_ncols=True, mininterval=2.0)
+    started, eval_metrics = time.time(), None
+    try:
+        for step in range(start_step, num_steps):
+            batch = mesh_lib.to_global(next(train_batches), exp.mesh)
+            state, metrics = exp.train_step(state, batch)
+            done = step + 1  # steps are counted from 1: checkpoint N holds the state after step N
+            history.append((done, metrics))
+            progress.update(1)
+            if done % config.train.log_every == 0 or done == num_steps:
+                fetched = check_finite()
+                means = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
+                         for k in fetched[0][1]}
+                writer.write_scalars(done, means)
+                progress.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
+            if checkpointer.due(done):
+                check_finite()
+                checkpointer.save(done, state)
+                last_good_step = done
+            if config.train.eval_every and done % config.train.eval_every == 0 and done < num_steps:
+                evaluate_and_draw(done)
+            if preemption.should_stop(done):
+                check_finite()
+                checkpointer.save(done, state, force=True)
+                checkpointer.close()
+                logging.warning("SIGTERM: saved a checkpoint at step %d in %s; rerun the same "
+                                "command to resume.", done, checkpointer.directory)
+                return None
+        check_finite()
+        if last_good_step != num_steps:
+            checkpointer.save(num_steps, state, force=True)
+        eval_metrics = evaluate_and_draw(num_steps)
+    finally:
+        progress.close()
+        preemption.restore()
+        writer.flush()
+    checkpointer.close()
+    result = {"step": num_steps, "eval": eval_metrics,
+              "train_seconds": round(time.time() - started, 1),
+              "experiment": config.get("experiment"), "row": config.get("row"),
+              "paper": config.get("paper", {}).to_dict() if config.get("paper") else {}}
+    if is_main:
+        (exp.workdir / METRICS_FILE).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str | epath.Path) -> dict[str, float]:
+    """Evaluates the latest checkpoint in `workdir` on the eval split."""
+    exp, params = load_params(config, workdir)
+    return exp.evaluate(params)
+
+
+def load_params(config: ml_collections.ConfigDict, workdir: str | epath.Path) -> tuple[Experiment, Any]:
+    """The experiment and the params of its latest checkpoint (for `predict`)."""
+    exp = Experiment(config, workdir)
+    checkpointer = exp.checkpointer()
+    if checkpointer.latest_step is None:
+        raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}: train first "
+                                "(python -m segattn_jax.main train ...) with this --workdir.")
+    state = checkpointer.restore_latest(exp.abstract_state)
+    checkpointer.close()
+    return exp, state.params

@@ -1,0 +1,45 @@
+"""Test-session setup: 8 virtual CPU devices (multi-device tests) and quiet TensorFlow.
+
+XLA_FLAGS must be set before jax is first imported, hence here. Single-device code is unaffected:
+unsharded arrays live on device 0.
+"""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small, fast variants of the experiments: tiny registered datasets and slim models.
+FAST_OVERRIDES = {
+    "fcn": {"dataset.name": "shapes/tiny", "model.width": 0.0625, "train.batch_size": 8,
+            "eval.batch_size": 8, "train.log_every": 2, "train.checkpoint_every": 2},
+    "stn": {"dataset.name": "distorted_digits/tiny_rts", "train.batch_size": 8,
+            "eval.batch_size": 8, "train.log_every": 2, "train.checkpoint_every": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory) -> str:
+    """One TFDS data_dir per test worker; embedded datasets are generated into it on first use."""
+    return str(tmp_path_factory.mktemp("tensorflow_datasets"))
+
+
+def experiment_config(name: str, arg: str, data_dir: str, **overrides):
+    """experiments/<name>.py:<arg> with the fast overrides, then `overrides` ('a.b' -> value)."""
+    from segattn_jax.train.config import load_experiment
+
+    config = load_experiment(ROOT / "experiments" / f"{name}.py").get_config(arg)
+    config.update_from_flattened_dict(
+        {**FAST_OVERRIDES[name], "dataset.data_dir": data_dir, **overrides})
+    return config
+
+
+def cli_overrides(name: str, data_dir: str, **overrides) -> list[str]:
+    """The same overrides as command-line flags, for subprocess tests of the CLI."""
+    merged = {**FAST_OVERRIDES[name], "dataset.data_dir": data_dir, **overrides}
+    return [f"--config.{k}={v}" for k, v in merged.items()]

@@ -1,0 +1,68 @@
+"""Pictures: VOC palette against the VOC devkit's published colors, grid layout, PNG round trip."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from segattn_jax.tasks.pictures import colorize_mask, image_grid, overlay, save_png, to_uint8, voc_palette
+
+# The 21 class colors of PASCAL VOC 2012 (VOCdevkit labelcolormap), background first.
+VOC_COLORS = [
+    (0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128),
+    (0, 128, 128), (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0),
+    (64, 0, 128), (192, 0, 128), (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0),
+    (0, 192, 0), (128, 192, 0), (0, 64, 128),
+]
+
+
+def test_palette_matches_voc_and_is_distinct():
+    np.testing.assert_array_equal(voc_palette(21), np.array(VOC_COLORS, np.uint8))
+    palette = voc_palette(256)
+    assert tuple(palette[255]) == (224, 224, 192)  # VOC's void / boundary color
+    assert len({tuple(color) for color in palette}) == 256
+    assert len({tuple(color) for color in voc_palette(1000)}) == 1000
+
+
+def test_colorize_mask_and_ignore_label():
+    mask = np.array([[0, 1, 2], [15, 20, 255]])
+    colors = colorize_mask(mask, num_classes=21)
+    assert colors.shape == (2, 3, 3) and colors.dtype == np.uint8
+    assert [tuple(c) for c in colors.reshape(-1, 3)] == [
+        VOC_COLORS[0], VOC_COLORS[1], VOC_COLORS[2], VOC_COLORS[15], VOC_COLORS[20], (224, 224, 192)]
+    with pytest.raises(ValueError, match="outside"):
+        colorize_mask(np.array([[0, 21]]), num_classes=21)
+
+
+def test_to_uint8_and_overlay():
+    np.testing.assert_array_equal(to_uint8(np.array([-1.0, 0.0, 0.5, 1.0, 2.0])), [0, 0, 128, 255, 255])
+    image = np.full((2, 2, 3), 0.5, np.float32)  # 128 gray
+    mask = np.array([[0, 1], [2, 255]])
+    blended = overlay(image, mask, num_classes=21, alpha=0.5)
+    assert blended.dtype == np.uint8
+    np.testing.assert_array_equal(blended[0, 0], [128, 128, 128])  # background kept
+    np.testing.assert_array_equal(blended[0, 1], [128, 64, 64])  # (128 + (128, 0, 0)) / 2
+    np.testing.assert_array_equal(blended[1, 0], [64, 128, 64])
+    np.testing.assert_array_equal(blended[1, 1], [128, 128, 128])  # ignored kept
+    with pytest.raises(ValueError, match="same height and width"):
+        overlay(image, np.zeros((3, 3), int), num_classes=21)
+
+
+def test_image_grid_layout():
+    rgb = np.zeros((8, 6, 3), np.float32)
+    gray = np.ones((4, 4), np.float32)  # resized by nearest to the row's height 8 -> 8x8
+    mask_colors = colorize_mask(np.ones((8, 8), int), 21)
+    grid = image_grid([[rgb, gray], [mask_colors]], pad=2)
+    # Row 1: 2 + 6 + 2 + 8 + 2 wide = 20; row 2 (8 wide) is padded on the right to 16.
+    assert grid.shape == (2 + 8 + 2 + 8 + 2, 2 + 6 + 2 + 8 + 2, 3) and grid.dtype == np.uint8
+    np.testing.assert_array_equal(grid[2:10, 2:8], 0)  # rgb tile, black
+    np.testing.assert_array_equal(grid[2:10, 10:18], 255)  # gray tile, white, 8x8
+    np.testing.assert_array_equal(grid[12:20, 2:10], np.broadcast_to(VOC_COLORS[1], (8, 8, 3)))
+    np.testing.assert_array_equal(grid[:2], 255)  # frame
+    assert image_grid([[rgb]], pad=0).shape == (8, 6, 3)
+
+
+def test_save_png_roundtrip_creates_directories(tmp_path):
+    picture = np.random.default_rng(0).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    path = save_png(tmp_path / "pictures" / "step_10" / "grid.png", picture)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), picture)
+    gray = save_png(tmp_path / "gray.png", np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4))
+    np.testing.assert_array_equal(np.asarray(Image.open(gray)), to_uint8(np.linspace(0, 1, 12).reshape(3, 4)))

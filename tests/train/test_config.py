@@ -1,0 +1,45 @@
+"""Experiment configs: every row builds, bad names fail listing valid ones, keys are locked."""
+import pytest
+
+from segattn_jax.models import MODELS
+from segattn_jax.train.config import load_experiment
+from segattn_jax.tasks import TASKS
+from segattn_jax.train.config import parse_arg
+from tests.conftest import ROOT
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_table_cell_has_a_valid_config(name):
+    module = load_experiment(ROOT / "experiments" / f"{name}.py")
+    runs = module.table_runs("mini")
+    assert runs
+    for run in runs:
+        config = module.get_config(run)
+        assert config.model.name in MODELS and config.task.name in TASKS
+        assert set(config.table_metrics) == set(config.paper), run
+        assert config.row in module.ROWS
+
+
+def test_parse_arg_lists_valid_names():
+    axes = {"row": ("A", "B"), "column": ("X", "Y")}
+    assert parse_arg("B,Y,mini", axes) == ({"row": "B", "column": "Y"}, {"mini"})
+    assert parse_arg("mini", axes, defaults={"row": "A", "column": "X"})[0] == {"row": "A", "column": "X"}
+    with pytest.raises(ValueError, match="rows: A, B; columns: X, Y"):
+        parse_arg("C,X", axes)
+    with pytest.raises(ValueError, match="names no column"):
+        parse_arg("A", axes)
+    with pytest.raises(ValueError, match="not a valid name"):
+        parse_arg("A,B,X", axes)
+
+
+def test_configs_are_locked():
+    config = load_experiment(ROOT / "experiments" / "fcn.py").get_config("FCN-8s,mini")
+    with pytest.raises(AttributeError):
+        config.train.num_stepz = 3
+
+
+def test_fcn_paper_scale_explains_what_is_missing():
+    with pytest.raises(ValueError, match="FCN-8s,mini"):
+        load_experiment(ROOT / "experiments" / "fcn.py").get_config("FCN-8s")
