@@ -2,13 +2,14 @@ r"""FCN-32s / FCN-16s / FCN-8s: Long, Shelhamer, Darrell, "Fully Convolutional N
 Semantic Segmentation", CVPR 2015, Table 2 (PASCAL VOC 2011 seg11valid).
 
 Rows: FCN-32s, FCN-16s, FCN-8s. Add ',mini' for the CPU-sized variant on the embedded `shapes` data
-(slim VGG16, 64x64 scenes, 7 classes); the paper-scale VOC rows arrive with the VOC dataset.
+(slim VGG16, 64x64 scenes, 8 shape classes + background); the paper-scale VOC rows arrive with the VOC dataset.
 
   python -m segattn_jax.main train --config experiments/fcn.py:FCN-8s,mini --workdir runs/fcn8s_mini
   python -m segattn_jax.main table --config experiments/fcn.py:mini --workdir runs/fcn_table
 
 Expected on mini (measured, see README): mean IU FCN-8s > FCN-16s > FCN-32s.
 """
+from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
 from segattn_jax.train.config import base_config, parse_arg
 
 # Paper, Table 2 (seg11valid): pixel acc., mean acc., mean IU, f.w. IU (%).
@@ -42,8 +43,12 @@ def get_config(arg: str = "FCN-8s,mini"):
     c.task.name = "segmentation"
     c.model.name = "fcn"
     c.model.variant = row.removeprefix("FCN-")
-    c.model.num_classes = 7           # background + 6 shape classes
+    c.model.num_classes = NUM_SEMANTIC_CLASSES  # background + the shape classes
     c.model.width = 0.125             # VGG16 channels / 8
+    # 64x64 scenes: a 3x3 fc6 on pool5 needs only 32 px of padding, not 100 for a 7x7 fc6 (4x
+    # fewer pixels through VGG); crop offsets follow from the geometry either way.
+    c.model.first_padding = 32
+    c.model.fc6_kernel = 3
     c.model.dtype = "float32"
 
     c.optimizer.name = "adam"

@@ -58,6 +58,7 @@ def get_config(arg: str = "ST-CNN-Aff,RTS,mini"):
     c.model.base = base.lower()
     c.model.transform = _TRANSFORMS[transform] if row.startswith("ST-") else None
     c.model.num_classes = 10
+    c.model.width = 1.0  # scales every hidden size (paper sizes at 1.0)
 
     if mini:
         c.optimizer.name = "adam"

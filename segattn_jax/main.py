@@ -71,6 +71,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Give one command: {' | '.join(COMMANDS)} (got {argv[1:]}).")
     if _WORKDIR.value is None:
         raise app.UsageError("--workdir is required: where checkpoints, metrics and pictures go.")
+    # orbax logs every save step at INFO; keep its warnings, and all of our own INFO lines.
+    logging.get_absl_handler().addFilter(
+        lambda record: "/orbax/" not in record.pathname or record.levelno >= logging.WARNING)
     from segattn_jax.train.mesh import maybe_initialize_distributed
     maybe_initialize_distributed()
     workdir, command = epath.Path(_WORKDIR.value), argv[1]
@@ -85,10 +88,47 @@ def main(argv: list[str]) -> None:
         _predict(config, workdir, _IMAGES.value)
 
 
+def _explain_bad_config(argv: list[str]) -> str | None:
+    """A one-line reason why --config or a --config.KEY override is invalid (None if not found).
+
+    config_flags reports these as tracebacks from inside the config file; redo the two checks here
+    to say plainly what is wrong and what is valid.
+    """
+    from segattn_jax.train.config import load_experiment
+    values = {}  # flag name -> value, for --name=value and --name value
+    for i, a in enumerate(argv):
+        if a.startswith("--config"):
+            name, eq, value = a.removeprefix("--").partition("=")
+            values[name] = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+    if not values.get("config"):
+        return None
+    path, _, arg = values.pop("config").partition(":")
+    try:
+        config = load_experiment(path).get_config(arg) if arg else load_experiment(path).get_config()
+    except ValueError as e:
+        return str(e)
+    for key in values:
+        node, parts = config, key.split(".")[1:]
+        for depth, part in enumerate(parts):
+            if not hasattr(node, "keys") or part not in node:
+                where = ".".join(["config", *parts[:depth]])
+                valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(not a group)"
+                return f"Unknown config key --{key}: valid keys of {where}: {valid}."
+            node = node[part]
+    return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return flags.FLAGS(argv)
+    except Exception as e:  # noqa: BLE001  (absl/config_flags raise many types here)
+        sys.exit(f"error: {_explain_bad_config(argv) or str(e).strip().splitlines()[-1]}")
+
+
 def run() -> None:
     flags.mark_flag_as_required("config")
     try:
-        app.run(main)
+        app.run(main, flags_parser=_parse_flags)
     except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
         logging.flush()
         sys.exit(f"error: {e}")

@@ -14,12 +14,13 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Small, fast variants of the experiments: tiny registered datasets and slim models.
+# Small, fast variants of the experiments: tiny registered datasets, slim models, one device
+# (the 8 virtual devices share 2 cores; only the sharding tests use them).
+_FAST = {"train.batch_size": 8, "eval.batch_size": 8, "train.log_every": 2,
+         "train.checkpoint_every": 2, "mesh.data": 1}
 FAST_OVERRIDES = {
-    "fcn": {"dataset.name": "shapes/tiny", "model.width": 0.0625, "train.batch_size": 8,
-            "eval.batch_size": 8, "train.log_every": 2, "train.checkpoint_every": 2},
-    "stn": {"dataset.name": "distorted_digits/tiny_rts", "train.batch_size": 8,
-            "eval.batch_size": 8, "train.log_every": 2, "train.checkpoint_every": 2},
+    "fcn": {**_FAST, "dataset.name": "shapes/tiny", "model.width": 0.0625},
+    "stn": {**_FAST, "dataset.name": "distorted_digits/tiny_rts"},
 }
 
 

@@ -66,7 +66,8 @@ def test_segmentation_learns(tfds_dir, tmp_path):
 
 @pytest.mark.slow
 def test_classification_learns(tfds_dir, tmp_path):
-    config = experiment_config("stn", "CNN,RTS,mini", tfds_dir, **{
-        "train.num_steps": 150, "train.checkpoint_every": 1000, "train.log_every": 50})
+    config = experiment_config("stn", "FCN,R,mini", tfds_dir, **{
+        "dataset.name": "distorted_digits/tiny_r", "train.batch_size": 32, "train.num_steps": 200,
+        "optimizer.learning_rate": 3e-3, "train.checkpoint_every": 1000, "train.log_every": 50})
     metrics = loop.train_and_evaluate(config, tmp_path)["eval"]
-    assert metrics["error_percent"] < 40.0, metrics
+    assert metrics["error_percent"] < 25.0, metrics  # chance: 90%

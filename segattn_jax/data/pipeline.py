@@ -1,0 +1,209 @@
+"""Input pipeline: TFDS -> tf.data -> numpy batches (the only place TensorFlow runs).
+
+The training stream is a pure function of (seed, position): each epoch is a seeded shuffle of this
+process's shard, and each example's augmentation seed is folded from its global position in the
+stream. So `start_step=k` reproduces exactly what step k saw in an uninterrupted run, restarts
+need no iterator checkpoint, and every process reads a disjoint shard. Resuming costs at most one
+epoch of reading (the skip within the current epoch); epochs are full permutations when the shard
+fits in `shuffle_buffer`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterable, Iterator
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+
+def _hide_gpus_from_tensorflow() -> None:
+    """TF must not claim GPU memory or devices that JAX owns."""
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError as e:  # TF already initialized its devices
+        logging.warning("Could not hide GPUs from TensorFlow: %s", e)
+
+
+_hide_gpus_from_tensorflow()
+
+import tensorflow_datasets as tfds  # noqa: E402  (after hiding GPUs)
+
+from segattn_jax.data.preprocess import Preprocess  # noqa: E402
+
+_INT64_MAX = np.iinfo(np.int64).max
+# Salts keep the shuffle and augmentation random streams independent for the same user seed.
+_SHUFFLE_SALT, _AUGMENT_SALT, _EVAL_SALT = 0x5EED1, 0x5EED2, 0x5EED3
+
+
+def load_builder(name: str | tfds.core.DatasetBuilder, data_dir: str | None = None
+                 ) -> tfds.core.DatasetBuilder:
+    """The TFDS builder for `name` (e.g. 'shapes', 'distorted_digits/rts'), prepared.
+
+    Embedded datasets (builders with `generated_locally`) are generated on first use; real
+    datasets must be prepared beforehand. Prepare embedded sets before a multi-host launch too, so
+    processes don't generate concurrently. A builder instance (e.g. a custom config) is accepted.
+    """
+    builder = name if isinstance(name, tfds.core.DatasetBuilder) else tfds.builder(
+        name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    full_name = builder.info.full_name
+    if getattr(builder, "generated_locally", False):
+        logging.info("Generating embedded dataset %s in %s (first use only).", full_name,
+                     builder.data_dir_root)
+        builder.download_and_prepare()
+        return builder
+    raise ValueError(
+        f"Dataset {full_name} is not prepared in {builder.data_dir_root}. Prepare it once (downloads "
+        f"need internet; some sets need manual files, see the builder's docs):\n"
+        f"  tfds build {full_name.rsplit('/', 1)[0]} --imports=segattn_jax.data "
+        f"--data_dir={builder.data_dir_root}\n"
+        f"or point data_dir at a TFDS data directory that already holds it.")
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax  # local: only needed for the defaults
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"Need 0 <= process_index < process_count, got {process_index}, "
+                         f"{process_count}.")
+    return process_index, process_count
+
+
+def _local_batch_size(global_batch_size: int, process_count: int) -> int:
+    if global_batch_size <= 0 or global_batch_size % process_count:
+        raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of the "
+                         f"number of processes ({process_count}); change the batch size.")
+    return global_batch_size // process_count
+
+
+def _num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
+    return builder.info.splits[split].num_examples
+
+
+def _options(num_threads: int | None) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    # A bounded private pool, and no intra-op fan-out per op: the host also feeds the accelerators.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    options.threading.private_threadpool_size = num_threads or min(48, cores or 1)
+    options.threading.max_intra_op_parallelism = 1
+    return options
+
+
+def _fold_in(key: tf.Tensor, data: tf.Tensor) -> tf.Tensor:
+    return tf.random.experimental.stateless_fold_in(key, tf.cast(data, tf.int64))
+
+
+def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preprocess: Preprocess,
+                   global_batch_size: int, seed: int, start_step: int = 0,
+                   data_dir: str | None = None, shuffle_buffer: int = 10_000,
+                   process_index: int | None = None, process_count: int | None = None,
+                   num_threads: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Endless, shuffled, augmented batches of this process's shard: global_batch_size //
+    process_count examples each, starting at `start_step` (resume) of the seeded stream."""
+    process_index, process_count = _process(process_index, process_count)
+    local_batch = _local_batch_size(global_batch_size, process_count)
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}.")
+    builder = load_builder(name, data_dir)
+    shard = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
+    num_examples = _num_examples(builder, shard)
+    if num_examples == 0:
+        raise ValueError(f"Split {split!r} of {builder.info.full_name} has too few examples for "
+                         f"{process_count} processes.")
+    examples = builder.as_dataset(split=shard, shuffle_files=False)
+    buffer = min(shuffle_buffer, num_examples)
+    shuffle_key = tf.constant([seed, _SHUFFLE_SALT], tf.int64)
+
+    def epoch(index: tf.Tensor) -> tf.data.Dataset:
+        epoch_seed = tf.random.stateless_uniform(  # full-range int64 drawn from (seed, epoch)
+            [], seed=_fold_in(shuffle_key, index), minval=None, maxval=None, dtype=tf.int64)
+        return examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+
+    # Resume: start at the epoch holding step `start_step`, skip only within that epoch.
+    start = start_step * local_batch
+    first_epoch, offset = divmod(start, num_examples)
+    stream = tf.data.Dataset.range(first_epoch, _INT64_MAX).flat_map(epoch).skip(offset)
+    stream = tf.data.Dataset.zip((tf.data.Dataset.range(start, _INT64_MAX), stream))
+    augment_key = tf.constant([seed, _AUGMENT_SALT], tf.int64)
+
+    def apply(local_position: tf.Tensor, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        step, within = local_position // local_batch, local_position % local_batch
+        position = step * global_batch_size + process_index * local_batch + within
+        return preprocess(example, _fold_in(augment_key, position), True)
+
+    stream = stream.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    stream = stream.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return iter(tfds.as_numpy(stream.with_options(_options(num_threads))))
+
+
+def element_spec(name: str | tfds.core.DatasetBuilder, split: str, *, preprocess: Preprocess,
+                 data_dir: str | None = None) -> dict[str, tf.TensorSpec]:
+    """Shapes and dtypes of one preprocessed eval example: what a model is initialized with."""
+    ds = load_builder(name, data_dir).as_dataset(split=split)
+    return ds.map(lambda example: preprocess(example, tf.constant([0, 0], tf.int64), False)
+                  ).element_spec
+
+
+def eval_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preprocess: Preprocess,
+                  global_batch_size: int, data_dir: str | None = None,
+                  process_index: int | None = None, process_count: int | None = None,
+                  num_threads: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """One pass over this process's shard of `split` in full-size batches.
+
+    Every example is seen exactly once across processes. Padding examples (zeros) fill the last
+    batch and, where shards differ in size, extra batches, so that all processes yield the same
+    number of batches; the boolean 'valid' key marks the real examples, so metrics are exact.
+    """
+    process_index, process_count = _process(process_index, process_count)
+    local_batch = _local_batch_size(global_batch_size, process_count)
+    builder = load_builder(name, data_dir)
+    largest_shard = math.ceil(_num_examples(builder, split) / process_count)
+    num_batches = math.ceil(largest_shard / local_batch)
+    shard = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+    eval_key = tf.constant([0, _EVAL_SALT], tf.int64)
+
+    def apply(index: tf.Tensor, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        out = preprocess(example, _fold_in(eval_key, index), False)
+        if "valid" in out:
+            raise ValueError("Preprocessors must not produce a 'valid' key; the pipeline adds it.")
+        return {**out, "valid": tf.constant(True)}
+
+    ds = builder.as_dataset(split=shard, shuffle_files=False).enumerate()
+    ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).with_options(_options(num_threads))
+    return _pad_batches(tfds.as_numpy(ds), ds.element_spec, local_batch, num_batches)
+
+
+def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return np.full(shape, b"", dtype=object) if dtype == object else np.zeros(shape, dtype)
+
+
+def _pad_batches(batches: Iterable[dict[str, np.ndarray]], element_spec, batch_size: int,
+                 num_batches: int) -> Iterator[dict[str, np.ndarray]]:
+    """Pads the last batch to `batch_size` and appends all-padding batches up to `num_batches`."""
+    template = None
+    count = 0
+    for batch in batches:
+        template = batch
+        missing = batch_size - len(batch["valid"])
+        if missing:
+            batch = {k: np.concatenate([v, _zeros((missing, *v.shape[1:]), v.dtype)])
+                     for k, v in batch.items()}
+        count += 1
+        yield batch
+    for _ in range(num_batches - count):
+        if template is None:  # this process's shard is empty: shapes must come from the spec
+            shapes = {k: s.shape[1:] for k, s in element_spec.items()}
+            if not all(s.is_fully_defined() for s in shapes.values()):
+                raise ValueError("Cannot pad an empty eval shard: preprocess outputs need static "
+                                 "shapes.")
+            template = {k: _zeros((1, *shapes[k]), element_spec[k].dtype.as_numpy_dtype)
+                        for k in shapes}
+        yield {k: _zeros((batch_size, *v.shape[1:]), v.dtype) for k, v in template.items()}

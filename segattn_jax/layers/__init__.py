@@ -1,0 +1,25 @@
+"""Reusable layers: upsampling, attention, sampling grids and filterbanks, RoI ops."""
+from segattn_jax.layers.spatial_transformer import (
+    TRANSFORMS,
+    SpatialTransformer,
+    affine_grid,
+    bilinear_sample,
+    identity_params,
+    params_to_grid,
+    pixel_centers,
+    projective_grid,
+    tps_control_points,
+    tps_grid,
+    tps_interpolation_matrix,
+)
+from segattn_jax.layers.upsampling import (
+    ConvTranspose,
+    bed_of_nails,
+    bilinear_init,
+    bilinear_kernel,
+    conv_transpose,
+    conv_transpose_lax,
+    max_pool_with_argmax,
+    max_unpool,
+    nearest_upsample,
+)

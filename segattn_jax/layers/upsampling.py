@@ -1,0 +1,254 @@
+"""Upsampling layers of the segmentation lecture, NHWC throughout.
+
+Fixed upsampling (nearest neighbour, bed of nails), max unpooling with the switches of a matching
+max pooling (DeconvNet/SegNet), and learnable upsampling by transposed convolution (FCN), which
+FCN initialises to bilinear interpolation.
+
+The transposed convolution does not use `lax.conv_transpose`: on CPU that lowers to an input-dilated
+convolution whose forward is 2-6x and whose fwd+bwd is up to 27x slower than PyTorch's (the kernel
+gradient is the worst part). `conv_transpose` computes the same numbers with the sub-pixel
+decomposition as one im2col matrix multiply, whose gradients are matrix multiplies too; see
+benchmarks/conv_transpose.py for the measured speeds.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.linen.dtypes import promote_dtype
+from flax.typing import Dtype, Initializer
+from jax import lax
+
+IntOrPair = int | Sequence[int]
+
+_NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
+
+
+def _pair(value: IntOrPair, name: str, minimum: int = 1) -> tuple[int, int]:
+    """(height, width) from an int or a pair; ValueError below `minimum`."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(int(v) != v or v < minimum for v in pair):
+        raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}.")
+    return int(pair[0]), int(pair[1])
+
+
+def _check_nhwc(x: jax.Array, name: str = "x") -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be NHWC (4-D), got shape {x.shape}; add a batch axis with x[None].")
+
+
+def nearest_upsample(x: jax.Array, factor: IntOrPair) -> jax.Array:
+    """Repeats every pixel into a factor x factor block: [[1,2],[3,4]] -> 4x4 blocks of 1,2,3,4."""
+    _check_nhwc(x)
+    fh, fw = _pair(factor, "factor")
+    n, h, w, c = x.shape
+    blocks = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, fh, w, fw, c))
+    return blocks.reshape(n, h * fh, w * fw, c)
+
+
+def bed_of_nails(x: jax.Array, factor: IntOrPair) -> jax.Array:
+    """Puts every value at the top-left of its factor x factor cell and zeros elsewhere."""
+    _check_nhwc(x)
+    fh, fw = _pair(factor, "factor")
+    zero = jnp.zeros((), x.dtype)
+    # Interior padding spreads the values apart; the high padding completes the last cell.
+    return lax.pad(x, zero, [(0, 0, 0), (0, fh - 1, fh - 1), (0, fw - 1, fw - 1), (0, 0, 0)])
+
+
+def max_pool_with_argmax(
+    x: jax.Array, window: IntOrPair, stride: IntOrPair, *, ceil_mode: bool = False
+) -> tuple[jax.Array, jax.Array]:
+    """Max pooling that also returns its switches, for `max_unpool`.
+
+    argmax encoding: int32 of the pooled shape, the flat index `row * W + col` of the max in the
+    input's H x W plane of the same image and channel (tf.nn.max_pool_with_argmax with
+    include_batch_in_index=False, but without its channel factor). Ties go to the first max in
+    row-major window order. Padding is VALID; `ceil_mode=True` keeps the partial last windows as
+    Caffe's pooling does (used by VGG-based FCN/DeconvNet on odd sizes). The gradient flows to the
+    switch positions only, like the unpooling that reverses it.
+    """
+    _check_nhwc(x)
+    wh, ww = _pair(window, "window")
+    sh, sw = _pair(stride, "stride")
+    n, h, w, c = x.shape
+    if h < wh or w < ww:
+        raise ValueError(f"Input of spatial size {(h, w)} is smaller than the pooling window {(wh, ww)}.")
+
+    def out_size(size: int, win: int, step: int) -> int:
+        if not ceil_mode:
+            return (size - win) // step + 1
+        count = -(-(size - win) // step) + 1
+        return count - 1 if (count - 1) * step >= size else count  # last window must start inside
+
+    out_h, out_w = out_size(h, wh, sh), out_size(w, ww, sw)
+    pad_h, pad_w = max((out_h - 1) * sh + wh - h, 0), max((out_w - 1) * sw + ww - w, 0)
+    if pad_h or pad_w:
+        lowest = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
+        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=lowest)
+    # Window offset (a, b) of every output, stacked on axis 3: strided slices, cheap and differentiable.
+    patches = jnp.stack(
+        [
+            x[:, a : a + (out_h - 1) * sh + 1 : sh, b : b + (out_w - 1) * sw + 1 : sw]
+            for a in range(wh)
+            for b in range(ww)
+        ],
+        axis=3,
+    )
+    local = jnp.argmax(patches, axis=3)
+    pooled = jnp.take_along_axis(patches, local[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+    rows = jnp.arange(out_h)[None, :, None, None] * sh + local // ww
+    cols = jnp.arange(out_w)[None, None, :, None] * sw + local % ww
+    return pooled, (rows * w + cols).astype(jnp.int32)
+
+
+def max_unpool(x: jax.Array, argmax: jax.Array, output_hw: IntOrPair) -> jax.Array:
+    """Puts each value where its max was (switches from `max_pool_with_argmax`), zeros elsewhere.
+
+    Values whose switches coincide (overlapping pooling windows) are summed.
+    """
+    _check_nhwc(x)
+    if argmax.shape != x.shape:
+        raise ValueError(f"argmax shape {argmax.shape} must equal x shape {x.shape} (the pooled shape).")
+    out_h, out_w = _pair(output_hw, "output_hw")
+    n, h, w, c = x.shape
+    batch = jnp.arange(n)[:, None, None]
+    channel = jnp.arange(c)[None, None, :]
+    out = jnp.zeros((n, out_h * out_w, c), x.dtype)
+    out = out.at[batch, argmax.reshape(n, h * w, c), channel].add(x.reshape(n, h * w, c))
+    return out.reshape(n, out_h, out_w, c)
+
+
+def bilinear_kernel(size: int, channels: int) -> jax.Array:
+    """FCN's `upsample_filt` (Caffe's bilinear filler) on the channel diagonal: (size, size, C, C).
+
+    As the kernel of a transposed conv with stride f and size 2f (or 2f - 1) it interpolates
+    bilinearly; the channel-diagonal makes each class map upsample on its own.
+    """
+    if int(size) != size or size < 1 or int(channels) != channels or channels < 1:
+        raise ValueError(f"size and channels must be positive ints, got {size!r}, {channels!r}.")
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    taps = 1 - np.abs(np.arange(size) - center) / factor
+    kernel = np.zeros((size, size, channels, channels), np.float32)
+    kernel[:, :, np.arange(channels), np.arange(channels)] = np.outer(taps, taps)[:, :, None]
+    return jnp.asarray(kernel)
+
+
+def bilinear_init(key: jax.Array, shape: Sequence[int], dtype: Dtype = jnp.float32) -> jax.Array:
+    """Flax initializer for `ConvTranspose(kernel_init=bilinear_init)`: FCN's fixed/initial upsampling."""
+    del key  # deterministic
+    kh, kw, in_features, out_features = shape
+    if kh != kw or in_features != out_features:
+        raise ValueError(
+            f"bilinear_init needs a square kernel with in == out features, got shape {tuple(shape)}; "
+            "set ConvTranspose(features=<input channels>) with a square kernel_size."
+        )
+    return bilinear_kernel(kh, in_features).astype(dtype)
+
+
+def _check_conv_transpose_args(
+    x: jax.Array, kernel: jax.Array, strides: IntOrPair, padding: IntOrPair
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Validated (strides, padding, output spatial size)."""
+    _check_nhwc(x)
+    if kernel.ndim != 4 or kernel.shape[2] != x.shape[3]:
+        raise ValueError(
+            f"kernel must be (kh, kw, in_features={x.shape[3]}, out_features), got shape {kernel.shape}."
+        )
+    strides, padding = _pair(strides, "strides"), _pair(padding, "padding", minimum=0)
+    out_hw = tuple(
+        (n - 1) * s + k - 2 * p for n, s, k, p in zip(x.shape[1:3], strides, kernel.shape[:2], padding)
+    )
+    if min(out_hw) < 1:
+        raise ValueError(f"padding {padding} crops the whole output of size {out_hw}; use a smaller padding.")
+    return strides, padding, out_hw
+
+
+def conv_transpose(x: jax.Array, kernel: jax.Array, strides: IntOrPair, padding: IntOrPair = 0) -> jax.Array:
+    """Transposed convolution: `out[i*s + k - p] += x[i] @ kernel[k]` (scatter semantics).
+
+    x: (N, H, W, in); kernel: (kh, kw, in, out); output: (N, (H-1)*s - 2*p + kh, ..., out). Equal to
+    torch.nn.functional.conv_transpose2d(x, kernel permuted to (in, out, kh, kw), stride, padding)
+    and to the gradient (vjp) of the strided cross-correlation with `kernel` seen as (kh, kw, out, in).
+
+    Sub-pixel form: output phase r = o mod s only sees kernel taps k = m*s + r, so every phase is a
+    stride-1 convolution of x with ceil(k/s) taps. All phases come from one matrix multiply of the
+    ceil(k/s)^2 neighbourhood of every input pixel (im2col) with a (taps*in, phases*out) matrix,
+    followed by depth-to-space and cropping. Its gradients are matrix multiplies as well, which XLA
+    runs fast on every backend, unlike the input-dilated convolution of `lax.conv_transpose`.
+    """
+    (sh, sw), (ph, pw), (out_h, out_w) = _check_conv_transpose_args(x, kernel, strides, padding)
+    n, h, w, in_features = x.shape
+    kh, kw, _, out_features = kernel.shape
+    mh, mw = -(-kh // sh), -(-kw // sw)  # taps per phase
+    rh, rw = min(sh, kh), min(sw, kw)  # phases with taps; the others (only when k < s) are zero
+
+    # Phase kernel: tap m of phase r is kernel[m*s + r]; taps flipped because im2col correlates.
+    kernel = jnp.pad(kernel, ((0, mh * sh - kh), (0, mw * sw - kw), (0, 0), (0, 0)))
+    kernel = kernel.reshape(mh, sh, mw, sw, in_features, out_features)[::-1, :rh, ::-1, :rw]
+    kernel = kernel.transpose(0, 2, 4, 1, 3, 5).reshape(mh * mw * in_features, rh * rw * out_features)
+
+    # Phase output q gathers x[q - m] for m < taps: the (taps)-neighbourhood of the fully padded x.
+    qh, qw = h + mh - 1, w + mw - 1
+    padded = jnp.pad(x, ((0, 0), (mh - 1, mh - 1), (mw - 1, mw - 1), (0, 0)))
+    columns = jnp.concatenate(
+        [padded[:, a : a + qh, b : b + qw] for a in range(mh) for b in range(mw)], axis=-1
+    )
+    phases = jnp.dot(columns.reshape(n * qh * qw, -1), kernel).reshape(n, qh, qw, rh, rw, out_features)
+    if (rh, rw) != (sh, sw):
+        phases = jnp.pad(phases, ((0, 0), (0, 0), (0, 0), (0, sh - rh), (0, sw - rw), (0, 0)))
+    full = phases.transpose(0, 1, 3, 2, 4, 5).reshape(n, qh * sh, qw * sw, out_features)
+    return full[:, ph : ph + out_h, pw : pw + out_w]
+
+
+def conv_transpose_lax(
+    x: jax.Array, kernel: jax.Array, strides: IntOrPair, padding: IntOrPair = 0
+) -> jax.Array:
+    """`conv_transpose` computed by plain `lax.conv_transpose`: the slow reference (tests, benchmarks)."""
+    (sh, sw), (ph, pw), _ = _check_conv_transpose_args(x, kernel, strides, padding)
+    kh, kw = kernel.shape[:2]
+    # transpose_kernel=True treats the kernel as that of the forward conv (HWIO with I = our output
+    # features) and flips it, which turns lax's gather form into the scatter form.
+    return lax.conv_transpose(
+        x,
+        jnp.swapaxes(kernel, 2, 3),
+        (sh, sw),
+        [(kh - 1 - ph, kh - 1 - ph), (kw - 1 - pw, kw - 1 - pw)],
+        dimension_numbers=_NHWC_HWIO,
+        transpose_kernel=True,
+    )
+
+
+class ConvTranspose(nn.Module):
+    """Learnable upsampling: `conv_transpose` with a (kh, kw, in, features) kernel and optional bias.
+
+    FCN's upscore layers: `ConvTranspose(num_classes, 2 * f, f, use_bias=False,
+    kernel_init=bilinear_init)` starts as bilinear interpolation by a factor f.
+    """
+
+    features: int
+    kernel_size: IntOrPair
+    strides: IntOrPair
+    padding: IntOrPair = 0
+    use_bias: bool = True
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros_init()
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _check_nhwc(x)
+        kh, kw = _pair(self.kernel_size, "kernel_size")
+        kernel_shape = (kh, kw, x.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        bias: Any = None
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = conv_transpose(x, kernel, self.strides, self.padding)
+        return y + bias if bias is not None else y

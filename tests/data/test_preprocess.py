@@ -1,0 +1,47 @@
+import numpy as np
+import tensorflow as tf
+
+from segattn_jax.data import preprocess
+
+
+def _example():
+    rng = np.random.default_rng(0)
+    return {"image": tf.constant(rng.integers(0, 256, (8, 6, 3)), tf.uint8),
+            "segmentation_mask": tf.constant(rng.integers(0, 9, (8, 6, 1)), tf.uint8),
+            "label": tf.constant(7, tf.int64)}
+
+
+def test_segmentation_flips_image_and_label_together():
+    example = _example()
+    image = example["image"].numpy() / 255.0
+    label = example["segmentation_mask"].numpy()[..., 0]
+    flipped = 0
+    for i in range(20):
+        out = preprocess.segmentation(example, tf.constant([i, 0], tf.int64), train=True)
+        assert out["image"].dtype == tf.float32 and out["label"].dtype == tf.int32
+        assert out["label"].shape == (8, 6)
+        if np.array_equal(out["label"].numpy(), label[:, ::-1]):
+            np.testing.assert_allclose(out["image"].numpy(), image[:, ::-1], atol=1e-6)
+            flipped += 1
+        else:
+            np.testing.assert_array_equal(out["label"].numpy(), label)
+            np.testing.assert_allclose(out["image"].numpy(), image, atol=1e-6)
+    assert 3 <= flipped <= 17
+    again = preprocess.segmentation(example, tf.constant([4, 0], tf.int64), train=True)
+    np.testing.assert_array_equal(
+        again["label"], preprocess.segmentation(example, tf.constant([4, 0], tf.int64), True)["label"])
+
+
+def test_eval_never_flips():
+    example = _example()
+    for i in range(10):
+        out = preprocess.segmentation(example, tf.constant([i, 0], tf.int64), train=False)
+        np.testing.assert_array_equal(out["label"], example["segmentation_mask"][..., 0])
+
+
+def test_classification():
+    out = preprocess.classification(_example(), tf.constant([0, 0], tf.int64), train=True)
+    assert out["image"].dtype == tf.float32 and out["image"].shape == (8, 6, 3)
+    assert float(tf.reduce_max(out["image"])) <= 1.0
+    assert out["label"].dtype == tf.int32 and int(out["label"]) == 7
+    assert set(preprocess.PREPROCESSORS) == {"segmentation", "classification"}

@@ -1,0 +1,109 @@
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from segattn_jax.data import shapes
+from segattn_jax.data.shapes import CLASS_NAMES, COLOURS, NUM_SEMANTIC_CLASSES, render_scene
+
+
+def _scenes(n, image_size=64, max_objects=6):
+    return [render_scene(np.random.default_rng(i), image_size, max_objects) for i in range(n)]
+
+
+@pytest.mark.parametrize("image_size", [64, 32])
+def test_render_scene_invariants(image_size):
+    for scene in _scenes(150, image_size):
+        s = image_size
+        image, seg, objects = scene["image"], scene["segmentation_mask"], scene["objects"]
+        assert image.shape == (s, s, 3) and image.dtype == np.uint8
+        assert seg.shape == (s, s, 1) and seg.dtype == np.uint8
+        labels, boxes, masks = objects["label"], objects["bbox"], objects["mask"]
+        n = len(labels)
+        assert 1 <= n <= 6
+        assert boxes.shape == (n, 4) and masks.shape == (n, s, s, 1) and len(objects["phrase"]) == n
+        assert set(np.unique(masks)) <= {0, 1}
+        assert seg.max() < NUM_SEMANTIC_CLASSES
+        m = masks[..., 0].astype(bool)
+        # Visible masks: non-empty (fully occluded objects dropped), disjoint, and exactly the
+        # foreground of the semantic mask, each carrying its own class there.
+        assert m.reshape(n, -1).any(1).all()
+        assert (m.sum(0) <= 1).all()
+        np.testing.assert_array_equal(m.any(0), seg[..., 0] > 0)
+        for i in range(n):
+            assert (seg[..., 0][m[i]] == labels[i] + 1).all()
+            rows, cols = np.nonzero(m[i])
+            tight = np.array([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1]) / s
+            np.testing.assert_allclose(boxes[i], tight, atol=1e-6)  # contains the mask, tightly
+            phrase = objects["phrase"][i]
+            assert phrase.endswith(CLASS_NAMES[labels[i]])
+            assert any(c in phrase.split() for c in COLOURS)
+            assert phrase in scene["caption"]
+        assert scene["caption"].startswith(("a ", "an "))
+
+
+def test_objects_overlap_and_later_objects_occlude():
+    """Some scenes have an object whose box contains pixels of a later (occluding) object."""
+    occluded = 0
+    for scene in _scenes(100):
+        m = scene["objects"]["mask"][..., 0].astype(bool)
+        boxes = np.rint(scene["objects"]["bbox"] * 64).astype(int)
+        for i in range(len(m)):
+            y0, x0, y1, x1 = boxes[i]
+            later = m[i + 1:, y0:y1, x0:x1]
+            occluded += later.any()
+    assert occluded >= 10
+
+
+def test_render_scene_is_deterministic_by_seed():
+    a, b = (render_scene(np.random.default_rng(123)) for _ in range(2))
+    c = render_scene(np.random.default_rng(124))
+    for key in ("image", "segmentation_mask"):
+        assert a[key].tobytes() == b[key].tobytes()
+    assert a["caption"] == b["caption"] and a["objects"]["phrase"] == b["objects"]["phrase"]
+    np.testing.assert_array_equal(a["objects"]["mask"], b["objects"]["mask"])
+    assert a["image"].tobytes() != c["image"].tobytes()
+
+
+def test_class_and_colour_statistics():
+    scenes = _scenes(200)
+    labels = np.concatenate([s["objects"]["label"] for s in scenes])
+    assert set(labels) == set(range(len(CLASS_NAMES)))
+    colour_of = {name: [] for name in CLASS_NAMES}
+    for s in scenes:
+        for k, phrase in zip(s["objects"]["label"], s["objects"]["phrase"]):
+            colour_of[CLASS_NAMES[k]].append(next(w for w in phrase.split() if w in COLOURS))
+    # Colour is independent of class: every class appears in several colours.
+    assert all(len(set(c)) >= 4 for c in colour_of.values())
+
+
+def test_builder_prepares_and_matches_render_scene(tiny_shapes):
+    info = tiny_shapes.info
+    assert info.splits["train"].num_examples == 16 and info.splits["test"].num_examples == 8
+    assert info.features["objects"]["label"].names == list(CLASS_NAMES)
+    examples = list(tfds.as_numpy(tiny_shapes.as_dataset(split="test")))
+    for ex in examples:
+        n = len(ex["objects"]["label"])
+        assert ex["image"].shape == (32, 32, 3) and ex["image"].dtype == np.uint8
+        assert ex["segmentation_mask"].shape == (32, 32, 1)
+        assert ex["objects"]["mask"].shape == (n, 32, 32, 1)
+        assert ex["objects"]["bbox"].shape == (n, 4)
+        assert isinstance(ex["caption"], bytes) and ex["caption"]
+    # Stored examples are exactly the renderer's output for (seed, split, index).
+    split_id = zlib.crc32(b"test")
+    expected = {render_scene(np.random.default_rng([7, split_id, i]), 32, 6)["image"].tobytes()
+                for i in range(8)}
+    assert {ex["image"].tobytes() for ex in examples} == expected
+
+
+def test_registered_configs():
+    builder = tfds.builder("shapes/tiny", data_dir="/nonexistent")
+    assert builder.info.features["image"].shape == (32, 32, 3)
+    assert tfds.builder("shapes").builder_config.image_size == 64
+    assert shapes.NUM_SEMANTIC_CLASSES == len(CLASS_NAMES) + 1 >= 7
+
+
+def test_render_scene_rejects_bad_counts():
+    with pytest.raises(ValueError, match="min_objects"):
+        render_scene(np.random.default_rng(0), 64, max_objects=0)

@@ -1,0 +1,281 @@
+"""Upsampling layers against the lecture's worked examples, numpy references and the vjp identity."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from segattn_jax.layers import (
+    ConvTranspose,
+    bed_of_nails,
+    bilinear_init,
+    bilinear_kernel,
+    conv_transpose,
+    conv_transpose_lax,
+    max_pool_with_argmax,
+    max_unpool,
+    nearest_upsample,
+)
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def as_nhwc(rows) -> jax.Array:
+    return jnp.asarray(rows, jnp.float32)[None, :, :, None]
+
+
+def plane(x) -> np.ndarray:
+    return np.asarray(x)[0, :, :, 0]
+
+
+# --- fixed upsampling: lecture worked examples -------------------------------------------------
+
+
+def test_nearest_upsample_lecture_example():
+    expected = [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    np.testing.assert_array_equal(plane(nearest_upsample(as_nhwc([[1, 2], [3, 4]]), 2)), expected)
+
+
+def test_bed_of_nails_lecture_example():
+    expected = [[1, 0, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]]
+    np.testing.assert_array_equal(plane(bed_of_nails(as_nhwc([[1, 2], [3, 4]]), 2)), expected)
+
+
+def test_fixed_upsampling_matches_numpy_for_rectangular_factors():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    np.testing.assert_array_equal(nearest_upsample(x, (2, 3)), x.repeat(2, axis=1).repeat(3, axis=2))
+    nails = np.zeros((2, 6, 12, 5), np.float32)
+    nails[:, ::2, ::3] = x
+    np.testing.assert_array_equal(bed_of_nails(x, (2, 3)), nails)
+
+
+# --- max pooling switches and unpooling --------------------------------------------------------
+
+LECTURE_POOL_INPUT = [[1, 2, 6, 3], [3, 5, 2, 1], [1, 2, 2, 1], [7, 3, 4, 8]]
+
+
+def test_max_pool_and_unpool_lecture_example():
+    pooled, argmax = max_pool_with_argmax(as_nhwc(LECTURE_POOL_INPUT), 2, 2)
+    np.testing.assert_array_equal(plane(pooled), [[5, 6], [7, 8]])
+    np.testing.assert_array_equal(plane(argmax), [[1 * 4 + 1, 0 * 4 + 2], [3 * 4 + 0, 3 * 4 + 3]])
+    unpooled = max_unpool(as_nhwc([[1, 2], [3, 4]]), argmax, (4, 4))
+    np.testing.assert_array_equal(plane(unpooled), [[0, 0, 2, 0], [0, 1, 0, 0], [0, 0, 0, 0], [3, 0, 0, 4]])
+
+
+def numpy_max_pool_with_argmax(x, window, stride):
+    """Loop reference: per window, first max in row-major order, flat index into H*W."""
+    n, h, w, c = x.shape
+    out_h, out_w = (h - window) // stride + 1, (w - window) // stride + 1
+    pooled = np.zeros((n, out_h, out_w, c), x.dtype)
+    argmax = np.zeros((n, out_h, out_w, c), np.int64)
+    for b in range(n):
+        for i in range(out_h):
+            for j in range(out_w):
+                for ch in range(c):
+                    win = x[b, i * stride : i * stride + window, j * stride : j * stride + window, ch]
+                    a, bb = np.unravel_index(np.argmax(win), win.shape)
+                    pooled[b, i, j, ch] = win[a, bb]
+                    argmax[b, i, j, ch] = (i * stride + a) * w + j * stride + bb
+    return pooled, argmax
+
+
+@pytest.mark.parametrize("window,stride", [(2, 2), (3, 2), (3, 1)])
+def test_max_pool_with_argmax_matches_loop_reference(window, stride):
+    x = np.random.default_rng(1).standard_normal((2, 7, 6, 3)).astype(np.float32)
+    pooled, argmax = jax.jit(max_pool_with_argmax, static_argnums=(1, 2))(x, window, stride)
+    want_pooled, want_argmax = numpy_max_pool_with_argmax(x, window, stride)
+    np.testing.assert_array_equal(pooled, want_pooled)
+    np.testing.assert_array_equal(argmax, want_argmax)
+
+
+def test_max_pool_ceil_mode_keeps_partial_windows():
+    x = jnp.arange(25.0).reshape(1, 5, 5, 1)
+    pooled, argmax = max_pool_with_argmax(x, 2, 2, ceil_mode=True)
+    np.testing.assert_array_equal(plane(pooled), [[6, 8, 9], [16, 18, 19], [21, 23, 24]])
+    np.testing.assert_array_equal(plane(argmax), plane(pooled).astype(int))  # value == its flat index
+    assert max_pool_with_argmax(x, 2, 2)[0].shape == (1, 2, 2, 1)
+
+
+def test_unpool_of_pool_keeps_maxima_and_gradient_reaches_switches():
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 6, 8, 3)), jnp.float32)
+    pooled, argmax = max_pool_with_argmax(x, 2, 2)
+    unpooled = jax.jit(max_unpool, static_argnums=2)(pooled, argmax, (6, 8))
+    is_switch = unpooled != 0
+    np.testing.assert_array_equal(np.asarray(unpooled)[is_switch], np.asarray(x)[is_switch])
+    assert int(is_switch.sum()) == pooled.size
+
+    cotangent = jnp.asarray(np.random.default_rng(3).standard_normal(unpooled.shape), jnp.float32)
+    grad = jax.grad(lambda v: jnp.sum(max_unpool(v, argmax, (6, 8)) * cotangent))(pooled)
+    flat = cotangent.reshape(2, 48, 3)
+    want = jnp.take_along_axis(flat, argmax.reshape(2, -1, 3), axis=1).reshape(pooled.shape)
+    np.testing.assert_allclose(grad, want)
+    # And pooling sends its gradient to the same positions: grad of pool == unpool of the cotangent.
+    pool_grad = jax.grad(lambda v: jnp.sum(max_pool_with_argmax(v, 2, 2)[0] * pooled))(x)
+    np.testing.assert_allclose(pool_grad, unpooled)
+
+
+def test_unpool_rejects_mismatched_switches():
+    with pytest.raises(ValueError, match="argmax shape"):
+        max_unpool(jnp.ones((1, 2, 2, 1)), jnp.zeros((1, 2, 2, 2), jnp.int32), (4, 4))
+
+
+# --- bilinear kernel ---------------------------------------------------------------------------
+
+
+def test_bilinear_kernel_known_values():
+    np.testing.assert_allclose(
+        bilinear_kernel(4, 1)[:, :, 0, 0], np.outer([0.25, 0.75, 0.75, 0.25], [0.25, 0.75, 0.75, 0.25])
+    )
+    np.testing.assert_allclose(bilinear_kernel(3, 1)[:, :, 0, 0], np.outer([0.5, 1, 0.5], [0.5, 1, 0.5]))
+    kernel = bilinear_kernel(4, 3)
+    assert kernel.shape == (4, 4, 3, 3) and kernel.dtype == jnp.float32
+    off_diagonal = np.asarray(kernel) * (1 - np.eye(3))[None, None]
+    assert not off_diagonal.any()
+
+
+@pytest.mark.parametrize("size", [2, 4, 5, 8, 9, 16, 32])
+def test_bilinear_kernel_equals_caffe_bilinear_filler(size):
+    # Caffe's BilinearFiller (sizes of the form 2f - f % 2, where it is meant to be used).
+    f = int(np.ceil(size / 2))
+    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    taps = 1 - np.abs(np.arange(size) / f - c)
+    if size == 2 * f - f % 2:
+        np.testing.assert_allclose(bilinear_kernel(size, 2)[:, :, 1, 1], np.outer(taps, taps), rtol=1e-6)
+
+
+def test_bilinear_init_requires_square_kernel_and_equal_features():
+    key = jax.random.key(0)
+    np.testing.assert_array_equal(bilinear_init(key, (4, 4, 2, 2)), bilinear_kernel(4, 2))
+    with pytest.raises(ValueError, match="in == out"):
+        bilinear_init(key, (4, 4, 2, 3))
+
+
+# --- transposed convolution --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_transpose_is_the_transposed_conv_matrix_of_the_lecture(stride):
+    """1D, kernel [x, y, z], input [a, b, c, d] padded by one: the lecture's X and X^T."""
+    kernel = np.array([2.0, 3.0, 5.0])
+    padded_length = 6
+    out_length = (padded_length - 3) // stride + 1
+    conv_matrix = np.zeros((out_length, padded_length))
+    for row in range(out_length):
+        conv_matrix[row, row * stride : row * stride + 3] = kernel
+    a = np.array([7.0, 11.0, 13.0, 17.0])[:out_length]
+    transposed = conv_matrix.T @ a
+    if stride == 2:  # the slide's symbolic answer [ax, ay, az + bx, by, bz, 0]
+        (x, y, z), (a0, b0) = kernel, a
+        np.testing.assert_allclose(transposed, [a0 * x, a0 * y, a0 * z + b0 * x, b0 * y, b0 * z, 0])
+
+    def conv_t(padding):
+        x = jnp.asarray(a, jnp.float32)[None, :, None, None]
+        return np.asarray(conv_transpose(x, kernel[:, None, None, None], (stride, 1), (padding, 0)))[0, :, 0, 0]
+
+    full = conv_t(0)  # (len(a) - 1) * s + 3 entries; the matrix has zero rows beyond
+    np.testing.assert_allclose(full, transposed[: full.size], rtol=1e-6)
+    assert not transposed[full.size :].any()
+    np.testing.assert_allclose(conv_t(1), transposed[1 : full.size - 1], rtol=1e-6)  # pad 1 crops both ends
+
+
+# (kernel, stride, padding): k divisible by s, k not divisible, k < s, s = 1, FCN's k16 s8, rectangular.
+CONV_T_CASES = [
+    (4, 2, 0),
+    (4, 2, 1),
+    (3, 2, 1),
+    (5, 3, 2),
+    (2, 3, 0),
+    (1, 2, 0),
+    (3, 1, 0),
+    (3, 1, 1),
+    (16, 8, 4),
+    ((3, 4), (2, 1), (1, 0)),
+]
+
+
+def random_conv_t_inputs(kernel_size, seed=0, in_features=3, out_features=4):
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((2, 5, 4, in_features)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((kh, kw, in_features, out_features)), jnp.float32)
+    return x, kernel
+
+
+@pytest.mark.parametrize("kernel_size,strides,padding", CONV_T_CASES)
+def test_conv_transpose_is_vjp_of_strided_conv(kernel_size, strides, padding):
+    x, kernel = random_conv_t_inputs(kernel_size)
+    s = (strides, strides) if isinstance(strides, int) else strides
+    p = (padding, padding) if isinstance(padding, int) else padding
+    out_hw = [(n - 1) * st + k - 2 * pd for n, st, k, pd in zip(x.shape[1:3], s, kernel.shape[:2], p)]
+
+    def strided_conv(z):  # maps the upsampled space back down: in_features <- out_features
+        padding_hw = [(p[0], p[0]), (p[1], p[1])]
+        return lax.conv_general_dilated(z, jnp.swapaxes(kernel, 2, 3), s, padding_hw, dimension_numbers=DN)
+
+    z = jnp.zeros((x.shape[0], *out_hw, kernel.shape[3]))
+    output, vjp = jax.vjp(strided_conv, z)
+    assert output.shape == x.shape
+    np.testing.assert_allclose(conv_transpose(x, kernel, strides, padding), vjp(x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size,strides,padding", CONV_T_CASES)
+def test_fast_conv_transpose_equals_lax_reference_with_gradients(kernel_size, strides, padding):
+    x, kernel = random_conv_t_inputs(kernel_size, seed=1)
+    fast, fast_vjp = jax.vjp(jax.jit(lambda x, k: conv_transpose(x, k, strides, padding)), x, kernel)
+    slow, slow_vjp = jax.vjp(lambda x, k: conv_transpose_lax(x, k, strides, padding), x, kernel)
+    assert fast.shape == slow.shape
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+    cotangent = jnp.asarray(np.random.default_rng(2).standard_normal(fast.shape), jnp.float32)
+    for got, want in zip(fast_vjp(cotangent), slow_vjp(cotangent)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_transpose_matches_torch():
+    torch = pytest.importorskip("torch")
+    x, kernel = random_conv_t_inputs(5)
+    want = torch.nn.functional.conv_transpose2d(
+        torch.tensor(np.asarray(x).transpose(0, 3, 1, 2)),
+        torch.tensor(np.asarray(kernel).transpose(2, 3, 0, 1)),
+        stride=(3, 2),
+        padding=(1, 2),
+    )
+    got = conv_transpose(x, kernel, (3, 2), (1, 2))
+    np.testing.assert_allclose(got, want.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_transpose_rejects_bad_arguments():
+    x, kernel = random_conv_t_inputs(4)
+    with pytest.raises(ValueError, match="in_features=3"):
+        conv_transpose(x, kernel[:, :, :2], 2)
+    with pytest.raises(ValueError, match="NHWC"):
+        conv_transpose(x[0], kernel, 2)
+    with pytest.raises(ValueError, match="strides"):
+        conv_transpose(x, kernel, 0)
+    with pytest.raises(ValueError, match="padding"):
+        conv_transpose(x, kernel, 1, 5)
+
+
+# --- ConvTranspose module ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factor,kernel_size", [(2, 4), (8, 16), (2, 3)])
+def test_bilinear_conv_transpose_upsamples_constant_to_constant_interior(factor, kernel_size):
+    layer = ConvTranspose(2, kernel_size, factor, use_bias=False, kernel_init=bilinear_init)
+    x = jnp.full((1, 5, 6, 2), 3.0)
+    params = layer.init(jax.random.key(0), x)
+    y = jax.jit(layer.apply)(params, x)
+    assert y.shape == (1, 4 * factor + kernel_size, 5 * factor + kernel_size, 2)
+    np.testing.assert_allclose(y[:, factor:-factor, factor:-factor], 3.0, rtol=1e-6)
+
+
+def test_conv_transpose_module_params_bias_and_dtype():
+    layer = ConvTranspose(7, (4, 3), (2, 1), (1, 0), dtype=jnp.bfloat16, bias_init=nn.initializers.ones)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 5, 4, 3)), jnp.float32)
+    params = layer.init(jax.random.key(0), x)
+    assert params["params"]["kernel"].shape == (4, 3, 3, 7)
+    assert params["params"]["kernel"].dtype == jnp.float32
+    y = layer.apply(params, x)
+    assert y.dtype == jnp.bfloat16 and y.shape == (2, 10, 6, 7)
+    want = conv_transpose(x, params["params"]["kernel"], (2, 1), (1, 0)) + 1.0
+    np.testing.assert_allclose(y.astype(jnp.float32), want, rtol=0.05, atol=0.05)
