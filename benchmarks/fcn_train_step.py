@@ -45,7 +45,9 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 def run(batch_size: int = 2, image_size: int = 224, num_classes: int = 21, repeats: int = 5) -> dict:
     config = load_experiment(EXPERIMENT).get_config("FCN-8s,mini").unlock()
+    # The paper's net: full-width VGG16, pad 100, 7x7 fc6 (the mini row slims all three).
     config.model.width, config.model.num_classes = 1.0, num_classes
+    config.model.first_padding, config.model.fc6_kernel = 100, 7
     config.optimizer.name, config.optimizer.learning_rate = "sgd", 1e-4
     task = build_task(config)
     tx = make_optimizer(config.optimizer, config.train.num_steps)

@@ -126,10 +126,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run() -> None:
+    from segattn_jax.train.loop import NonFiniteLossError
+
     flags.mark_flag_as_required("config")
     try:
         app.run(main, flags_parser=_parse_flags)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+        # Bad input or a diverged run: one clear line (the traceback only with --verbosity=1).
+        logging.debug("", exc_info=True)
         logging.flush()
         sys.exit(f"error: {e}")
 

@@ -76,6 +76,9 @@ def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict
         measured = finished_metrics(directory, config.train.num_steps)
         if measured is None and not collect_only:
             result = train_and_evaluate(config, directory)
-            measured = result["eval"] if result else None
+            if result is None:  # SIGTERM: the cell saved a checkpoint; stop here
+                cells.append((config, None))
+                return format_table(cells) + "\n\nStopped by SIGTERM; rerun to continue."
+            measured = result["eval"]
         cells.append((config, measured))
     return format_table(cells)

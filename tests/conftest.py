@@ -30,17 +30,20 @@ def tfds_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("tensorflow_datasets"))
 
 
+def fast_overrides(name: str, data_dir: str, **overrides) -> dict:
+    """The fast overrides of experiment `name` ('a.b' -> value), then `overrides`."""
+    return {**FAST_OVERRIDES[name], "dataset.data_dir": data_dir, **overrides}
+
+
 def experiment_config(name: str, arg: str, data_dir: str, **overrides):
-    """experiments/<name>.py:<arg> with the fast overrides, then `overrides` ('a.b' -> value)."""
+    """experiments/<name>.py:<arg> with `fast_overrides` applied."""
     from segattn_jax.train.config import load_experiment
 
     config = load_experiment(ROOT / "experiments" / f"{name}.py").get_config(arg)
-    config.update_from_flattened_dict(
-        {**FAST_OVERRIDES[name], "dataset.data_dir": data_dir, **overrides})
+    config.update_from_flattened_dict(fast_overrides(name, data_dir, **overrides))
     return config
 
 
 def cli_overrides(name: str, data_dir: str, **overrides) -> list[str]:
     """The same overrides as command-line flags, for subprocess tests of the CLI."""
-    merged = {**FAST_OVERRIDES[name], "dataset.data_dir": data_dir, **overrides}
-    return [f"--config.{k}={v}" for k, v in merged.items()]
+    return [f"--config.{k}={v}" for k, v in fast_overrides(name, data_dir, **overrides).items()]

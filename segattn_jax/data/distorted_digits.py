@@ -19,8 +19,9 @@ Two sources, same distortions:
   'mnist_r', ... 'mnist_e'      paper scale: TFDS `mnist` (train -> train, test -> test), one
                                 distorted copy per digit; MNIST is loaded with `tfds.load`.
 
-The distortions are pure numpy/scipy: `warp` (inverse homography sampling) and `tps_warp`, driven by
-`distort_r`, `distort_rts`, `distort_p`, `distort_e`, each returning (image, parameters).
+The distortions are pure numpy/scipy: `warp` (inverse homography sampling) and `tps_warp` (the
+spline math lives in `ops.tps`), driven by `distort_r`, `distort_rts`, `distort_p`, `distort_e`,
+each returning (image, parameters).
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ import zlib
 import numpy as np
 import scipy.ndimage
 import tensorflow_datasets as tfds
+
+from segattn_jax.ops.images import to_uint8
+from segattn_jax.ops.tps import tps_apply, tps_fit
 
 MNIST_SIZE = 28
 RTS_CANVAS = 42
@@ -143,29 +147,6 @@ def homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.append(np.linalg.solve(np.array(a), np.array(b)), 1.0).reshape(3, 3)
 
 
-def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-    return np.where(d2 > 0, d2 * np.log(np.maximum(d2, 1e-300)), 0.0)
-
-
-def tps_fit(points: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Thin-plate spline through (points -> values), both (n, 2): kernel weights and affine part."""
-    n = len(points)
-    affine = np.concatenate([np.ones((n, 1)), points], axis=1)
-    system = np.zeros((n + 3, n + 3))
-    system[:n, :n] = _tps_kernel(points, points)
-    system[:n, n:] = affine
-    system[n:, :n] = affine.T
-    rhs = np.concatenate([values, np.zeros((3, 2))])
-    solution = np.linalg.solve(system, rhs)
-    return solution[:n], solution[n:]
-
-
-def tps_apply(points: np.ndarray, weights: np.ndarray, affine: np.ndarray, query: np.ndarray):
-    return _tps_kernel(query, points) @ weights + np.concatenate(
-        [np.ones((len(query), 1)), query], axis=1) @ affine
-
-
 def tps_warp(image: np.ndarray, control_out: np.ndarray, control_in: np.ndarray,
              size: int) -> np.ndarray:
     """Elastic warp: the spline through control_out -> control_in gives each output pixel's source."""
@@ -213,10 +194,6 @@ def distort_e(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, 
 
 
 DISTORT = {"r": distort_r, "rts": distort_rts, "p": distort_p, "e": distort_e}
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------

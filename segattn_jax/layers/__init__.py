@@ -22,4 +22,6 @@ from segattn_jax.layers.upsampling import (
     max_pool_with_argmax,
     max_unpool,
     nearest_upsample,
+    pad_for_pooling,
+    pooled_size,
 )

@@ -17,13 +17,14 @@ region) and reproduces the input exactly when output size equals input size.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from segattn_jax.ops.tps import tps_evaluation_matrix
 
 TRANSFORMS = ("affine", "projective", "tps")
 # Homography denominators smaller than this (in magnitude) are clamped, keeping points that map
@@ -96,43 +97,15 @@ def tps_control_points(grid_size: int = 4) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()], axis=-1)
 
 
-def _tps_radial(squared_distance: np.ndarray) -> np.ndarray:
-    """U(r) = r^2 log r^2 with U(0) = 0 (the thin-plate kernel, up to a constant factor)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        values = squared_distance * np.log(squared_distance)
-    return np.where(squared_distance > 0, values, 0.0)
-
-
-@functools.lru_cache(maxsize=32)
-def _tps_inverse_system(grid_size: int) -> np.ndarray:
-    """Inverse of the TPS system matrix L = [[U(|c_i - c_j|), P], [P^T, 0]], (K+3, K+3), float64.
-
-    Constant for a fixed control grid, so it is inverted once here, in numpy, rather than solved
-    inside every forward pass.
-    """
-    control = tps_control_points(grid_size)
-    k = control.shape[0]
-    kernel = _tps_radial(np.sum((control[:, None] - control[None]) ** 2, axis=-1))
-    affine_part = np.concatenate([np.ones((k, 1)), control], axis=1)  # (K, 3): 1, x, y
-    system = np.zeros((k + 3, k + 3))
-    system[:k, :k] = kernel
-    system[:k, k:] = affine_part
-    system[k:, :k] = affine_part.T
-    return np.linalg.inv(system)
-
-
 def tps_interpolation_matrix(points: np.ndarray, grid_size: int = 4) -> np.ndarray:
     """Matrix M (P, K) such that the TPS warp of `points` (P, 2) is M @ control_points (K, 2).
 
-    The thin-plate spline through the K fixed regular control points c_k that sends c_k to the
-    (movable) points Y_k is linear in Y: f(p) = [U(|p - c_k|)_k, 1, x, y] @ L^-1[:, :K] @ Y. It
-    interpolates (f(c_k) = Y_k) and reproduces affine maps exactly, so Y = c gives f = identity.
+    The thin-plate spline (`ops.tps`) through the K fixed regular control points c_k that sends c_k
+    to the (movable) points Y_k is linear in Y. It interpolates (f(c_k) = Y_k) and reproduces affine
+    maps exactly, so Y = c gives f = identity. Built in numpy at trace time; `tps_grid` applies it.
     """
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    control = tps_control_points(grid_size)
-    radial = _tps_radial(np.sum((points[:, None] - control[None]) ** 2, axis=-1))  # (P, K)
-    features = np.concatenate([radial, np.ones((points.shape[0], 1)), points], axis=1)
-    return features @ _tps_inverse_system(grid_size)[:, : control.shape[0]]
+    return tps_evaluation_matrix(tps_control_points(grid_size), points)
 
 
 def tps_grid(control_points: jax.Array, output_hw: tuple[int, int],

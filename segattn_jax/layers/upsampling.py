@@ -59,6 +59,49 @@ def bed_of_nails(x: jax.Array, factor: IntOrPair) -> jax.Array:
     return lax.pad(x, zero, [(0, 0, 0), (0, fh - 1, fh - 1), (0, fw - 1, fw - 1), (0, 0, 0)])
 
 
+def pooled_size(size: int, window: int, stride: int, ceil_mode: bool = False) -> int:
+    """Outputs of an unpadded pooling along one axis of `size` inputs.
+
+    Floor mode counts whole windows: (size - window) // stride + 1. Ceil mode is Caffe's:
+    ceil((size - window) / stride) + 1, so a partial last window still pools, and an input smaller
+    than the window gives one partial window when that window starts inside it (Caffe: 1x1 input,
+    2x2/2 pool -> 1x1). A last window that would start past the input is dropped, as Caffe does when
+    padded and PyTorch always does; unpadded Caffe would emit it empty (-FLT_MAX), which can only
+    happen with stride > window. ValueError when no window fits (Caffe would make an empty blob).
+    """
+    if ceil_mode:
+        count = -(-(size - window) // stride) + 1
+        if (count - 1) * stride >= size:  # the last window must start inside the input
+            count -= 1
+    else:
+        count = (size - window) // stride + 1
+    if count < 1:
+        raise ValueError(
+            f"Input of spatial size {size} is smaller than the pooling window {window} (stride "
+            f"{stride}, ceil_mode={ceil_mode}) and gives no output; use a larger input or a smaller "
+            "window."
+        )
+    return count
+
+
+def pad_for_pooling(x: jax.Array, window: IntOrPair, stride: IntOrPair, *, ceil_mode: bool) -> jax.Array:
+    """Pads NHWC `x` at the bottom and right so a VALID pool of it gives `pooled_size` outputs.
+
+    The padding is the dtype's lowest value (-inf for floats), so it never wins a max and every
+    partial window pools only what it covers of the input.
+    """
+    _check_nhwc(x)
+    windows, strides = _pair(window, "window"), _pair(stride, "stride")
+    pads = [
+        max((pooled_size(size, k, s, ceil_mode) - 1) * s + k - size, 0)
+        for size, k, s in zip(x.shape[1:3], windows, strides)
+    ]
+    if not any(pads):
+        return x
+    lowest = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
+    return jnp.pad(x, ((0, 0), (0, pads[0]), (0, pads[1]), (0, 0)), constant_values=lowest)
+
+
 def max_pool_with_argmax(
     x: jax.Array, window: IntOrPair, stride: IntOrPair, *, ceil_mode: bool = False
 ) -> tuple[jax.Array, jax.Array]:
@@ -68,27 +111,15 @@ def max_pool_with_argmax(
     input's H x W plane of the same image and channel (tf.nn.max_pool_with_argmax with
     include_batch_in_index=False, but without its channel factor). Ties go to the first max in
     row-major window order. Padding is VALID; `ceil_mode=True` keeps the partial last windows as
-    Caffe's pooling does (used by VGG-based FCN/DeconvNet on odd sizes). The gradient flows to the
-    switch positions only, like the unpooling that reverses it.
+    Caffe's pooling does (used by VGG-based FCN/DeconvNet on odd sizes; see `pooled_size`). The
+    gradient flows to the switch positions only, like the unpooling that reverses it.
     """
     _check_nhwc(x)
     wh, ww = _pair(window, "window")
     sh, sw = _pair(stride, "stride")
     n, h, w, c = x.shape
-    if h < wh or w < ww:
-        raise ValueError(f"Input of spatial size {(h, w)} is smaller than the pooling window {(wh, ww)}.")
-
-    def out_size(size: int, win: int, step: int) -> int:
-        if not ceil_mode:
-            return (size - win) // step + 1
-        count = -(-(size - win) // step) + 1
-        return count - 1 if (count - 1) * step >= size else count  # last window must start inside
-
-    out_h, out_w = out_size(h, wh, sh), out_size(w, ww, sw)
-    pad_h, pad_w = max((out_h - 1) * sh + wh - h, 0), max((out_w - 1) * sw + ww - w, 0)
-    if pad_h or pad_w:
-        lowest = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
-        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), constant_values=lowest)
+    out_h, out_w = pooled_size(h, wh, sh, ceil_mode), pooled_size(w, ww, sw, ceil_mode)
+    x = pad_for_pooling(x, (wh, ww), (sh, sw), ceil_mode=ceil_mode)
     # Window offset (a, b) of every output, stacked on axis 3: strided slices, cheap and differentiable.
     patches = jnp.stack(
         [

@@ -23,4 +23,9 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     kwargs = {k: v for k, v in config.items() if k != "name"}
     if "dtype" in kwargs:
         kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+    fields = sorted(f for f in cls.__dataclass_fields__ if f not in ("parent", "name"))
+    unknown = sorted(set(kwargs) - set(fields))
+    if unknown:
+        raise ValueError(f"model.name={config.name!r} ({class_name}) has no field(s) {unknown}; "
+                         f"valid: {fields}.")
     return cls(**kwargs)

@@ -13,6 +13,8 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
+from segattn_jax.ops.images import to_uint8
+
 # VOC draws "void" / ignored pixels (label 255) in this color; it is VOC palette entry 255.
 VOC_VOID_LABEL = 255
 
@@ -53,21 +55,6 @@ def colorize_mask(
     if ignore_label is not None:
         colors[ignored] = palette[VOC_VOID_LABEL]
     return colors
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Float image in [0, 1] -> uint8 in [0, 255] (clipped, rounded); uint8 passes through."""
-    image = np.asarray(image)
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == bool:
-        return image.astype(np.uint8) * 255
-    if not np.issubdtype(image.dtype, np.floating):
-        raise ValueError(
-            f"to_uint8 expects a float image in [0, 1] or uint8, got {image.dtype}; "
-            "color integer class masks with colorize_mask."
-        )
-    return np.round(np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:

@@ -1,23 +1,26 @@
-"""Orbax checkpointing: periodic async saves, keep N, restore the latest on start."""
+"""Orbax checkpointing: async saves, keep N, restore the latest on start.
+
+The loop decides when to save (after checking the loss is finite), so every save here is explicit
+(`force=True`): orbax's default policy would also save at the first step and on preemption, behind
+the loop's back.
+"""
 from __future__ import annotations
 
-from etils import epath
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 
 class Checkpointer:
     """A thin policy layer over `ocp.CheckpointManager` (args API, one StandardSave item)."""
 
-    def __init__(self, directory: str | epath.Path, *, every_steps: int, keep: int):
+    def __init__(self, directory: str | epath.Path, *, keep: int, create: bool = True):
         directory = epath.Path(directory)  # epath: local or gs:// alike
         self.directory = directory if "://" in str(directory) else directory.absolute()
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=every_steps, enable_async_checkpointing=True,
-            create=True)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
+                                               create=create)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     @property
@@ -29,26 +32,21 @@ class Checkpointer:
         step = self._manager.latest_step()
         if step is None:
             return None
-        state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        try:
+            state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"The checkpoint at step {step} in {self.directory} does not match this config's "
+                f"model/optimizer ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Use the "
+                "config it was trained with, or a new --workdir.") from e
         logging.info("Restored checkpoint at step %d from %s", step, self.directory)
         return state
 
-    def due(self, step: int) -> bool:
-        """Whether `save(step, ...)` would save (the loop checks the loss first)."""
-        return self._manager.should_save(step)
-
-    def save(self, step: int, state: Any, *, force: bool = False) -> bool:
-        """Starts an async save when `step` is due (or `force`); returns whether one started."""
-        return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
-
-    def wait(self) -> None:
-        self._manager.wait_until_finished()
+    def save(self, step: int, state: Any) -> None:
+        """Starts an async save of `state` as checkpoint `step`; it is finalized in the background."""
+        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
     def close(self) -> None:
+        """Waits for pending saves, then releases the manager."""
         self._manager.wait_until_finished()
         self._manager.close()
-
-
-def abstract_like(tree: Any) -> Any:
-    """ShapeDtypeStructs (with shardings) of a concrete tree, the target a restore fills."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

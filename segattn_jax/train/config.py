@@ -62,6 +62,21 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Fails at start, with what to do, on values the loop cannot run with."""
+    positive = {"train.num_steps": config.train.num_steps, "train.log_every": config.train.log_every,
+                "train.checkpoint_every": config.train.checkpoint_every,
+                "train.keep_checkpoints": config.train.keep_checkpoints,
+                "train.num_pictures": config.train.num_pictures,
+                "train.batch_size": config.train.batch_size, "eval.batch_size": config.eval.batch_size}
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"--config.{key}={value} must be at least 1.")
+    if config.train.eval_every < 0:
+        raise ValueError(f"--config.train.eval_every={config.train.eval_every} must be >= 0 "
+                         "(0 = evaluate only at the end).")
+
+
 def parse_arg(arg: str, axes: dict[str, Sequence[str]], flags: Sequence[str] = ("mini",),
               defaults: dict[str, str] | None = None) -> tuple[dict[str, str], set[str]]:
     """Splits e.g. 'ST-CNN-Aff,RTS,mini' into ({'row': 'ST-CNN-Aff', 'column': 'RTS'}, {'mini'}).

@@ -11,7 +11,6 @@ import functools
 import json
 import signal
 import time
-from etils import epath
 from typing import Any, Iterator
 
 import jax
@@ -21,6 +20,7 @@ import numpy as np
 import optax
 from absl import logging
 from clu import metric_writers
+from etils import epath
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
@@ -30,13 +30,14 @@ from segattn_jax.tasks import Task, build_task
 from segattn_jax.tasks import pictures as pics
 from segattn_jax.train import mesh as mesh_lib
 from segattn_jax.train.checkpoint import Checkpointer
+from segattn_jax.train.config import validate
 from segattn_jax.train.optimizers import make_optimizer
 from segattn_jax.train.state import TrainState, create_train_state
 
 METRICS_FILE = "metrics.json"
 
 
-def _widen(x: np.ndarray) -> np.ndarray:
+def _to_64bit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     return x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64)
 
@@ -67,6 +68,7 @@ class Experiment:
     """Everything a command needs, built once from a config: mesh, task, optimizer, data, steps."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | epath.Path):
+        validate(config)
         self.config = config
         self.workdir = epath.Path(workdir)
         self.mesh = mesh_lib.make_mesh(config.mesh.data)
@@ -123,7 +125,7 @@ class Experiment:
         64 bits, so counts over a large eval set cannot overflow."""
         total = None
         for batch in self.eval_batches():
-            stats = jax.tree.map(_widen, jax.device_get(
+            stats = jax.tree.map(_to_64bit, jax.device_get(
                 self.eval_step(params, mesh_lib.to_global(batch, self.mesh))))
             total = stats if total is None else jax.tree.map(np.add, total, stats)
         return self.task.summarize(total)
@@ -136,10 +138,9 @@ class Experiment:
         return self.task.pictures(jax.tree.map(lambda x: x[:n], batch),
                                   jax.tree.map(lambda x: x[:n], predictions))
 
-    def checkpointer(self) -> Checkpointer:
-        return Checkpointer(self.workdir / "checkpoints",
-                            every_steps=self.config.train.checkpoint_every,
-                            keep=self.config.train.keep_checkpoints)
+    def checkpointer(self, *, create: bool = True) -> Checkpointer:
+        return Checkpointer(self.workdir / "checkpoints", keep=self.config.train.keep_checkpoints,
+                            create=create)
 
     def restore_or_init(self, checkpointer: Checkpointer) -> TrainState:
         state = checkpointer.restore_latest(self.abstract_state)
@@ -147,6 +148,21 @@ class Experiment:
             logging.info("No checkpoint in %s: starting from scratch.", checkpointer.directory)
             return self.new_state()
         return state
+
+    def restore_params(self) -> Any:
+        """The params of the latest checkpoint (for `eval` and `predict`); creates nothing."""
+        directory = self.workdir / "checkpoints"
+        if not directory.exists():
+            raise FileNotFoundError(f"No checkpoints in {directory}: train first with this "
+                                    "--workdir (python -m segattn_jax.main train ...).")
+        checkpointer = self.checkpointer(create=False)
+        try:
+            state = checkpointer.restore_latest(self.abstract_state)
+        finally:
+            checkpointer.close()
+        if state is None:
+            raise FileNotFoundError(f"No finished checkpoint in {directory}: train first.")
+        return state.params
 
 
 class _PreemptionFlag:
@@ -175,99 +191,118 @@ class _PreemptionFlag:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _first_nonfinite(history: list[tuple[int, dict[str, Any]]]) -> int | None:
-    for step, metrics in history:
-        if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
-            return step
-    return None
+class _PendingMetrics:
+    """Train metrics since the last log line, fetched from the device lazily.
+
+    Fetching syncs with the device, so it happens only when logging, checkpointing or stopping;
+    that is also when the loss is checked, so a NaN is caught before the state is saved.
+    """
+
+    def __init__(self):
+        self._steps: list[tuple[int, dict[str, Any]]] = []
+
+    def append(self, step: int, metrics: dict[str, jax.Array]) -> None:
+        self._steps.append((step, metrics))
+
+    def check_finite(self, last_good_step: int | None, directory: epath.Path) -> None:
+        """Raises `NonFiniteLossError` naming the first step whose loss or gradient is NaN/inf."""
+        self._steps = [(step, jax.device_get(m)) for step, m in self._steps]
+        for step, metrics in self._steps:
+            if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
+                kept = (f"the last good checkpoint (step {last_good_step}) in {directory} is kept"
+                        if last_good_step else "no checkpoint had been saved yet")
+                raise NonFiniteLossError(
+                    f"Loss or gradient became NaN/inf at step {step}. The run stopped; {kept}. "
+                    "Lower --config.optimizer.learning_rate or set "
+                    "--config.optimizer.grad_clip_norm, then rerun the same command.")
+
+    def pop_means(self) -> dict[str, float]:
+        """Per-metric means over the pending steps (already checked), then forgets them."""
+        metrics = [m for _, m in self._steps]
+        self._steps = []
+        return {f"train/{k}": float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.Path) -> dict[str, Any] | None:
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str | epath.Path) -> dict[str, Any] | None:
     """Trains (resuming from the latest checkpoint), evaluates periodically, writes metrics.json.
 
     Returns the final metrics, or None when stopped by SIGTERM (after saving a checkpoint).
     """
     exp = Experiment(config, workdir)
+    train = config.train
     is_main = jax.process_index() == 0
+    checkpointer = exp.checkpointer()
     writer = metric_writers.create_default_writer(exp.workdir, just_logging=not is_main,
                                                   asynchronous=True)
-    checkpointer = exp.checkpointer()
-    state = exp.restore_or_init(checkpointer)
-    start_step, num_steps = int(state.step), config.train.num_steps
-    picture_batch = next(iter(exp.eval_batches()))
-    train_batches = pipeline.train_iterator(
-        config.dataset.name, config.dataset.train_split, preprocess=exp.preprocess,
-        global_batch_size=config.train.batch_size, seed=config.seed, start_step=start_step,
-        data_dir=config.dataset.data_dir)
     preemption = _PreemptionFlag()
-    history: list[tuple[int, dict[str, Any]]] = []  # device metrics since the last check
-    last_good_step = checkpointer.latest_step  # also the last saved step
-
-    def check_finite():
-        """Syncs on the pending metrics; raises naming the first bad step."""
-        fetched = [(s, jax.device_get(m)) for s, m in history]
-        history.clear()
-        bad = _first_nonfinite(fetched)
-        if bad is not None:
-            checkpointer.close()
-            raise NonFiniteLossError(
-                f"Loss or gradient became NaN/inf at step {bad}. The run stopped; the last good "
-                f"checkpoint (step {last_good_step}) in {checkpointer.directory} is kept. Lower "
-                "--config.optimizer.learning_rate or set --config.optimizer.grad_clip_norm, "
-                "then rerun the same command to resume from it.")
-        return fetched
-
-    def evaluate_and_draw(step: int):
-        metrics = exp.evaluate(state.params)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
-        picture = exp.pictures(state.params, picture_batch)
-        if is_main:
-            pics.save_png(exp.workdir / "pictures" / f"step_{step:06d}.png", picture)
-            writer.write_images(step, {"pictures": picture[None]})
-        return metrics
-
-    progress = tqdm(total=num_steps, initial=start_step, disable=not is_main, desc="train",
-                    unit="step", dynamic_ncols=True, mininterval=2.0)
-    started, eval_metrics = time.time(), None
+    progress = None
     try:
-        for step in range(start_step, num_steps):
+        state = exp.restore_or_init(checkpointer)
+        start_step = last_saved = int(state.step)
+        if start_step > train.num_steps:
+            raise ValueError(f"The checkpoint in {checkpointer.directory} is at step {start_step}, "
+                             f"past train.num_steps={train.num_steps}: raise num_steps or use a new "
+                             "--workdir.")
+        picture_batch = next(iter(exp.eval_batches()))
+        train_batches = pipeline.train_iterator(
+            config.dataset.name, config.dataset.train_split, preprocess=exp.preprocess,
+            global_batch_size=train.batch_size, seed=config.seed, start_step=start_step,
+            data_dir=config.dataset.data_dir)
+        pending = _PendingMetrics()
+
+        def save(step: int):
+            nonlocal last_saved
+            pending.check_finite(last_saved or None, checkpointer.directory)
+            if step != last_saved:
+                checkpointer.save(step, state)
+                last_saved = step
+
+        def evaluate_and_draw(step: int) -> dict[str, float]:
+            metrics = exp.evaluate(state.params)
+            writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
+            picture = exp.pictures(state.params, picture_batch)
+            if is_main:
+                pics.save_png(exp.workdir / "pictures" / f"step_{step:06d}.png", picture)
+                writer.write_images(step, {"pictures": picture[None]})
+            return metrics
+
+        progress = tqdm(total=train.num_steps, initial=start_step, disable=not is_main,
+                        desc="train", unit="step", dynamic_ncols=True, mininterval=2.0)
+        started = time.time()
+        for step in range(start_step + 1, train.num_steps + 1):
+            # Steps count from 1: checkpoint N holds the state after step N.
             batch = mesh_lib.to_global(next(train_batches), exp.mesh)
             state, metrics = exp.train_step(state, batch)
-            done = step + 1  # steps are counted from 1: checkpoint N holds the state after step N
-            history.append((done, metrics))
+            pending.append(step, metrics)
             progress.update(1)
-            if done % config.train.log_every == 0 or done == num_steps:
-                fetched = check_finite()
-                means = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
-                         for k in fetched[0][1]}
-                writer.write_scalars(done, means)
+            if step % train.log_every == 0 or step == train.num_steps:
+                pending.check_finite(last_saved or None, checkpointer.directory)
+                means = pending.pop_means()
+                writer.write_scalars(step, means)
                 progress.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
-            if checkpointer.due(done):
-                check_finite()
-                checkpointer.save(done, state)
-                last_good_step = done
-            if config.train.eval_every and done % config.train.eval_every == 0 and done < num_steps:
-                evaluate_and_draw(done)
-            if preemption.should_stop(done):
-                check_finite()
-                checkpointer.save(done, state, force=True)
-                checkpointer.close()
+            if step % train.checkpoint_every == 0:
+                save(step)
+            if train.eval_every and step % train.eval_every == 0 and step < train.num_steps:
+                evaluate_and_draw(step)
+            if preemption.should_stop(step):
+                save(step)
                 logging.warning("SIGTERM: saved a checkpoint at step %d in %s; rerun the same "
-                                "command to resume.", done, checkpointer.directory)
+                                "command to resume.", step, checkpointer.directory)
                 return None
-        check_finite()
-        if last_good_step != num_steps:
-            checkpointer.save(num_steps, state, force=True)
-        eval_metrics = evaluate_and_draw(num_steps)
-    finally:
         progress.close()
+        save(train.num_steps)
+        eval_metrics = evaluate_and_draw(train.num_steps)
+    finally:
+        if progress is not None:
+            progress.close()
         preemption.restore()
         writer.flush()
-    checkpointer.close()
-    result = {"step": num_steps, "eval": eval_metrics,
+        checkpointer.close()
+    result = {"step": train.num_steps, "eval": eval_metrics,
               "train_seconds": round(time.time() - started, 1),
-              "experiment": config.get("experiment"), "row": config.get("row"),
-              "paper": config.get("paper", {}).to_dict() if config.get("paper") else {}}
+              "experiment": config.experiment, "row": config.row, "column": config.column,
+              "paper": config.paper.to_dict()}
     if is_main:
         (exp.workdir / METRICS_FILE).write_text(json.dumps(result, indent=2))
     return result
@@ -275,17 +310,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | epath.P
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | epath.Path) -> dict[str, float]:
     """Evaluates the latest checkpoint in `workdir` on the eval split."""
-    exp, params = load_params(config, workdir)
-    return exp.evaluate(params)
-
-
-def load_params(config: ml_collections.ConfigDict, workdir: str | epath.Path) -> tuple[Experiment, Any]:
-    """The experiment and the params of its latest checkpoint (for `predict`)."""
     exp = Experiment(config, workdir)
-    checkpointer = exp.checkpointer()
-    if checkpointer.latest_step is None:
-        raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}: train first "
-                                "(python -m segattn_jax.main train ...) with this --workdir.")
-    state = checkpointer.restore_latest(exp.abstract_state)
-    checkpointer.close()
-    return exp, state.params
+    return exp.evaluate(exp.restore_params())

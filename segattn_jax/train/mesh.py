@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -44,12 +44,21 @@ def maybe_initialize_distributed() -> None:
 
 
 def make_mesh(num_data_devices: int = -1) -> Mesh:
-    """A 1-D mesh over the 'data' axis; -1 uses every device."""
-    n = jax.device_count() if num_data_devices == -1 else num_data_devices
-    if not 1 <= n <= jax.device_count():
-        raise ValueError(f"mesh.data={num_data_devices} but {jax.device_count()} devices exist: "
-                         "use -1 (all devices) or a number between 1 and the device count.")
-    return Mesh(np.asarray(jax.devices()[:n]), (DATA_AXIS,))
+    """A 1-D mesh over the 'data' axis; -1 uses every device.
+
+    With several processes each contributes the same number of its own devices, so every process
+    holds a shard of each batch.
+    """
+    total, processes = jax.device_count(), jax.process_count()
+    n = total if num_data_devices == -1 else num_data_devices
+    if not 1 <= n <= total or n % processes:
+        raise ValueError(f"mesh.data={num_data_devices} but {total} devices exist in {processes} "
+                         "process(es): use -1 (all devices) or a multiple of the process count up "
+                         "to the device count.")
+    per_process = n // processes
+    devices = [d for p in range(processes)
+               for d in [d for d in jax.devices() if d.process_index == p][:per_process]]
+    return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -62,6 +71,7 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_divisible(global_batch_size: int, mesh: Mesh, what: str) -> None:
+    """Each device gets an equal slice of the global batch, so it must divide evenly."""
     size = mesh.shape[DATA_AXIS]
     if global_batch_size % size or global_batch_size % jax.process_count():
         raise ValueError(
@@ -74,7 +84,3 @@ def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     sharding = data_sharded(mesh)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-    return jax.device_put(tree, replicated(mesh))

@@ -10,6 +10,7 @@ import pytest
 
 from segattn_jax.backbones.vgg import (VGG16, CoordMap, layer_coord_maps, max_pool_ceil,
                                        vgg16_layer_specs)
+from segattn_jax.layers.upsampling import max_pool_with_argmax
 
 SLIM = 1 / 16
 # torchvision/Caffe VGG16 has 138,357,544 parameters; fc8 (4096*1000 + 1000) is not part of the
@@ -57,6 +58,12 @@ def test_max_pool_ceil_matches_numpy_with_partial_windows():
         for j in range(4):
             expected[:, i, j] = x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].max(axis=(1, 2))
     np.testing.assert_array_equal(max_pool_ceil(jnp.asarray(x)), expected)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 4), (3, 5), (6, 7)])
+def test_max_pool_ceil_agrees_with_the_switch_pool_down_to_inputs_smaller_than_the_window(hw):
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(1, *hw, 2)), jnp.float32)
+    np.testing.assert_array_equal(max_pool_ceil(x), max_pool_with_argmax(x, 2, 2, ceil_mode=True)[0])
 
 
 def test_coord_maps_are_receptive_field_centres():

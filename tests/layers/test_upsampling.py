@@ -1,4 +1,6 @@
 """Upsampling layers against the lecture's worked examples, numpy references and the vjp identity."""
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,7 @@ from segattn_jax.layers import (
     max_pool_with_argmax,
     max_unpool,
     nearest_upsample,
+    pooled_size,
 )
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -95,6 +98,57 @@ def test_max_pool_ceil_mode_keeps_partial_windows():
     np.testing.assert_array_equal(plane(pooled), [[6, 8, 9], [16, 18, 19], [21, 23, 24]])
     np.testing.assert_array_equal(plane(argmax), plane(pooled).astype(int))  # value == its flat index
     assert max_pool_with_argmax(x, 2, 2)[0].shape == (1, 2, 2, 1)
+
+
+def caffe_pooled_size(size: int, window: int, stride: int) -> int:
+    """Caffe's PoolingLayer::Reshape without padding: float ceil, no clipping."""
+    return int(math.ceil(float(size - window) / stride)) + 1
+
+
+def caffe_max_pool(x: np.ndarray, window: int, stride: int):
+    """Caffe's Forward_cpu (MAX, unpadded), one channel: windows clipped to the input, first max."""
+    h, w = x.shape
+    out_h, out_w = caffe_pooled_size(h, window, stride), caffe_pooled_size(w, window, stride)
+    pooled, argmax = np.zeros((out_h, out_w), x.dtype), np.zeros((out_h, out_w), np.int64)
+    for i in range(out_h):
+        for j in range(out_w):
+            win = x[i * stride : i * stride + window, j * stride : j * stride + window]
+            a, b = np.unravel_index(np.argmax(win), win.shape)
+            pooled[i, j], argmax[i, j] = win[a, b], (i * stride + a) * w + j * stride + b
+    return pooled, argmax
+
+
+def test_pooled_size_is_caffes_ceil_mode_and_whole_windows_in_floor_mode():
+    for size in range(1, 12):
+        for window in range(1, 5):
+            for stride in range(1, window + 1):  # stride <= window: every Caffe net here
+                if size >= window:
+                    assert pooled_size(size, window, stride) == len(range(0, size - window + 1, stride))
+                else:
+                    with pytest.raises(ValueError, match="smaller than the pooling window"):
+                        pooled_size(size, window, stride)
+                caffe = caffe_pooled_size(size, window, stride)
+                if caffe >= 1:
+                    assert pooled_size(size, window, stride, ceil_mode=True) == caffe
+                else:  # Caffe would make an empty (or negative) blob
+                    with pytest.raises(ValueError, match="smaller than the pooling window"):
+                        pooled_size(size, window, stride, ceil_mode=True)
+    # stride > window: a last window starting past the input is dropped (PyTorch; Caffe when padded).
+    assert pooled_size(5, 1, 3, ceil_mode=True) == 2
+
+
+@pytest.mark.parametrize("hw,window,stride", [((1, 1), 2, 2), ((2, 3), 3, 2), ((1, 5), 2, 2),
+                                              ((5, 7), 3, 2), ((6, 4), 2, 2)])
+def test_ceil_mode_matches_caffe_including_inputs_smaller_than_the_window(hw, window, stride):
+    x = np.random.default_rng(4).standard_normal(hw).astype(np.float32)
+    pooled, argmax = max_pool_with_argmax(jnp.asarray(x)[None, :, :, None], window, stride,
+                                          ceil_mode=True)
+    want_pooled, want_argmax = caffe_max_pool(x, window, stride)
+    np.testing.assert_array_equal(plane(pooled), want_pooled)
+    np.testing.assert_array_equal(plane(argmax), want_argmax)
+    if min(hw) < window:  # floor mode has no whole window to pool
+        with pytest.raises(ValueError, match="smaller than the pooling window"):
+            max_pool_with_argmax(jnp.asarray(x)[None, :, :, None], window, stride)
 
 
 def test_unpool_of_pool_keeps_maxima_and_gradient_reaches_switches():

@@ -25,7 +25,8 @@ def test_sharded_step_equals_single_device_step(tfds_dir, tmp_path):
     assert jax.device_count() == 8, "tests/conftest.py asks XLA for 8 host devices"
     results = {}
     for devices in (1, 8):
-        config = experiment_config("fcn", "FCN-8s,mini", tfds_dir, **{"mesh.data": devices})
+        config = experiment_config("fcn", "FCN-8s,mini", tfds_dir,
+                                   **{"mesh.data": devices, "optimizer.warmup_steps": 0})
         exp = loop.Experiment(config, tmp_path / str(devices))
         state = exp.new_state()
         batch = next(iter(exp.eval_batches()))
@@ -35,6 +36,18 @@ def test_sharded_step_equals_single_device_step(tfds_dir, tmp_path):
         results[devices] = jax.device_get((state.params, metrics))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  results[1], results[8])
+
+
+def test_sharded_eval_counts_every_example_once(tfds_dir, tmp_path):
+    """Eval on 8 devices (last batch padded) gives the same metrics as on 1 device."""
+    config = experiment_config("fcn", "FCN-8s,mini", tfds_dir,
+                               **{"train.num_steps": 2, "eval.batch_size": 24})
+    state = loop.train_and_evaluate(config, tmp_path / "one")  # trained params, 1 device
+    one = loop.Experiment(config, tmp_path / "one")
+    params = one.restore_params()
+    config.mesh.data = 8
+    eight = loop.Experiment(config, tmp_path / "one")
+    assert eight.evaluate(params) == one.evaluate(params) == state["eval"]
 
 
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(

@@ -22,7 +22,7 @@ def test_two_process_training_run(tfds_dir, tmp_path):
     pipeline.load_builder("shapes/tiny", data_dir=tfds_dir)  # generate once, not twice at once
     port = _free_port()
     args = ["train", "--config", "experiments/fcn.py:FCN-8s,mini", "--workdir", str(tmp_path),
-            *cli_overrides("fcn", tfds_dir, **{"train.num_steps": 4})]
+            *cli_overrides("fcn", tfds_dir, **{"train.num_steps": 4, "mesh.data": -1})]
     processes = [cli.start(args, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                            JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)) for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]

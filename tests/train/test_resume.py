@@ -28,6 +28,7 @@ def _wait_for_checkpoint(process, directory, step: int, timeout: float = 240):
 def test_sigkill_and_restart_matches_uninterrupted_run(tfds_dir, tmp_path):
     straight = cli.run(_args(tmp_path / "straight", tfds_dir))
     assert straight.returncode == 0, straight.stderr
+    assert "mean_iou" in straight.stdout and "checkpoints:" in straight.stdout
     expected = json.loads((tmp_path / "straight" / "metrics.json").read_text())["eval"]
 
     workdir = tmp_path / "killed"
