@@ -168,10 +168,14 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main() -> None:
     threads = len(os.sched_getaffinity(0))
     torch = _import_torch()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {threads} CPU threads; "
           + (f"torch {torch.__version__} with {torch.get_num_threads()} threads" if torch else
              "torch not installed: torch columns skipped (pip install torch==2.13.0)"))
     print(markdown_table(run()))
+
+
+if __name__ == "__main__":
+    main()

@@ -51,7 +51,6 @@ def get_config(arg: str = "FCN-8s,mini"):
     c.model.first_padding = 60
     c.model.fc6_kernel = 5
     c.model.dropout_rate = 0.5
-    c.model.group_norm = False
     c.model.dtype = "float32"
 
     c.optimizer.name = "adam"
@@ -60,7 +59,7 @@ def get_config(arg: str = "FCN-8s,mini"):
     c.optimizer.warmup_steps = 50
     c.optimizer.grad_clip_norm = 1.0
 
-    c.train.batch_size = 16
+    c.train.batch_size = 8
     c.train.num_steps = 1500
     c.train.log_every = 50
     c.train.eval_every = 500

@@ -69,8 +69,8 @@ def get_config(arg: str = "ST-CNN-Aff,RTS,mini"):
         c.optimizer.learning_rate = 1e-3
         c.optimizer.schedule = "cosine"
         c.train.batch_size = 64
-        c.train.num_steps = 1500
-        c.train.checkpoint_every = 500
+        c.train.num_steps = 600
+        c.train.checkpoint_every = 200
         c.eval.batch_size = 128
     else:  # the paper's schedule
         c.optimizer.name = "sgd"

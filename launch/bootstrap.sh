@@ -2,7 +2,7 @@
 # Per-host bootstrap for a Cloud TPU VM (every worker of a pod runs the same command).
 #
 #   launch/bootstrap.sh install                        # only set up .venv (idempotent)
-#   launch/bootstrap.sh train --config experiments/fcn.py:FCN-8s --workdir gs://BUCKET/runs/fcn8s
+#   launch/bootstrap.sh train --config experiments/stn.py:ST-CNN-Aff,RTS --workdir gs://BUCKET/runs/st_cnn_rts
 #
 # Creates the repo's .venv if missing, installs the package with the TPU build of JAX
 # ("jax[tpu]" pulls the matching libtpu wheel from PyPI) when missing or when pyproject.toml

@@ -31,7 +31,7 @@
 # Example:
 #   export TPU_NAME=segattn ZONE=us-central2-b ACCELERATOR_TYPE=v4-32
 #   launch/tpu_pod.sh create && launch/tpu_pod.sh copy && launch/tpu_pod.sh install
-#   CONFIG=experiments/fcn.py:FCN-8s WORKDIR=gs://my-bucket/runs/fcn8s launch/tpu_pod.sh run
+#   CONFIG=experiments/stn.py:ST-CNN-Aff,RTS WORKDIR=gs://my-bucket/runs/st_cnn_rts launch/tpu_pod.sh run
 #   launch/tpu_pod.sh delete
 set -euo pipefail
 
@@ -113,7 +113,7 @@ cmd_run() {
   require CONFIG WORKDIR
   if [[ "${WORKDIR}" != gs://* && "${ALLOW_LOCAL_WORKDIR:-0}" != 1 ]]; then
     die "WORKDIR=${WORKDIR} is not a gs:// path. On a multi-host pod every host must write checkpoints
-  and metrics to the same place: use a bucket, e.g. WORKDIR=gs://my-bucket/runs/fcn8s
+  and metrics to the same place: use a bucket, e.g. WORKDIR=gs://my-bucket/runs/st_cnn_rts
   (for a single-host TPU VM, set ALLOW_LOCAL_WORKDIR=1 to accept a local path)."
   fi
   local program environment=""

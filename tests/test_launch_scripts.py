@@ -84,7 +84,7 @@ def test_copy_then_run_on_a_fake_worker(tmp_path):
     stamp.touch()
     os.utime(stamp, (time.time() + 3600,) * 2)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_HOME": str(home), "SEGATTN_VENV": str(venv),
-           "TPU_NAME": "t", "ZONE": "z", "CONFIG": "experiments/fcn.py:FCN-8s", "WORKDIR": "gs://b/runs/x"}
+           "TPU_NAME": "t", "ZONE": "z", "CONFIG": "experiments/stn.py:ST-CNN-Aff,RTS", "WORKDIR": "gs://b/runs/x"}
 
     copied = run_script([tpu_pod, "copy"], env=env)
     assert copied.returncode == 0, copied.stderr
@@ -95,7 +95,7 @@ def test_copy_then_run_on_a_fake_worker(tmp_path):
     assert ran.returncode == 0, ran.stderr
     record = (home / "python_ran").read_text().splitlines()
     assert record == [
-        "arg=-m", "arg=segattn_jax.main", "arg=train", "arg=--config", "arg=experiments/fcn.py:FCN-8s",
+        "arg=-m", "arg=segattn_jax.main", "arg=train", "arg=--config", "arg=experiments/stn.py:ST-CNN-Aff,RTS",
         "arg=--workdir", "arg=gs://b/runs/x", "arg=--config.name=a b",
         "SEGATTN_DISTRIBUTED=1", f"cwd={home / 'segattn_jax'}",
     ]

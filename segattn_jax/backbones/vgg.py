@@ -25,7 +25,6 @@ Array = Any
 _VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 _FC_FEATURES = 4096
 _FC6_KERNEL = 7
-_GROUP_NORM_GROUPS = 4  # divides every scaled width down to width=1/16 (4 channels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +126,6 @@ class VGG16(nn.Module):
       fc6_kernel: fc6's kernel (7 = VGG's fc6 on a 7x7 pool5); CPU-sized variants on small images
         use a smaller one, which needs far less padding.
       dropout_rate: dropout after fc6 and fc7 (Caffe's drop6/drop7), active only when training.
-      group_norm: GroupNorm after every conv (not in VGG16/FCN). The paper fine-tunes ImageNet
-        weights; training a 15-layer VGG from scratch in minutes on a CPU needs normalization.
-        Stateless (unlike BatchNorm), so train and eval behave the same.
       dtype: compute dtype; parameters stay float32.
     """
 
@@ -137,7 +133,6 @@ class VGG16(nn.Module):
     first_padding: int = 100
     fc6_kernel: int = _FC6_KERNEL
     dropout_rate: float = 0.5
-    group_norm: bool = False
     dtype: Any = jnp.float32
 
     def layer_specs(self) -> tuple[LayerSpec, ...]:
@@ -176,9 +171,6 @@ class VGG16(nn.Module):
                 param_dtype=jnp.float32,
                 name=spec.name,
             )(x)
-            if self.group_norm:
-                x = nn.GroupNorm(num_groups=_GROUP_NORM_GROUPS, dtype=self.dtype,
-                                 param_dtype=jnp.float32, name=f"{spec.name}_norm")(x)
             x = nn.relu(x)
             if spec.name.startswith("fc"):
                 x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

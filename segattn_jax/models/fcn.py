@@ -104,7 +104,6 @@ class FCN(nn.Module):
       first_padding: conv1_1's padding; 100 (the paper's) aligns the output with any input size.
       fc6_kernel: fc6's kernel, 7 as in VGG16; smaller for CPU-sized runs on small images.
       dropout_rate: dropout after fc6 and fc7 when training.
-      group_norm: GroupNorm in the backbone (see VGG16); for from-scratch CPU-sized runs only.
       learn_intermediate_upsampling: learn the 2x upsampling layers (bilinear init), as in the CVPR
         paper; False fixes them to bilinear as in the later reference nets.
       dtype: compute dtype; parameters stay float32 and logits are returned in float32.
@@ -116,7 +115,6 @@ class FCN(nn.Module):
     first_padding: int = 100
     fc6_kernel: int = 7
     dropout_rate: float = 0.5
-    group_norm: bool = False
     learn_intermediate_upsampling: bool = True
     dtype: Any = jnp.float32
 
@@ -148,7 +146,7 @@ class FCN(nn.Module):
         offsets = self.crop_offsets()
 
         fc7, features = VGG16(width=self.width, first_padding=self.first_padding,
-                              fc6_kernel=self.fc6_kernel, group_norm=self.group_norm,
+                              fc6_kernel=self.fc6_kernel,
                               dropout_rate=self.dropout_rate, dtype=self.dtype,
                               name="backbone")(images, train=train)
         scores = self._score("score_fr")(fc7)
