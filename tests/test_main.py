@@ -94,3 +94,20 @@ def test_table_collects_finished_runs(trained_fcn, tfds_dir):
     assert f"| 62.7 | {result['eval']['mean_iou']:.1f} |" in rows["FCN-8s"]
     assert "| 59.4 | - |" in rows["FCN-32s"]  # not trained: paper number, no measurement
 
+
+
+def test_format_table_grid_for_experiments_with_columns():
+    from ml_collections import ConfigDict
+
+    def cell(row, column, paper):
+        return ConfigDict({"row": row, "column": column, "paper": {"error_percent": paper},
+                           "table_metrics": ("error_percent",)})
+
+    markdown = table.format_table([(cell("CNN", "R", 1.2), {"error_percent": 20.24}),
+                                   (cell("CNN", "RTS", 0.8), None),
+                                   (cell("ST-CNN-Aff", "R", 0.7), {"error_percent": 2.1})])
+    assert markdown.splitlines()[1:] == [
+        "error_percent (paper / measured)", "",
+        "| model | R | RTS |", "|---|---|---|",
+        "| CNN | 1.2 / 20.2 | 0.8 / - |",
+        "| ST-CNN-Aff | 0.7 / 2.1 | - / - |"]

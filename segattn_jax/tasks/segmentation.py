@@ -31,7 +31,7 @@ class SegmentationTask(Task):
 
     @property
     def ignore_label(self) -> int:
-        return self.config.task.get("ignore_label", 255)
+        return self.config.task.ignore_label
 
     def loss(self, params, batch: Batch, rng):
         logits = self.model.apply({"params": params}, batch["image"], train=True,
@@ -55,7 +55,8 @@ class SegmentationTask(Task):
                 for k, v in segmentation_metrics(np.asarray(statistics)).items()}
 
     def pictures(self, batch, predictions) -> np.ndarray:
-        rows = [[pics.to_uint8(image), pics.colorize_mask(label, self.num_classes),
+        rows = [[pics.to_uint8(image),
+                 pics.colorize_mask(label, self.num_classes, ignore_label=self.ignore_label),
                  pics.colorize_mask(pred, self.num_classes)]
                 for image, label, pred in zip(batch["image"], batch["label"],
                                               predictions["label_map"])]

@@ -42,6 +42,15 @@ def _to_64bit(x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64)
 
 
+def _prepare_dataset_once(config: ml_collections.ConfigDict) -> None:
+    """Process 0 generates an embedded dataset first, so processes sharing a data_dir don't
+    write it concurrently; the others then find it (or, on their own disks, generate theirs)."""
+    if jax.process_index() == 0:
+        pipeline.load_builder(config.dataset.name, config.dataset.data_dir)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("dataset prepared")
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss or gradient became NaN/inf; the run stopped without saving the bad state."""
 
@@ -80,6 +89,7 @@ class Experiment:
         self.replicated = mesh_lib.replicated(self.mesh)
         self.data_sharded = mesh_lib.data_sharded(self.mesh)
 
+        _prepare_dataset_once(config)
         image_spec = pipeline.element_spec(config.dataset.name, config.dataset.eval_split,
                                            preprocess=self.preprocess,
                                            data_dir=config.dataset.data_dir)["image"]

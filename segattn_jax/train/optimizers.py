@@ -26,6 +26,8 @@ def make_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Sc
 
 
 def make_optimizer(config: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+    """Clip, then (for sgd/adam) add L2 weight decay to the gradient, as Caffe and the papers do,
+    then the optimizer; adamw decouples the decay itself."""
     schedule = make_schedule(config, num_steps)
     if config.name == "sgd":
         opt = optax.sgd(schedule, momentum=config.get("momentum") or None)
