@@ -11,6 +11,7 @@ Any config field can be overridden: --config.train.num_steps=100 --config.optimi
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 import sys
 from etils import epath
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--workdir is required: where checkpoints, metrics and pictures go.")
     # orbax logs every save step at INFO; keep its warnings, and all of our own INFO lines.
     logging.get_absl_handler().addFilter(
-        lambda record: "/orbax/" not in record.pathname or record.levelno >= logging.WARNING)
+        lambda record: "/orbax/" not in record.pathname or record.levelno >= std_logging.WARNING)
     from segattn_jax.train.mesh import maybe_initialize_distributed
     maybe_initialize_distributed()
     workdir, command = epath.Path(_WORKDIR.value), argv[1]
