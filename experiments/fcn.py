@@ -10,7 +10,7 @@ Rows: FCN-32s, FCN-16s, FCN-8s. Add ',mini' for the CPU-sized variant on the emb
 Expected on mini (measured, see README): mean IU FCN-8s > FCN-16s > FCN-32s.
 """
 from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
-from segattn_jax.train.config import base_config, parse_arg
+from segattn_jax.train.config import base_config, parse_arg, table_cells
 
 # Paper, Table 2 (seg11valid): pixel acc., mean acc., mean IU, f.w. IU (%).
 PAPER = {
@@ -23,9 +23,8 @@ DEFAULT = {"row": "FCN-8s"}
 
 
 def table_runs(arg: str) -> list[str]:
-    """The config arguments of every cell of the table, at the scale `arg` names ('mini')."""
-    _, flags = parse_arg(arg, {"row": ROWS}, defaults=DEFAULT)
-    return [",".join([row, *sorted(flags)]) for row in ROWS]
+    """The config arguments of the table's cells (all rows, or those `arg` names), e.g. 'mini'."""
+    return table_cells(arg, {"row": ROWS})
 
 
 def get_config(arg: str = "FCN-8s,mini"):

@@ -12,7 +12,7 @@ Expected on mini (measured, see README): on RTS, ST-CNN error < CNN error.
 """
 import ml_collections
 
-from segattn_jax.train.config import base_config, parse_arg
+from segattn_jax.train.config import base_config, parse_arg, table_cells
 
 COLUMNS = ("R", "RTS", "P", "E")
 # Paper, Table 1 (distorted MNIST), error % for R, RTS, P, E.
@@ -32,16 +32,8 @@ _TRANSFORMS = {"Aff": "affine", "Proj": "projective", "TPS": "tps"}
 
 
 def table_runs(arg: str) -> list[str]:
-    """Every cell, or only the rows/columns `arg` names (e.g. 'RTS,mini')."""
-    parts = [p for p in arg.split(",") if p]
-    unknown = [p for p in parts if p not in (*ROWS, *COLUMNS, "mini")]
-    if unknown:
-        raise ValueError(f"Unknown {unknown} in {arg!r}; valid rows: {', '.join(ROWS)}; columns: "
-                         f"{', '.join(COLUMNS)}; flag: mini.")
-    rows = [r for r in ROWS if r in parts] or list(ROWS)
-    columns = [c for c in COLUMNS if c in parts] or list(COLUMNS)
-    flags = ["mini"] if "mini" in parts else []
-    return [",".join([r, c, *flags]) for r in rows for c in columns]
+    """Every cell, or only the rows/columns `arg` names (e.g. 'RTS,mini': the RTS column)."""
+    return table_cells(arg, {"row": ROWS, "column": COLUMNS})
 
 
 def get_config(arg: str = "ST-CNN-Aff,RTS,mini"):

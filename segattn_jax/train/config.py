@@ -6,6 +6,7 @@ paper numbers, and return `config.lock()`-ed configs so a misspelt key fails at 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
@@ -103,6 +104,22 @@ def parse_arg(arg: str, axes: dict[str, Sequence[str]], flags: Sequence[str] = (
         raise ValueError(f"Config argument {arg!r} names no {' or '.join(missing)}. Valid {valid}; "
                          f"optional flags: {', '.join(flags)} (e.g. :{example}).")
     return chosen, {p for p in parts if p in flags}
+
+
+def table_cells(arg: str, axes: dict[str, Sequence[str]],
+                flags: Sequence[str] = ("mini",)) -> list[str]:
+    """The config arguments of a table's cells: every name of each axis, or only those `arg`
+    names (e.g. 'RTS,mini' -> every row of the RTS column, at mini scale)."""
+    parts = [p.strip() for p in arg.split(",") if p.strip()]
+    every_name = [name for names in axes.values() for name in names]
+    unknown = [p for p in parts if p not in every_name and p not in flags]
+    if unknown:
+        valid = "; ".join(f"{axis}s: {', '.join(names)}" for axis, names in axes.items())
+        raise ValueError(f"Unknown {unknown} in table argument {arg!r}. Valid {valid}; "
+                         f"flags: {', '.join(flags)}.")
+    chosen = [[n for n in names if n in parts] or list(names) for names in axes.values()]
+    used_flags = [f for f in flags if f in parts]
+    return [",".join([*cell, *used_flags]) for cell in itertools.product(*chosen)]
 
 
 def load_experiment(path: str | Path) -> ModuleType:

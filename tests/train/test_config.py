@@ -4,7 +4,7 @@ import pytest
 from segattn_jax.models import MODELS
 from segattn_jax.train.config import load_experiment
 from segattn_jax.tasks import TASKS
-from segattn_jax.train.config import parse_arg
+from segattn_jax.train.config import parse_arg, table_cells
 from tests.conftest import ROOT
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.py"))
@@ -43,3 +43,12 @@ def test_configs_are_locked():
 def test_fcn_paper_scale_explains_what_is_missing():
     with pytest.raises(ValueError, match="FCN-8s,mini"):
         load_experiment(ROOT / "experiments" / "fcn.py").get_config("FCN-8s")
+
+
+def test_table_cells_selects_rows_and_columns():
+    axes = {"row": ("A", "B"), "column": ("X", "Y")}
+    assert table_cells("mini", axes) == ["A,X,mini", "A,Y,mini", "B,X,mini", "B,Y,mini"]
+    assert table_cells("Y,mini", axes) == ["A,Y,mini", "B,Y,mini"]
+    assert table_cells("B", axes) == ["B,X", "B,Y"]
+    with pytest.raises(ValueError, match="rows: A, B; columns: X, Y"):
+        table_cells("Z,mini", axes)
