@@ -3,7 +3,7 @@ r"""Command line: train | eval | predict | table.
   python -m segattn_jax.main train   --config experiments/fcn.py:FCN-8s,mini --workdir runs/fcn8s
   python -m segattn_jax.main eval    --config experiments/fcn.py:FCN-8s,mini --workdir runs/fcn8s
   python -m segattn_jax.main predict --config experiments/fcn.py:FCN-8s,mini --workdir runs/fcn8s \
-      --images a.png b.jpg            # writes overlays to WORKDIR/predictions/
+      --images a.png --images b.jpg   # writes overlays to WORKDIR/predictions/
   python -m segattn_jax.main table   --config experiments/fcn.py:mini --workdir runs/fcn_table
 
 Any config field can be overridden: --config.train.num_steps=100 --config.optimizer.learning_rate=3e-4.
@@ -14,11 +14,11 @@ import json
 import logging as std_logging
 import os
 import sys
-from etils import epath
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is only the input pipeline
 
 from absl import app, flags, logging  # noqa: E402
+from etils import epath  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 COMMANDS = ("train", "eval", "predict", "table")
