@@ -40,20 +40,23 @@ class ClassificationTask(Task):
         metrics = classification_metrics(*statistics)
         return {"accuracy": 100.0 * metrics["accuracy"], "error_percent": metrics["error_percent"]}
 
+    @staticmethod
+    def _input_and_attended(image: np.ndarray, transformed: np.ndarray | None) -> list[np.ndarray]:
+        """The input, and what an attention model made of it (if it has a transformer)."""
+        row = [pics.to_uint8(image)]
+        if transformed is not None:
+            row.append(pics.to_uint8(np.clip(transformed, 0, 1)))
+        return row
+
     def pictures(self, batch, predictions) -> np.ndarray:
         """input | transformed input (if the model has one) | a green/red bar: right/wrong."""
         rows = []
         for i, image in enumerate(batch["image"]):
-            row = [pics.to_uint8(image)]
-            if TRANSFORMED in predictions:
-                row.append(pics.to_uint8(np.clip(predictions[TRANSFORMED][i], 0, 1)))
+            transformed = predictions[TRANSFORMED][i] if TRANSFORMED in predictions else None
             right = predictions["label"][i] == batch["label"][i]
-            row.append(np.full((image.shape[0], 4, 3), (0, 200, 0) if right else (220, 0, 0),
-                               np.uint8))
-            rows.append(row)
+            bar = np.full((image.shape[0], 4, 3), (0, 200, 0) if right else (220, 0, 0), np.uint8)
+            rows.append([*self._input_and_attended(image, transformed), bar])
         return pics.image_grid(rows)
 
     def overlay(self, image, predictions) -> np.ndarray:
-        return pics.image_grid([[pics.to_uint8(image)] + (
-            [pics.to_uint8(np.clip(predictions[TRANSFORMED], 0, 1))]
-            if TRANSFORMED in predictions else [])])
+        return pics.image_grid([self._input_and_attended(image, predictions.get(TRANSFORMED))])
