@@ -127,7 +127,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run() -> None:
-    from segattn_jax.train.loop import NonFiniteLossError
+    from segattn_jax.train.errors import NonFiniteLossError
 
     flags.mark_flag_as_required("config")
     try:

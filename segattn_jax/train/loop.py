@@ -31,6 +31,7 @@ from segattn_jax.tasks import pictures as pics
 from segattn_jax.train import mesh as mesh_lib
 from segattn_jax.train.checkpoint import Checkpointer
 from segattn_jax.train.config import validate
+from segattn_jax.train.errors import NonFiniteLossError
 from segattn_jax.train.optimizers import make_optimizer
 from segattn_jax.train.state import TrainState, create_train_state
 
@@ -49,10 +50,6 @@ def _prepare_dataset_once(config: ml_collections.ConfigDict) -> None:
         pipeline.load_builder(config.dataset.name, config.dataset.data_dir)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("dataset prepared")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or gradient became NaN/inf; the run stopped without saving the bad state."""
 
 
 def _rngs(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -214,7 +211,7 @@ class _PendingMetrics:
     def append(self, step: int, metrics: dict[str, jax.Array]) -> None:
         self._steps.append((step, metrics))
 
-    def check_finite(self, last_good_step: int | None, directory: epath.Path) -> None:
+    def check_finite(self, last_good_step: int, directory: epath.Path) -> None:
         """Raises `NonFiniteLossError` naming the first step whose loss or gradient is NaN/inf."""
         self._steps = [(step, jax.device_get(m)) for step, m in self._steps]
         for step, metrics in self._steps:
@@ -263,7 +260,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
         def save(step: int):
             nonlocal last_saved
-            pending.check_finite(last_saved or None, checkpointer.directory)
+            pending.check_finite(last_saved, checkpointer.directory)
             if step != last_saved:
                 checkpointer.save(step, state)
                 last_saved = step
@@ -287,7 +284,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             pending.append(step, metrics)
             progress.update(1)
             if step % train.log_every == 0 or step == train.num_steps:
-                pending.check_finite(last_saved or None, checkpointer.directory)
+                pending.check_finite(last_saved, checkpointer.directory)
                 means = pending.pop_means()
                 writer.write_scalars(step, means)
                 progress.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
@@ -300,14 +297,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                 logging.warning("SIGTERM: saved a checkpoint at step %d in %s; rerun the same "
                                 "command to resume.", step, checkpointer.directory)
                 return None
-        progress.close()
         save(train.num_steps)
         eval_metrics = evaluate_and_draw(train.num_steps)
     finally:
         if progress is not None:
             progress.close()
         preemption.restore()
-        writer.flush()
+        writer.close()
         checkpointer.close()
     result = {"step": train.num_steps, "eval": eval_metrics,
               "train_seconds": round(time.time() - started, 1),

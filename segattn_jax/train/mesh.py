@@ -7,8 +7,6 @@ global batch a step sees is the same whatever the number of devices.
 from __future__ import annotations
 
 import os
-from typing import Any
-
 import jax
 import numpy as np
 from absl import logging

@@ -46,12 +46,12 @@ def test_sharded_eval_counts_every_example_once(tfds_dir, tmp_path):
     """Eval on 8 devices (last batch padded) gives the same metrics as on 1 device."""
     config = experiment_config("fcn", "FCN-8s,mini", tfds_dir,
                                **{"train.num_steps": 2, "eval.batch_size": 24})
-    state = loop.train_and_evaluate(config, tmp_path / "one")  # trained params, 1 device
+    result = loop.train_and_evaluate(config, tmp_path / "one")  # trained params, 1 device
     one = loop.Experiment(config, tmp_path / "one")
     params = one.restore_params()
     config.mesh.data = 8
     eight = loop.Experiment(config, tmp_path / "one")
-    assert eight.evaluate(params) == one.evaluate(params) == state["eval"]
+    assert eight.evaluate(params) == one.evaluate(params) == result["eval"]
 
 
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
@@ -101,7 +101,7 @@ def test_segmentation_learns(tfds_dir):
         batch = _coloured_boxes(rng, 8)
         state, _ = step(state, {"image": batch["image"], "label": batch["label"]})
     test = _coloured_boxes(np.random.default_rng(1), 32)
-    confusion = task.statistics(test, task.predict(state.params, test["image"]))
+    confusion = task.statistics(test, jax.jit(task.predict)(state.params, test["image"]))
     assert task.summarize(confusion)["mean_iou"] > 70.0, task.summarize(confusion)
 
 
