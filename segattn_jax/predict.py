@@ -6,6 +6,7 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 from PIL import Image, UnidentifiedImageError
 
 from segattn_jax.tasks import pictures as pics
@@ -35,8 +36,8 @@ def check_channels(path: str | Path, image: np.ndarray, channels: int) -> None:
                          f"({kind}); convert it first, e.g. with PIL's Image.convert('{mode}').")
 
 
-def predict_files(config: ml_collections.ConfigDict, workdir: str | Path,
-                  paths: list[str]) -> list[Path]:
+def predict_files(config: ml_collections.ConfigDict, workdir: str | epath.Path,
+                  paths: list[str]) -> list[epath.Path]:
     """Writes WORKDIR/predictions/<name>.png for each image; returns the written paths."""
     from segattn_jax.train.loop import Experiment  # heavy import, only when used
 
@@ -50,7 +51,7 @@ def predict_files(config: ml_collections.ConfigDict, workdir: str | Path,
                              f"{width}x{height} images; resize it first.")
     params = exp.restore_params()
     predict = jax.jit(exp.task.predict)
-    out_dir = Path(workdir) / "predictions"
+    out_dir = epath.Path(workdir) / "predictions"  # epath: gs:// workdirs too
     written = []
     for path, image in zip(paths, images):
         predictions = jax.tree.map(lambda x: np.asarray(x)[0], predict(params, image[None]))

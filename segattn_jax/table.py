@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-from etils import epath
 from typing import Any
 
 import ml_collections
+from etils import epath
 
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.loop import METRICS_FILE, train_and_evaluate

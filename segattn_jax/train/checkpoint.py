@@ -23,10 +23,6 @@ class Checkpointer:
                                                create=create)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
-    @property
-    def latest_step(self) -> int | None:
-        return self._manager.latest_step()
-
     def restore_latest(self, abstract_state: Any) -> Any | None:
         """The latest checkpoint restored into `abstract_state`'s structure and shardings, or None."""
         step = self._manager.latest_step()
