@@ -1,11 +1,19 @@
-"""FCN-8s train-step throughput, peak memory and achieved FLOP/s vs the machine's matmul FLOP/s.
+"""FCN-8s train step: ours (JAX) vs the same network in PyTorch, side by side, at two sizes.
 
-Full-width VGG16 FCN-8s, 224x224, batch 2, 21 classes (PASCAL VOC), SGD with momentum: the
-paper's setting, on whatever devices JAX sees. Uses the codebase's own train step (train/loop.py).
+- paper: full-width VGG16 FCN-8s (pad 100, 7x7 fc6), 224x224, batch 2, 21 classes (PASCAL VOC);
+- mini: the `experiments/fcn.py:FCN-8s,mini` network (width 1/8, pad 60, 5x5 fc6), 64x64,
+  batch 8, 9 classes.
+
+Both sides run one SGD-momentum step on the same random batch; the JAX side is the codebase's own
+train step (train/loop.py), with the state donated as the loop does. Steps are timed in interleaved
+rounds so both see the same machine load. Reported: best step time of `repeats`, images/s,
+XLA's FLOP count, achieved FLOP/s as a fraction of this machine's measured fp32 matmul FLOP/s,
+peak memory, and torch_over_ours (>= 1.0: ours is at least as fast). PyTorch is optional.
 """
 from __future__ import annotations
 
 import functools
+import os
 import resource
 import time
 from pathlib import Path
@@ -14,24 +22,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from segattn_jax.train.config import load_experiment
+import torch_fcn
 from segattn_jax.tasks import build_task
+from segattn_jax.train.config import load_experiment
 from segattn_jax.train.loop import train_step
 from segattn_jax.train.optimizers import make_optimizer
 from segattn_jax.train.state import create_train_state
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "fcn.py"
+# name -> (batch, image size, classes, model overrides of the mini config)
+SIZES = {
+    "paper": (2, 224, 21, dict(width=1.0, first_padding=100, fc6_kernel=7)),
+    "mini": (8, 64, 9, {}),
+}
 
 
-def _best_time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int) -> float:
     """Best wall time of `fn()` (which must block) over `repeats` runs, after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return best_times({"fn": fn}, repeats)["fn"]
+
+
+def best_times(fns: dict, repeats: int) -> dict[str, float]:
+    """Best wall time of each blocking `fn()`, timed in interleaved rounds (after one warm-up
+    call each), so that every side sees the same machine load."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -39,68 +61,116 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     matmul = jax.jit(jnp.dot)
-    seconds = _best_time(lambda: matmul(a, b).block_until_ready(), repeats)
+    seconds = best_time(lambda: matmul(a, b).block_until_ready(), repeats)
     return 2 * n**3 / seconds / 1e9
 
 
-def run(batch_size: int = 2, image_size: int = 224, num_classes: int = 21, repeats: int = 5) -> dict:
+def _config(size: str):
+    batch, image_size, num_classes, model = SIZES[size]
     config = load_experiment(EXPERIMENT).get_config("FCN-8s,mini").unlock()
-    # The paper's net: full-width VGG16, pad 100, 7x7 fc6 (the mini row slims all three).
-    config.model.width, config.model.num_classes = 1.0, num_classes
-    config.model.first_padding, config.model.fc6_kernel = 100, 7
-    config.optimizer.name, config.optimizer.learning_rate = "sgd", 1e-4
+    config.model.update(num_classes=num_classes, **model)
+    config.optimizer.update(name="sgd", learning_rate=1e-4, momentum=0.9, schedule="constant",
+                            warmup_steps=0, grad_clip_norm=0.0)
+    return config, batch, image_size
+
+
+def _batch(batch: int, image_size: int, num_classes: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"image": rng.uniform(size=(batch, image_size, image_size, 3)).astype(np.float32),
+            "label": rng.integers(0, num_classes, (batch, image_size, image_size), np.int32)}
+
+
+def jax_step(size: str) -> tuple:
+    """(blocking step fn, info) for our train step, compiled, with donated state."""
+    config, batch_size, image_size = _config(size)
     task = build_task(config)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
-    images = jax.random.uniform(jax.random.key(0), (batch_size, image_size, image_size, 3))
-    labels = jax.random.randint(jax.random.key(1), (batch_size, image_size, image_size), 0,
-                                num_classes)
-    batch = {"image": images, "label": labels}
-    state = jax.jit(lambda: create_train_state(task.init_params(jax.random.key(2), images[:1]), tx))()
-    step = jax.jit(functools.partial(train_step, task, tx, 0))
-    compiled = step.lower(state, batch).compile()
+    batch = jax.tree.map(jnp.asarray, _batch(batch_size, image_size, config.model.num_classes))
+    state = jax.jit(lambda: create_train_state(
+        task.init_params(jax.random.key(2), batch["image"][:1]), tx))()
+    compiled = jax.jit(functools.partial(train_step, task, tx, 0), donate_argnums=0).lower(
+        state, batch).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost["flops"])
     memory = compiled.memory_analysis()
+    holder = [state]
 
     def one_step():
-        nonlocal state
-        state, metrics = compiled(state, batch)
+        holder[0], metrics = compiled(holder[0], batch)
         metrics["loss"].block_until_ready()
 
-    seconds = _best_time(one_step, repeats)
+    return one_step, {"gflop": float(cost["flops"]) / 1e9,
+                      "params_millions": sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
+                      "xla_temp_mib": memory.temp_size_in_bytes / 2**20 if memory else float("nan")}
+
+
+def torch_step(size: str):
+    """The same step in PyTorch (blocking fn), or None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    config, batch_size, image_size = _config(size)
+    m = config.model
+    model = torch_fcn.build(torch, num_classes=m.num_classes, width=m.width,
+                            first_padding=m.first_padding, fc6_kernel=m.fc6_kernel)
+    step = torch_fcn.train_step_fn(torch, model)
+    batch = _batch(batch_size, image_size, m.num_classes)
+    images = torch.tensor(batch["image"].transpose(0, 3, 1, 2).copy())
+    labels = torch.tensor(batch["label"].astype(np.int64))
+    return lambda: step(images, labels).item()
+
+
+def run(sizes=tuple(SIZES), repeats: int = 3) -> list[dict]:
+    """One row per size: ours and torch's step time, throughput, FLOP/s fraction, memory."""
     peak = matmul_gflops()
-    achieved = flops / seconds / 1e9
-    params = sum(x.size for x in jax.tree.leaves(state.params))
-    return {
-        "params_millions": params / 1e6,
-        "step_seconds": seconds,
-        "images_per_second": batch_size / seconds,
-        "step_gflop": flops / 1e9,
-        "achieved_gflops": achieved,
-        "matmul_gflops": peak,
-        "fraction_of_matmul": achieved / peak,
-        "xla_temp_mib": memory.temp_size_in_bytes / 2**20 if memory else float("nan"),
-        "xla_args_mib": memory.argument_size_in_bytes / 2**20 if memory else float("nan"),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    rows = []
+    for size in sizes:
+        batch_size = SIZES[size][0]
+        ours, info = jax_step(size)
+        steps = {"ours": ours}
+        reference = torch_step(size)
+        if reference is not None:
+            steps["torch"] = reference
+        seconds = best_times(steps, repeats)
+        achieved = info["gflop"] / seconds["ours"]
+        row = {
+            "size": size, "batch": batch_size, "params_M": info["params_millions"],
+            "ours_ms": 1e3 * seconds["ours"], "ours_images_per_s": batch_size / seconds["ours"],
+            "torch_ms": None, "torch_images_per_s": None, "torch_over_ours": None,
+            "GFLOP_per_step": info["gflop"], "ours_GFLOP_per_s": achieved,
+            "fraction_of_matmul": achieved / peak, "xla_temp_MiB": info["xla_temp_mib"],
+        }
+        if "torch" in seconds:
+            row.update(torch_ms=1e3 * seconds["torch"],
+                       torch_images_per_s=batch_size / seconds["torch"],
+                       torch_over_ours=seconds["torch"] / seconds["ours"])
+        rows.append(row)
+    for row in rows:
+        row["matmul_GFLOP_per_s"] = peak
+    rows[-1]["peak_rss_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return rows
 
 
-def format_result(r: dict) -> str:
-    return "\n".join([
-        "| FCN-8s train step (VGG16 full width, 224x224, batch 2, 21 classes) | value |",
-        "|---|---|",
-        f"| parameters | {r['params_millions']:.1f} M |",
-        f"| step time | {r['step_seconds'] * 1e3:.0f} ms |",
-        f"| throughput | {r['images_per_second']:.2f} images/s |",
-        f"| XLA cost analysis | {r['step_gflop']:.1f} GFLOP/step |",
-        f"| achieved | {r['achieved_gflops']:.1f} GFLOP/s |",
-        f"| fp32 matmul on this machine | {r['matmul_gflops']:.1f} GFLOP/s |",
-        f"| fraction of matmul (floor 0.40) | {r['fraction_of_matmul']:.2f} |",
-        f"| XLA temp / argument buffers | {r['xla_temp_mib']:.0f} / {r['xla_args_mib']:.0f} MiB |",
-        f"| peak process RSS | {r['peak_rss_mib']:.0f} MiB |",
-    ])
+def format_rows(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    print("FCN-8s train step, ours vs PyTorch (paper: VGG16 224x224 batch 2 21 classes; "
+          "mini: experiments/fcn.py:FCN-8s,mini network, 64x64 batch 8):")
+    print(format_rows(run()))
 
 
 if __name__ == "__main__":
-    print(format_result(run()))
+    main()

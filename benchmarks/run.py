@@ -8,13 +8,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 
+import conv_passes  # noqa: E402
 import conv_transpose  # noqa: E402
 import fcn_train_step  # noqa: E402
 
 
 def main() -> None:
     print(f"devices: {jax.devices()}\n")
-    print(fcn_train_step.format_result(fcn_train_step.run()))
+    fcn_train_step.main()
+    print()
+    conv_passes.main()
     print()
     conv_transpose.main()
 

@@ -50,7 +50,7 @@ def get_config(arg: str = "FCN-8s,mini"):
     c.model.first_padding = 60
     c.model.fc6_kernel = 5
     c.model.dropout_rate = 0.5
-    c.model.dtype = "float32"
+    c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
 
     c.optimizer.name = "adam"
     c.optimizer.learning_rate = 1e-3

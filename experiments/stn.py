@@ -55,6 +55,7 @@ def get_config(arg: str = "ST-CNN-Aff,RTS,mini"):
         _TRANSFORMS[transform] if row.startswith("ST-") else None, field_type=str)
     c.model.num_classes = 10
     c.model.width = 1.0  # scales every hidden size (paper sizes at 1.0)
+    c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
 
     if mini:
         c.optimizer.name = "adam"

@@ -127,12 +127,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run() -> None:
-    from segattn_jax.train.errors import NonFiniteLossError
+    from segattn_jax.train.errors import NoIntactCheckpointError, NonFiniteLossError
 
     flags.mark_flag_as_required("config")
     try:
         app.run(main, flags_parser=_parse_flags)
-    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+    except (ValueError, FileNotFoundError, NonFiniteLossError, NoIntactCheckpointError) as e:
         # Bad input or a diverged run: one clear line (the traceback only with --verbosity=1).
         logging.debug("", exc_info=True)
         logging.flush()

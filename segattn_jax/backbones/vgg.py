@@ -17,7 +17,8 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax.numpy as jnp
 
-from segattn_jax.layers.upsampling import pad_for_pooling
+from segattn_jax.layers.conv import Conv
+from segattn_jax.layers.pooling import max_pool
 
 Array = Any
 
@@ -108,8 +109,7 @@ def max_pool_ceil(x: Array, window: int = 2, stride: int = 2) -> Array:
 
     Odd sizes keep their last row and column (sizes: `pooled_size` with ceil_mode=True).
     """
-    x = pad_for_pooling(x, window, stride, ceil_mode=True)
-    return nn.max_pool(x, (window, window), strides=(stride, stride), padding="VALID")
+    return max_pool(x, window, stride, ceil_mode=True)
 
 
 def scaled_features(features: int, width: float) -> int:
@@ -161,7 +161,7 @@ class VGG16(nn.Module):
                     f"pool5 is {x.shape[1:3]}, smaller than fc6's {spec.kernel}x{spec.kernel} "
                     f"VALID kernel; use larger images or first_padding=100 (got "
                     f"{self.first_padding}).")
-            x = nn.Conv(
+            x = Conv(
                 scaled_features(spec.features, self.width),
                 (spec.kernel, spec.kernel),
                 strides=spec.stride,

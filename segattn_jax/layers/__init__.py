@@ -1,4 +1,6 @@
-"""Reusable layers: upsampling, attention, sampling grids and filterbanks, RoI ops."""
+"""Reusable layers: convolution, pooling, upsampling, attention, sampling grids, RoI ops."""
+from segattn_jax.layers.conv import Conv, conv2d
+from segattn_jax.layers.pooling import max_pool
 from segattn_jax.layers.spatial_transformer import (
     TRANSFORMS,
     SpatialTransformer,

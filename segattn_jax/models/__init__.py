@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -14,6 +15,14 @@ MODELS = {
 }
 
 
+def compute_dtype(name: str) -> jnp.dtype:
+    """A model's compute dtype from its config: a dtype name, or 'auto' = bfloat16 on GPU/TPU
+    (their matrix units' native type) and float32 on CPU. Parameters stay float32 either way."""
+    if name == "auto":
+        return jnp.dtype(jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32)
+    return jnp.dtype(name)
+
+
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """`config.name` picks the class; every other field is a constructor argument."""
     if config.name not in MODELS:
@@ -22,7 +31,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     cls = getattr(importlib.import_module(module_name), class_name)
     kwargs = {k: v for k, v in config.items() if k != "name"}
     if "dtype" in kwargs:
-        kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+        kwargs["dtype"] = compute_dtype(kwargs["dtype"])
     fields = sorted(f for f in cls.__dataclass_fields__ if f not in ("parent", "name"))
     unknown = sorted(set(kwargs) - set(fields))
     if unknown:

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segattn_jax.backbones.vgg import VGG16, CoordMap, layer_coord_maps, vgg16_layer_specs
+from segattn_jax.layers.conv import Conv
 from segattn_jax.layers.upsampling import ConvTranspose, bilinear_init, bilinear_kernel, conv_transpose
 
 Array = Any
@@ -124,7 +125,7 @@ class FCN(nn.Module):
 
     def _score(self, name: str) -> nn.Conv:
         """A class scoring layer: 1x1 conv, zero-initialised as in the paper."""
-        return nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
+        return Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
                        dtype=self.dtype, param_dtype=jnp.float32, name=name)
 
     def _upsample2x(self, x: Array, name: str) -> Array:

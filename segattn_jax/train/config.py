@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 0     # 0: only at the end
     c.train.checkpoint_every = 500
     c.train.keep_checkpoints = 3
+    # When every checkpoint in the workdir is unreadable: False stops with what failed; True
+    # moves them to checkpoints_unreadable/ and starts from scratch.
+    c.train.restart_if_no_intact_checkpoint = False
     c.train.num_pictures = 8
 
     c.eval = ml_collections.ConfigDict()

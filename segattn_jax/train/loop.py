@@ -29,9 +29,9 @@ from segattn_jax.data.preprocess import PREPROCESSORS
 from segattn_jax.tasks import Task, build_task
 from segattn_jax.tasks import pictures as pics
 from segattn_jax.train import mesh as mesh_lib
-from segattn_jax.train.checkpoint import Checkpointer
+from segattn_jax.train.checkpoint import UNREADABLE_DIR, Checkpointer
 from segattn_jax.train.config import validate
-from segattn_jax.train.errors import NonFiniteLossError
+from segattn_jax.train.errors import NoIntactCheckpointError, NonFiniteLossError
 from segattn_jax.train.optimizers import make_optimizer
 from segattn_jax.train.state import TrainState, create_train_state
 
@@ -150,9 +150,28 @@ class Experiment:
                             create=create)
 
     def restore_or_init(self, checkpointer: Checkpointer) -> TrainState:
-        state = checkpointer.restore_latest(self.abstract_state)
+        """The newest intact checkpoint, or a new state when there is none.
+
+        Unreadable newer checkpoints are moved to checkpoints_unreadable/ (kept) so that new saves
+        can take their step numbers. If no checkpoint is intact the run stops, unless
+        train.restart_if_no_intact_checkpoint allows starting from scratch.
+        """
+        try:
+            state, unreadable = checkpointer.restore_latest(self.abstract_state)
+        except NoIntactCheckpointError as e:
+            if not self.config.train.restart_if_no_intact_checkpoint:
+                raise NoIntactCheckpointError(
+                    e.directory, e.unreadable,
+                    "Nothing was changed. Restore them from a copy, or start this run from "
+                    "scratch with --config.train.restart_if_no_intact_checkpoint=true (they are "
+                    f"then moved to {checkpointer.directory.parent / UNREADABLE_DIR}, not "
+                    "deleted).") from None
+            state, unreadable = None, e.unreadable
+        if unreadable:
+            checkpointer.set_aside(unreadable)
         if state is None:
-            logging.info("No checkpoint in %s: starting from scratch.", checkpointer.directory)
+            logging.info("No intact checkpoint in %s: starting from scratch.",
+                         checkpointer.directory)
             return self.new_state()
         return state
 
@@ -164,7 +183,10 @@ class Experiment:
                                     "--workdir (python -m segattn_jax.main train ...).")
         checkpointer = self.checkpointer(create=False)
         try:
-            state = checkpointer.restore_latest(self.abstract_state)
+            state, _ = checkpointer.restore_latest(self.abstract_state)
+        except NoIntactCheckpointError as e:
+            raise NoIntactCheckpointError(
+                e.directory, e.unreadable, "Restore them from a copy, or train again.") from None
         finally:
             checkpointer.close()
         if state is None:

@@ -1,0 +1,221 @@
+"""Convolution that is fast on XLA:CPU, and XLA's native convolution everywhere else.
+
+Why: measured per layer on VGG16 (benchmarks/conv_passes.py), XLA:CPU's forward and input-gradient
+convolutions are level with PyTorch's, but its *kernel* gradient is 3-10x slower than its own
+forward (Eigen evaluates it as a convolution whose "kernel" is the whole output gradient), and
+convolutions with few output pixels and large kernels (FCN's fc6: 7x7 over a 14x14 map) or 1x1
+kernels are slow in every pass. Here the same numbers come from matrix multiplies where that wins:
+
+- kernel gradient: `g^T @ patches(x)` (im2col), one GEMM with a long contraction, on layers
+  large and wide enough for it to win (`use_matmul_kernel_grad`);
+- forward and input gradient: one GEMM `patches(x) @ W` when the patch matrix is no taller than it
+  is wide (output pixels <= kh * kw * C: fc-as-conv layers, late small maps) or the kernel is 1x1;
+  the input gradient is then the transpose of the patch gather (col2im) that autodiff derives;
+- otherwise XLA's own forward and input-gradient convolutions.
+
+The choice between this and XLA's convolution is made per backend when lowering
+(`lax.platform_dependent`), so GPU and TPU run `lax.conv_general_dilated` untouched. Use it through
+`Conv` (a `flax.linen.Conv` with the same parameters, names and padding modes) or `conv2d`.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+_NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+MATMUL_KERNEL_GRAD_MIN_MACS = 2**28  # see use_matmul_kernel_grad
+Padding = str | Sequence[tuple[int, int]]
+
+
+def _pairs(value: int | Sequence[int] | None, name: str) -> tuple[int, int]:
+    if value is None:
+        return (1, 1)
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(int(v) != v or v < 1 for v in pair):
+        raise ValueError(f"{name} must be an int >= 1 or a pair of them, got {value!r}.")
+    return int(pair[0]), int(pair[1])
+
+
+def _explicit_padding(x_hw: Sequence[int], kernel_hw: Sequence[int], strides: tuple[int, int],
+                      dilation: tuple[int, int], padding: Padding) -> tuple[tuple[int, int], ...]:
+    """'SAME' / 'VALID' / [(lo, hi), (lo, hi)] -> explicit (lo, hi) pairs, as lax resolves them."""
+    if isinstance(padding, str):
+        dilated = [(k - 1) * d + 1 for k, d in zip(kernel_hw, dilation)]
+        return tuple(lax.padtype_to_pads(tuple(x_hw), dilated, strides, padding))
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if len(pads) != 2:
+        raise ValueError(f"padding needs one (low, high) pair per spatial axis, got {padding!r}.")
+    return pads
+
+
+def _output_size(size: int, kernel: int, stride: int, dilation: int, pad: tuple[int, int]) -> int:
+    return (size + pad[0] + pad[1] - (kernel - 1) * dilation - 1) // stride + 1
+
+
+def patches(x: jax.Array, kernel_hw: Sequence[int], strides: tuple[int, int],
+            pads: Sequence[tuple[int, int]], dilation: tuple[int, int]) -> jax.Array:
+    """im2col: (N, Ho, Wo, kh * kw * C), taps in (row, col, channel) order = HWIO kernel rows.
+
+    Built from strided slices, so its autodiff transpose (col2im) is pads and adds.
+    """
+    kh, kw = kernel_hw
+    (sh, sw), (dh, dw) = strides, dilation
+    out_h = _output_size(x.shape[1], kh, sh, dh, pads[0])
+    out_w = _output_size(x.shape[2], kw, sw, dw, pads[1])
+    padded = lax.pad(x, jnp.zeros((), x.dtype),
+                     [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
+    if (kh, kw, sh, sw) == (1, 1, 1, 1):
+        return padded[:, :out_h, :out_w]
+    taps = [lax.slice(padded, (0, a * dh, b * dw, 0),
+                      (x.shape[0], a * dh + (out_h - 1) * sh + 1, b * dw + (out_w - 1) * sw + 1,
+                       x.shape[3]), (1, sh, sw, 1))
+            for a in range(kh) for b in range(kw)]
+    return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+
+
+def _matmul(a: jax.Array, b: jax.Array, contracting: tuple[int, int], out_dtype) -> jax.Array:
+    """2-D dot accumulated in float32 (bfloat16 inputs included), returned in `out_dtype`."""
+    out = lax.dot_general(a, b, (((contracting[0],), (contracting[1],)), ((), ())),
+                          preferred_element_type=jnp.float32)
+    return out.astype(out_dtype)
+
+
+def _conv_as_matmul(x, kernel, strides, pads, dilation):
+    """`patches(x) @ W`: XLA differentiates it into matmuls and col2im."""
+    kh, kw, c, o = kernel.shape
+    cols = patches(x, (kh, kw), strides, pads, dilation)
+    n, out_h, out_w, k = cols.shape
+    y = _matmul(cols.reshape(n * out_h * out_w, k), kernel.reshape(k, o), (1, 0), x.dtype)
+    return y.reshape(n, out_h, out_w, o)
+
+
+def _native_conv(x, kernel, strides, pads, dilation):
+    return lax.conv_general_dilated(x, kernel, strides, pads, rhs_dilation=dilation,
+                                    dimension_numbers=_NHWC_DIMENSIONS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_native_matmul_kernel_grad(x, kernel, strides, pads, dilation):
+    """XLA's forward and input gradient; the kernel gradient as one im2col GEMM where it wins."""
+    return _native_conv(x, kernel, strides, pads, dilation)
+
+
+def _native_fwd(x, kernel, strides, pads, dilation):
+    return _native_conv(x, kernel, strides, pads, dilation), (x, kernel)
+
+
+def use_matmul_kernel_grad(kernel_shape: Sequence[int], out_shape: Sequence[int]) -> bool:
+    """Whether the kernel gradient runs as an im2col GEMM on CPU (else XLA's own): measured to
+    win 2-9x for >= 64 output features on large layers (>= 2^28 multiply-adds), and to lose on
+    narrow or small ones, where building the patch matrix costs more than the GEMM saves."""
+    kh, kw, c, o = kernel_shape
+    return o >= 64 and np.prod(out_shape[:3]) * kh * kw * c * o >= MATMUL_KERNEL_GRAD_MIN_MACS
+
+
+def _native_bwd(strides, pads, dilation, residuals, g):
+    x, kernel = residuals
+    kh, kw, c, o = kernel.shape
+    conv = functools.partial(_native_conv, strides=strides, pads=pads, dilation=dilation)
+    if not use_matmul_kernel_grad(kernel.shape, g.shape):
+        return jax.vjp(conv, x, kernel)[1](g)
+    (dx,) = jax.vjp(lambda x: conv(x, kernel), x)[1](g)
+    if strides == (1, 1):
+        return dx, _kernel_grad_unstrided(x, g, kernel.shape, pads, dilation)
+    cols = patches(x, (kh, kw), strides, pads, dilation)
+    # g^T @ cols gives (O, K): the orientation XLA:CPU multiplies fastest for a long contraction.
+    dk = _matmul(g.reshape(-1, o), cols.reshape(-1, kh * kw * c), (0, 0), kernel.dtype)
+    return dx, dk.T.reshape(kh, kw, c, o)
+
+
+def _kernel_grad_unstrided(x, g, kernel_shape, pads, dilation):
+    """Stride-1 kernel gradient as one GEMM per tap over *contiguous* rows (no im2col matrix).
+
+    Flattened, the padded input's tap (a, b) is the row range starting at a*dh*Wp + b*dw, and
+    the output gradient, zero-padded to the padded input's grid, lines up with it row for row (the
+    padding rows are zero, so rows that wrap into the next image or row add nothing). XLA:CPU copies
+    such row ranges far faster than it builds the patch matrix (5-20% faster in total).
+    """
+    kh, kw, c, o = kernel_shape
+    padded = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
+    n, hp, wp, _ = padded.shape
+    g = jnp.pad(g, ((0, 0), (0, hp - g.shape[1]), (0, wp - g.shape[2]), (0, 0))).reshape(-1, o)
+    rows = padded.reshape(-1, c)
+    offsets = [a * dilation[0] * wp + b * dilation[1] for a in range(kh) for b in range(kw)]
+    length = rows.shape[0] - offsets[-1]
+    taps = [_matmul(g[:length], lax.slice_in_dim(rows, start, start + length), (0, 0), x.dtype)
+            for start in offsets]  # each (O, C)
+    return jnp.stack(taps).transpose(0, 2, 1).reshape(kh, kw, c, o)
+
+
+_conv_native_matmul_kernel_grad.defvjp(_native_fwd, _native_bwd)
+
+
+def use_matmul_forward(x_shape: Sequence[int], kernel_shape: Sequence[int],
+                       out_hw: Sequence[int]) -> bool:
+    """Whether the forward (and input gradient) run as one GEMM on CPU: 1x1 kernels, and patch
+    matrices no taller than wide (few output pixels for the kernel's size: fc layers as convs)."""
+    kh, kw, c, _ = kernel_shape
+    return (kh, kw) == (1, 1) or x_shape[0] * out_hw[0] * out_hw[1] <= kh * kw * c
+
+
+def _conv_cpu(x, kernel, strides, pads, dilation):
+    out_hw = [_output_size(x.shape[1 + i], kernel.shape[i], strides[i], dilation[i], pads[i])
+              for i in range(2)]
+    if use_matmul_forward(x.shape, kernel.shape, out_hw):
+        return _conv_as_matmul(x, kernel, strides, pads, dilation)
+    return _conv_native_matmul_kernel_grad(x, kernel, strides, pads, dilation)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
+           padding: Padding = "SAME", dilation: int | Sequence[int] = 1) -> jax.Array:
+    """NHWC x HWIO cross-correlation, equal to `lax.conv_general_dilated` (values and gradients).
+
+    The CPU formulation (module docstring) is picked when lowering for CPU; other backends get
+    `lax.conv_general_dilated` itself.
+    """
+    if x.ndim != 4 or kernel.ndim != 4 or kernel.shape[2] != x.shape[3]:
+        raise ValueError(f"conv2d takes x (N, H, W, C) and kernel (kh, kw, C, O); got {x.shape} "
+                         f"and {kernel.shape}.")
+    strides, dilation = _pairs(strides, "strides"), _pairs(dilation, "dilation")
+    pads = _explicit_padding(x.shape[1:3], kernel.shape[:2], strides, dilation, padding)
+    if any(_output_size(x.shape[1 + i], kernel.shape[i], strides[i], dilation[i], pads[i]) < 1
+           for i in range(2)):
+        raise ValueError(f"Input {x.shape[1:3]} is smaller than the (dilated) kernel "
+                         f"{kernel.shape[:2]} with padding {pads}: no output; pad more or use a "
+                         "larger input.")
+    args = (strides, pads, dilation)
+    return lax.platform_dependent(
+        x, kernel,
+        cpu=lambda x, kernel: _conv_cpu(x, kernel, *args),
+        default=lambda x, kernel: _native_conv(x, kernel, *args))
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                         precision=None, preferred_element_type=None):
+    """`lax.conv_general_dilated`'s signature (what `flax.linen.Conv` calls): 2-D NHWC/HWIO
+    convolutions without groups or input dilation go through `conv2d`, the rest to lax as is."""
+    plain = (lhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
+             and lhs_dilation in (None, (1, 1), [1, 1]) and precision is None
+             and preferred_element_type is None
+             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC_DIMENSIONS))
+    if not plain:
+        return lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision, preferred_element_type)
+    return conv2d(lhs, rhs, window_strides, padding, rhs_dilation)
+
+
+class Conv(nn.Conv):
+    """`flax.linen.Conv` (same fields, parameters and padding modes) running `conv2d`: fast
+    kernel gradients on CPU, XLA's native convolution on GPU/TPU. Every backbone uses it."""
+
+    conv_general_dilated: Any = conv_general_dilated

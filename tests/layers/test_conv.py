@@ -1,0 +1,121 @@
+"""`conv2d` / `Conv` against `lax.conv_general_dilated` (values and both gradients), on every path:
+XLA's forward with the GEMM kernel gradient (strided and unstrided), the all-GEMM path of 1x1 and
+fc-like layers, and the lax fallback; plus PyTorch's conv2d where torch is installed."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from segattn_jax.layers import conv as conv_lib
+from segattn_jax.layers.conv import Conv, conv2d, use_matmul_forward
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+# (x shape, kernel hw, out features, strides, padding, dilation)
+CASES = [
+    ((2, 9, 7, 3), (3, 3), 5, 1, "SAME", 1),           # odd sizes
+    ((2, 9, 8, 3), (3, 3), 6, 2, "SAME", 1),           # stride 2, SAME
+    ((1, 10, 11, 4), (3, 3), 6, 2, "VALID", 2),        # stride + dilation
+    ((1, 12, 9, 3), (4, 2), 4, (1, 3), ((2, 1), (0, 3)), 1),  # asymmetric everything
+    ((2, 12, 12, 3), (5, 5), 4, 2, ((3, 3), (3, 3)), (2, 1)),
+    ((2, 12, 10, 3), (3, 3), 4, 1, ((-1, 2), (0, 0)), 1),  # negative (cropping) padding
+    ((2, 5, 5, 8), (1, 1), 4, 1, "VALID", 1),          # 1x1: all GEMM
+    ((2, 9, 9, 8), (1, 1), 4, 2, "SAME", 1),           # strided 1x1
+    ((2, 7, 7, 16), (7, 7), 4, 1, "VALID", 1),         # fc6-like: all GEMM
+]
+
+
+def _reference(x, kernel, strides, padding, dilation):
+    strides = (strides, strides) if isinstance(strides, int) else strides
+    dilation = (dilation, dilation) if isinstance(dilation, int) else dilation
+    return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
+                                    dimension_numbers=DN, precision=lax.Precision.HIGHEST)
+
+
+def _values_and_grads(fn, x, kernel, cotangent):
+    y, vjp = jax.vjp(fn, x, kernel)
+    return (y, *vjp(cotangent))
+
+
+@pytest.mark.parametrize("force_gemm_kernel_grad", [False, True])
+@pytest.mark.parametrize("shape,kernel_hw,features,strides,padding,dilation", CASES)
+def test_conv2d_equals_lax_values_and_gradients(shape, kernel_hw, features, strides, padding,
+                                                dilation, force_gemm_kernel_grad, monkeypatch):
+    if force_gemm_kernel_grad:  # small shapes would otherwise keep XLA's kernel gradient
+        monkeypatch.setattr(conv_lib, "MATMUL_KERNEL_GRAD_MIN_MACS", 0)
+        features = 64
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((*kernel_hw, shape[-1], features)), jnp.float32)
+    expected_y = _reference(x, kernel, strides, padding, dilation)
+    cotangent = jnp.asarray(rng.standard_normal(expected_y.shape), jnp.float32)
+    expected = _values_and_grads(lambda x, k: _reference(x, k, strides, padding, dilation),
+                                 x, kernel, cotangent)
+    ours = jax.jit(lambda x, k, g: _values_and_grads(
+        lambda x, k: conv2d(x, k, strides, padding, dilation), x, k, g))(x, kernel, cotangent)
+    for name, a, b in zip(("output", "d/dx", "d/dkernel"), ours, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_cpu_paths_are_the_ones_described():
+    """The GEMM forward is used exactly for 1x1 kernels and patch matrices no taller than wide."""
+    assert use_matmul_forward((2, 8, 8, 4096), (1, 1, 4096, 4096), (8, 8))
+    assert use_matmul_forward((2, 14, 14, 512), (7, 7, 512, 4096), (8, 8))  # FCN's fc6
+    assert not use_matmul_forward((2, 422, 422, 64), (3, 3, 64, 64), (422, 422))
+    x, kernel = jnp.ones((1, 16, 16, 8)), jnp.ones((1, 1, 8, 8))
+    hlo = jax.jit(lambda x, k: conv2d(x, k, 1, "VALID")).lower(x, kernel).as_text()
+    assert "convolution" not in hlo and "dot_general" in hlo
+
+
+def test_gemm_kernel_gradient_replaces_xla_convolution(monkeypatch):
+    monkeypatch.setattr(conv_lib, "MATMUL_KERNEL_GRAD_MIN_MACS", 0)
+    x, kernel = jnp.ones((1, 12, 12, 8)), jnp.ones((3, 3, 8, 64))
+    grad = jax.jit(jax.grad(lambda k: conv2d(x, k, 1, "SAME").sum()))
+    hlo = grad.lower(kernel).as_text()
+    assert "convolution" not in hlo and "dot_general" in hlo
+
+
+def test_conv_module_is_a_drop_in_flax_conv():
+    """Same parameters (names, shapes, init) and outputs as flax.linen.Conv, all padding modes."""
+    x = jax.random.normal(jax.random.key(0), (2, 11, 9, 3))
+    for kwargs in (dict(padding="SAME", strides=2), dict(padding="VALID", kernel_dilation=2),
+                   dict(padding=((1, 2), (0, 1))), dict(padding="CIRCULAR"),
+                   dict(feature_group_count=3, features=6)):
+        kwargs = {"features": 4, "kernel_size": (3, 3), **kwargs}
+        ours, theirs = Conv(**kwargs), nn.Conv(**kwargs)
+        params = theirs.init(jax.random.key(1), x)
+        assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(
+            jnp.shape, params)
+        np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5,
+                                   atol=1e-5, err_msg=str(kwargs))
+
+
+def test_bfloat16_gemm_paths_accumulate_in_float32():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 8, 8, 256)), jnp.bfloat16)
+    kernel = jnp.asarray(rng.standard_normal((1, 1, 256, 8)), jnp.bfloat16)
+    y = conv2d(x, kernel, 1, "VALID")
+    assert y.dtype == jnp.bfloat16
+    exact = _reference(x.astype(jnp.float32), kernel.astype(jnp.float32), 1, "VALID", 1)
+    np.testing.assert_allclose(y.astype(jnp.float32), exact, rtol=2e-2, atol=0.25)
+
+
+def test_bad_shapes_say_what_is_expected():
+    with pytest.raises(ValueError, match=r"x \(N, H, W, C\) and kernel \(kh, kw, C, O\)"):
+        conv2d(jnp.ones((8, 8, 3)), jnp.ones((3, 3, 3, 4)))
+    with pytest.raises(ValueError, match="smaller than the"):
+        conv2d(jnp.ones((1, 2, 2, 3)), jnp.ones((3, 3, 3, 4)), padding="VALID")
+
+
+def test_matches_pytorch_conv2d():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 13, 11, 3)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 3, 5)).astype(np.float32)
+    ours = conv2d(jnp.asarray(x), jnp.asarray(kernel), 2, ((1, 1), (1, 1)), 2)
+    theirs = torch.nn.functional.conv2d(torch.tensor(x.transpose(0, 3, 1, 2)),
+                                        torch.tensor(kernel.transpose(3, 2, 0, 1)),
+                                        stride=2, padding=1, dilation=2)
+    np.testing.assert_allclose(ours, theirs.numpy().transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)

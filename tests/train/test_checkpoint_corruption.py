@@ -1,0 +1,96 @@
+"""Damaged checkpoints: the newest unreadable one is reported and skipped, the run resumes from
+the previous one and ends as an uninterrupted run does; with none intact it stops (or, when
+allowed, starts over) without deleting anything. `eval` skips the same way."""
+import json
+import shutil
+
+import pytest
+
+from tests import cli
+from tests.conftest import cli_overrides
+
+pytestmark = pytest.mark.slow
+NUM_STEPS, EVERY = 12, 4  # checkpoints at 4, 8, 12
+
+
+def _args(command, workdir, data_dir, **overrides):
+    return [command, "--config", "experiments/fcn.py:FCN-8s,mini", "--workdir", str(workdir),
+            *cli_overrides("fcn", data_dir, **{"train.num_steps": NUM_STEPS,
+                                               "train.checkpoint_every": EVERY, **overrides})]
+
+
+def _truncate_arrays(step_dir):
+    files = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files, f"no array files under {step_dir}"
+    for path in files:
+        path.write_bytes(path.read_bytes()[:10])
+
+
+def _delete_metadata(step_dir):
+    (step_dir / "default" / "_METADATA").unlink()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tfds_dir, tmp_path_factory):
+    """An uninterrupted run: its workdir (to copy) and final metrics."""
+    workdir = tmp_path_factory.mktemp("straight")
+    result = cli.run(_args("train", workdir, tfds_dir))
+    assert result.returncode == 0, result.stderr
+    return workdir, json.loads((workdir / "metrics.json").read_text())["eval"]
+
+
+def _copy_without_metrics(finished_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run[0], workdir)
+    (workdir / "metrics.json").unlink()
+    return workdir
+
+
+@pytest.mark.parametrize("damage", [_truncate_arrays, _delete_metadata])
+def test_unreadable_newest_checkpoint_resumes_from_previous(damage, finished_run, tfds_dir,
+                                                            tmp_path):
+    workdir = _copy_without_metrics(finished_run, tmp_path)
+    damage(workdir / "checkpoints" / str(NUM_STEPS))
+    resumed = cli.run(_args("train", workdir, tfds_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("cannot be restored") == 1
+    assert f"Checkpoint at step {NUM_STEPS} in" in resumed.stderr
+    assert "Restored checkpoint at step 8" in resumed.stderr
+    assert "Traceback" not in resumed.stderr and "Event loop is closed" not in resumed.stderr
+    assert json.loads((workdir / "metrics.json").read_text())["eval"] == finished_run[1]
+    # The damaged checkpoint is kept aside, and a fresh one took its step.
+    assert (workdir / "checkpoints_unreadable" / str(NUM_STEPS)).is_dir()
+    assert (workdir / "checkpoints" / str(NUM_STEPS) / "default" / "_METADATA").is_file()
+
+
+def test_eval_skips_an_unreadable_newest_checkpoint(finished_run, tfds_dir, tmp_path):
+    workdir = _copy_without_metrics(finished_run, tmp_path)
+    _truncate_arrays(workdir / "checkpoints" / str(NUM_STEPS))
+    result = cli.run(_args("eval", workdir, tfds_dir))
+    assert result.returncode == 0, result.stderr
+    assert "Restored checkpoint at step 8" in result.stderr
+    assert "mean_iou" in result.stdout
+    assert not (workdir / "checkpoints_unreadable").exists()  # eval changes nothing
+
+
+def test_all_unreadable_stops_unless_allowed_to_start_over(finished_run, tfds_dir, tmp_path):
+    workdir = _copy_without_metrics(finished_run, tmp_path)
+    for step in (4, 8, NUM_STEPS):
+        _truncate_arrays(workdir / "checkpoints" / str(step))
+    before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+
+    for command, advice in (("train", "--config.train.restart_if_no_intact_checkpoint=true"),
+                            ("eval", "Restore them from a copy, or train again")):
+        stopped = cli.run(_args(command, workdir, tfds_dir))
+        assert stopped.returncode != 0
+        last = stopped.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: No checkpoint in") and "step 4:" in last, stopped.stderr
+        assert advice in last and "Traceback" not in stopped.stderr
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
+
+    restarted = cli.run(_args("train", workdir, tfds_dir,
+                              **{"train.restart_if_no_intact_checkpoint": True}))
+    assert restarted.returncode == 0, restarted.stderr
+    assert "starting from scratch" in restarted.stderr
+    assert json.loads((workdir / "metrics.json").read_text())["eval"] == finished_run[1]
+    assert sorted(p.name for p in (workdir / "checkpoints_unreadable").iterdir()) == ["12", "4", "8"]
