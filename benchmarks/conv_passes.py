@@ -11,14 +11,13 @@ pass.
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from report import best_seconds, import_torch, markdown_table
 from segattn_jax.layers.conv import conv2d
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -55,13 +54,7 @@ MINI = (
 
 
 def _best_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+    return 1e3 * best_seconds({"fn": fn}, repeats)["fn"]
 
 
 def _jax_passes(conv, x, kernel, g, repeats: int) -> dict[str, float]:
@@ -90,11 +83,7 @@ def _torch_passes(torch, x, kernel, g, padding: int, repeats: int) -> dict[str, 
 
 
 def run(layers=PAPER + MINI, repeats: int = 3) -> list[dict]:
-    try:
-        import torch
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
-    except ImportError:
-        torch = None
+    torch = import_torch()
     rows = []
     for layer in layers:
         keys = jax.random.split(jax.random.key(0), 3)
@@ -126,18 +115,9 @@ def run(layers=PAPER + MINI, repeats: int = 3) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{row[c]:.1f}" if isinstance(row[c], float) else
-                                       str(row[c]) for c in columns) + " |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     print("Convolution passes per FCN-8s VGG16 layer, ms (paper size rows, then mini size rows):")
-    print(markdown(run()))
+    print(markdown_table(run(), digits=1))
 
 
 if __name__ == "__main__":

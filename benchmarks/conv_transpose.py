@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from report import best_seconds, import_torch, markdown_table
 from segattn_jax.layers.upsampling import ConvTranspose, conv_transpose_lax
 
 
@@ -42,24 +42,6 @@ CASES = (
     Case("FCN-8s upscore8", 2, 38, 16, 8, 21, 21),
     Case("wide (issue)", 8, 28, 4, 2, 256, 256),
 )
-
-
-def _best_milliseconds(steps: dict[str, Callable[[], object]], repeats: int, budget_s: float) -> dict:
-    """Best wall time of each step, in interleaved rounds so all see the same machine load.
-
-    Each step is called once untimed first (compilation, caches); a step drops out of the rounds
-    once its timed calls add up to budget_s (the slow lax backward would take minutes otherwise).
-    """
-    for step in steps.values():
-        step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            if sum(times[name]) < budget_s:
-                begin = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - begin)
-    return {name: 1e3 * min(values) for name, values in times.items()}
 
 
 def _jax_steps(apply: Callable, params, x, cotangent):
@@ -98,18 +80,9 @@ def _torch_steps(torch, x: np.ndarray, kernel: np.ndarray, cotangent: np.ndarray
     return fwd_bwd, fwd, fwd().numpy().transpose(0, 2, 3, 1)
 
 
-def _import_torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    return torch
-
-
 def run(repeats: int = 20, budget_s: float = 2.0, cases: tuple[Case, ...] = CASES) -> list[dict]:
-    """One dict per case: milliseconds per step (best of `repeats`, see _best_milliseconds) and ratios."""
-    torch = _import_torch()
+    """One dict per case: milliseconds per step (best of `repeats`, see report.best_seconds) and ratios."""
+    torch = import_torch()
     rows = []
     for case in cases:
         rng = np.random.default_rng(0)
@@ -134,7 +107,8 @@ def run(repeats: int = 20, budget_s: float = 2.0, cases: tuple[Case, ...] = CASE
             steps["torch_fwd_bwd"], steps["torch_fwd"], outputs["torch"] = _torch_steps(
                 torch, x, kernel, cotangent, case.stride
             )
-        ms = _best_milliseconds(steps, repeats, budget_s)
+        ms = {name: 1e3 * seconds
+              for name, seconds in best_seconds(steps, repeats, budget_s).items()}
         row = {
             "case": case.name,
             "input": f"{case.batch}x{case.size}x{case.size}x{case.in_features}",
@@ -153,24 +127,9 @@ def run(repeats: int = 20, budget_s: float = 2.0, cases: tuple[Case, ...] = CASE
     return rows
 
 
-def markdown_table(rows: list[dict]) -> str:
-    columns = list(rows[0])
-
-    def cell(column: str, value) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, float):
-            return f"{value:.1e}" if "diff" in column else f"{value:.2f}"
-        return str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(c, row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main() -> None:
     threads = len(os.sched_getaffinity(0))
-    torch = _import_torch()
+    torch = import_torch()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {threads} CPU threads; "
           + (f"torch {torch.__version__} with {torch.get_num_threads()} threads" if torch else
              "torch not installed: torch columns skipped (pip install torch==2.13.0)"))

@@ -13,9 +13,7 @@ peak memory, and torch_over_ours (>= 1.0: ours is at least as fast). PyTorch is 
 from __future__ import annotations
 
 import functools
-import os
 import resource
-import time
 from pathlib import Path
 
 import jax
@@ -23,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import torch_fcn
+from report import best_seconds, import_torch, markdown_table
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.loop import train_step
@@ -37,31 +36,12 @@ SIZES = {
 }
 
 
-def best_time(fn, repeats: int) -> float:
-    """Best wall time of `fn()` (which must block) over `repeats` runs, after one warm-up."""
-    return best_times({"fn": fn}, repeats)["fn"]
-
-
-def best_times(fns: dict, repeats: int) -> dict[str, float]:
-    """Best wall time of each blocking `fn()`, timed in interleaved rounds (after one warm-up
-    call each), so that every side sees the same machine load."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: min(values) for name, values in times.items()}
-
-
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     """This machine's measured fp32 matmul GFLOP/s (the practical peak for dense compute)."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     matmul = jax.jit(jnp.dot)
-    seconds = best_time(lambda: matmul(a, b).block_until_ready(), repeats)
+    seconds = best_seconds({"matmul": lambda: matmul(a, b).block_until_ready()}, repeats)["matmul"]
     return 2 * n**3 / seconds / 1e9
 
 
@@ -106,11 +86,9 @@ def jax_step(size: str) -> tuple:
 
 def torch_step(size: str):
     """The same step in PyTorch (blocking fn), or None without torch."""
-    try:
-        import torch
-    except ImportError:
+    torch = import_torch()
+    if torch is None:
         return None
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
     config, batch_size, image_size = _config(size)
     m = config.model
     model = torch_fcn.build(torch, num_classes=m.num_classes, width=m.width,
@@ -133,7 +111,7 @@ def run(sizes=tuple(SIZES), repeats: int = 3) -> list[dict]:
         reference = torch_step(size)
         if reference is not None:
             steps["torch"] = reference
-        seconds = best_times(steps, repeats)
+        seconds = best_seconds(steps, repeats)
         achieved = info["gflop"] / seconds["ours"]
         row = {
             "size": size, "batch": batch_size, "params_M": info["params_millions"],
@@ -153,23 +131,10 @@ def run(sizes=tuple(SIZES), repeats: int = 3) -> list[dict]:
     return rows
 
 
-def format_rows(rows: list[dict]) -> str:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-
-    def cell(value) -> str:
-        if value is None:
-            return "-"
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main() -> None:
     print("FCN-8s train step, ours vs PyTorch (paper: VGG16 224x224 batch 2 21 classes; "
           "mini: experiments/fcn.py:FCN-8s,mini network, 64x64 batch 8):")
-    print(format_rows(run()))
+    print(markdown_table(run()))
 
 
 if __name__ == "__main__":

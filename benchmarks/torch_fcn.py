@@ -24,16 +24,16 @@ def build(torch, *, num_classes: int, width: float, first_padding: int, fc6_kern
     class FCN8s(nn.Module):
         def __init__(self):
             super().__init__()
+            self.specs = vgg16_layer_specs(first_padding, fc6_kernel)
             self.layers = nn.ModuleDict()
             channels = 3
-            for spec in vgg16_layer_specs(first_padding, fc6_kernel):
+            for spec in self.specs:
                 if spec.kind == "pool":
                     continue
                 features = scaled_features(spec.features, width)
                 self.layers[spec.name] = nn.Conv2d(channels, features, spec.kernel,
                                                    padding=spec.padding)
                 channels = features
-            self.specs = vgg16_layer_specs(first_padding, fc6_kernel)
             self.dropout = nn.Dropout(dropout_rate)
             self.score_fr = nn.Conv2d(channels, num_classes, 1)
             self.score_pool4 = nn.Conv2d(scaled_features(512, width), num_classes, 1)

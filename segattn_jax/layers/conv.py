@@ -29,18 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from segattn_jax.layers.upsampling import _pair
+
 _NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 MATMUL_KERNEL_GRAD_MIN_MACS = 2**28  # see use_matmul_kernel_grad
 Padding = str | Sequence[tuple[int, int]]
-
-
-def _pairs(value: int | Sequence[int] | None, name: str) -> tuple[int, int]:
-    if value is None:
-        return (1, 1)
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or any(int(v) != v or v < 1 for v in pair):
-        raise ValueError(f"{name} must be an int >= 1 or a pair of them, got {value!r}.")
-    return int(pair[0]), int(pair[1])
 
 
 def _explicit_padding(x_hw: Sequence[int], kernel_hw: Sequence[int], strides: tuple[int, int],
@@ -165,9 +158,7 @@ def use_matmul_forward(x_shape: Sequence[int], kernel_shape: Sequence[int],
     return (kh, kw) == (1, 1) or x_shape[0] * out_hw[0] * out_hw[1] <= kh * kw * c
 
 
-def _conv_cpu(x, kernel, strides, pads, dilation):
-    out_hw = [_output_size(x.shape[1 + i], kernel.shape[i], strides[i], dilation[i], pads[i])
-              for i in range(2)]
+def _conv_cpu(x, kernel, strides, pads, dilation, out_hw):
     if use_matmul_forward(x.shape, kernel.shape, out_hw):
         return _conv_as_matmul(x, kernel, strides, pads, dilation)
     return _conv_native_matmul_kernel_grad(x, kernel, strides, pads, dilation)
@@ -183,17 +174,18 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
     if x.ndim != 4 or kernel.ndim != 4 or kernel.shape[2] != x.shape[3]:
         raise ValueError(f"conv2d takes x (N, H, W, C) and kernel (kh, kw, C, O); got {x.shape} "
                          f"and {kernel.shape}.")
-    strides, dilation = _pairs(strides, "strides"), _pairs(dilation, "dilation")
+    strides, dilation = _pair(strides, "strides"), _pair(dilation, "dilation")
     pads = _explicit_padding(x.shape[1:3], kernel.shape[:2], strides, dilation, padding)
-    if any(_output_size(x.shape[1 + i], kernel.shape[i], strides[i], dilation[i], pads[i]) < 1
-           for i in range(2)):
+    out_hw = [_output_size(x.shape[1 + i], kernel.shape[i], strides[i], dilation[i], pads[i])
+              for i in range(2)]
+    if min(out_hw) < 1:
         raise ValueError(f"Input {x.shape[1:3]} is smaller than the (dilated) kernel "
                          f"{kernel.shape[:2]} with padding {pads}: no output; pad more or use a "
                          "larger input.")
     args = (strides, pads, dilation)
     return lax.platform_dependent(
         x, kernel,
-        cpu=lambda x, kernel: _conv_cpu(x, kernel, *args),
+        cpu=lambda x, kernel: _conv_cpu(x, kernel, *args, out_hw),
         default=lambda x, kernel: _native_conv(x, kernel, *args))
 
 
@@ -211,7 +203,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         return lax.conv_general_dilated(
             lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
             feature_group_count, batch_group_count, precision, preferred_element_type)
-    return conv2d(lhs, rhs, window_strides, padding, rhs_dilation)
+    return conv2d(lhs, rhs, window_strides, padding, 1 if rhs_dilation is None else rhs_dilation)
 
 
 class Conv(nn.Conv):

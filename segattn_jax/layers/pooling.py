@@ -1,8 +1,8 @@
 """Max pooling whose backward pass is fast on XLA:CPU.
 
 XLA differentiates `reduce_window` max pooling with `select_and_scatter`, which XLA:CPU runs 2-3.5x
-slower than the pooling itself needs (benchmarks/conv_passes.py's neighbour measurements: VGG16's
-pool1 fwd+bwd 301 -> 128 ms). For non-overlapping windows (window == stride, every VGG/FCN/U-Net
+slower than this formulation (measured on 2 cores at FCN-8s's shapes: paper-size pool1 fwd+bwd
+301 -> 128 ms, mini-size pool1 26 -> 7 ms). For non-overlapping windows (window == stride, every VGG/FCN/U-Net
 pool) the windows are a reshape, and the max is taken with a mask of the *first* maximum in each
 window, so the gradient goes exactly where `select_and_scatter` sends it (ties included). Other
 windows, and other backends, use `flax.linen.max_pool` unchanged.

@@ -126,7 +126,7 @@ class FCN(nn.Module):
     def _score(self, name: str) -> nn.Conv:
         """A class scoring layer: 1x1 conv, zero-initialised as in the paper."""
         return Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
-                       dtype=self.dtype, param_dtype=jnp.float32, name=name)
+                    dtype=self.dtype, param_dtype=jnp.float32, name=name)
 
     def _upsample2x(self, x: Array, name: str) -> Array:
         if not self.learn_intermediate_upsampling:
