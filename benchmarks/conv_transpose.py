@@ -8,12 +8,15 @@ Shapes are FCN-8s's learnable upsampling layers at a 224x224 input with 21 class
 With FCN's pad 100 on conv1_1 the maps are 422 -> pools (ceil mode) 211, 106, 53 (pool3),
 27 (pool4), 14 (pool5) -> fc6 7x7 valid -> 8x8 score_fr; upscore2 gives 18x18, to which score_pool4
 is cropped; upscore_pool4 gives 38x38, to which score_pool3 is cropped; upscore8 gives 312x312,
-cropped to 224. Plus the wide case of the original performance report (28x28, 256 -> 256, batch 8).
+cropped to 224. Plus the wide case of the original performance report (28x28, 256 -> 256, batch 8),
+and a DCGAN / U-Net style 2x upsampling with an odd kernel (k3 s2 pad 1 output_padding 1, which
+PyTorch writes that way and TF/Flax as "SAME" up to the crop side).
 PyTorch is optional (a reference, never a dependency): without it the torch columns are empty.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 
@@ -34,6 +37,12 @@ class Case:
     stride: int
     in_features: int
     out_features: int
+    padding: int = 0
+    output_padding: int = 0
+
+    @property
+    def out_size(self) -> int:
+        return (self.size - 1) * self.stride + self.kernel - 2 * self.padding + self.output_padding
 
 
 CASES = (
@@ -41,6 +50,7 @@ CASES = (
     Case("FCN-8s upscore_pool4", 2, 18, 4, 2, 21, 21),
     Case("FCN-8s upscore8", 2, 38, 16, 8, 21, 21),
     Case("wide (issue)", 8, 28, 4, 2, 256, 256),
+    Case("2x odd kernel (DCGAN/U-Net)", 8, 32, 3, 2, 64, 64, padding=1, output_padding=1),
 )
 
 
@@ -60,22 +70,23 @@ def _jax_steps(apply: Callable, params, x, cotangent):
     )
 
 
-def _torch_steps(torch, x: np.ndarray, kernel: np.ndarray, cotangent: np.ndarray, stride: int):
+def _torch_steps(torch, x: np.ndarray, kernel: np.ndarray, cotangent: np.ndarray, case: Case):
     """Same steps for torch.nn.functional.conv_transpose2d (NCHW, weight (in, out, kh, kw))."""
     xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), requires_grad=True)
     wt = torch.tensor(kernel.transpose(2, 3, 0, 1).copy(), requires_grad=True)
     ct = torch.tensor(cotangent.transpose(0, 3, 1, 2).copy())
-    conv = torch.nn.functional.conv_transpose2d
+    conv = functools.partial(torch.nn.functional.conv_transpose2d, stride=case.stride,
+                             padding=case.padding, output_padding=case.output_padding)
 
     def fwd_bwd():
         xt.grad = wt.grad = None
-        y = conv(xt, wt, stride=stride)
+        y = conv(xt, wt)
         y.backward(ct)
         return y
 
     def fwd():
         with torch.no_grad():
-            return conv(xt, wt, stride=stride)
+            return conv(xt, wt)
 
     return fwd_bwd, fwd, fwd().numpy().transpose(0, 2, 3, 1)
 
@@ -87,14 +98,16 @@ def run(repeats: int = 20, budget_s: float = 2.0, cases: tuple[Case, ...] = CASE
     for case in cases:
         rng = np.random.default_rng(0)
         x = rng.standard_normal((case.batch, case.size, case.size, case.in_features), np.float32)
-        layer = ConvTranspose(case.out_features, case.kernel, case.stride, use_bias=False)
+        layer = ConvTranspose(case.out_features, case.kernel, case.stride, case.padding,
+                              case.output_padding, use_bias=False)
         params = layer.init(jax.random.key(0), x)
         kernel = np.asarray(params["params"]["kernel"])
-        out_size = (case.size - 1) * case.stride + case.kernel
-        cotangent = rng.standard_normal((case.batch, out_size, out_size, case.out_features), np.float32)
+        cotangent = rng.standard_normal((case.batch, case.out_size, case.out_size, case.out_features),
+                                        np.float32)
 
-        def lax_apply(params, x, stride=case.stride):
-            return conv_transpose_lax(x, params["params"]["kernel"], stride)
+        def lax_apply(params, x, case=case):
+            return conv_transpose_lax(x, params["params"]["kernel"], case.stride, case.padding,
+                                      case.output_padding)
 
         steps, outputs = {}, {}
         steps["ours_fwd_bwd"], steps["ours_fwd"], outputs["ours"] = _jax_steps(
@@ -105,14 +118,15 @@ def run(repeats: int = 20, budget_s: float = 2.0, cases: tuple[Case, ...] = CASE
         )
         if torch is not None:
             steps["torch_fwd_bwd"], steps["torch_fwd"], outputs["torch"] = _torch_steps(
-                torch, x, kernel, cotangent, case.stride
+                torch, x, kernel, cotangent, case
             )
         ms = {name: 1e3 * seconds
               for name, seconds in best_seconds(steps, repeats, budget_s).items()}
         row = {
             "case": case.name,
             "input": f"{case.batch}x{case.size}x{case.size}x{case.in_features}",
-            "kernel/stride": f"k{case.kernel} s{case.stride} -> {case.out_features}",
+            "kernel/stride": f"k{case.kernel} s{case.stride} p{case.padding} op{case.output_padding} "
+                             f"-> {case.out_features}",
         }
         for kind in ("fwd_bwd", "fwd"):
             for impl in ("ours", "torch", "lax"):

@@ -1,5 +1,5 @@
 """Reusable layers: convolution, pooling, upsampling, attention, sampling grids, RoI ops."""
-from segattn_jax.layers.conv import Conv, conv2d
+from segattn_jax.layers.conv import Conv, conv2d, conv2d_transpose
 from segattn_jax.layers.pooling import max_pool
 from segattn_jax.layers.spatial_transformer import (
     TRANSFORMS,
@@ -20,7 +20,9 @@ from segattn_jax.layers.upsampling import (
     bilinear_init,
     bilinear_kernel,
     conv_transpose,
+    conv_transpose_cropped,
     conv_transpose_lax,
+    conv_transpose_window,
     max_pool_with_argmax,
     max_unpool,
     nearest_upsample,

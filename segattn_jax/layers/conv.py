@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from segattn_jax.layers.upsampling import _pair
+from segattn_jax.layers.upsampling import _pair, conv_transpose_cropped
 
 _NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 MATMUL_KERNEL_GRAD_MIN_MACS = 2**28  # see use_matmul_kernel_grad
@@ -187,6 +187,32 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
         x, kernel,
         cpu=lambda x, kernel: _conv_cpu(x, kernel, *args, out_hw),
         default=lambda x, kernel: _native_conv(x, kernel, *args))
+
+
+def conv2d_transpose(y: jax.Array, kernel: jax.Array, input_hw: Sequence[int],
+                     strides: int | Sequence[int] = 1, padding: Padding = "SAME") -> jax.Array:
+    """The exact adjoint of `conv2d(x, kernel, strides, padding)` for x of spatial size `input_hw`.
+
+    It is that conv's gradient w.r.t. x applied to y, as `tf.nn.conv2d_transpose(y, kernel,
+    output_shape, strides, padding)`: y (N, Ho, Wo, O) -> (N, *input_hw, C) with the forward
+    kernel (kh, kw, C, O). `input_hw` is needed because a strided conv maps several input sizes to
+    one output size (8 and 7 both give 4 at stride 2, pad 1); rows no window reaches get zeros.
+    Runs the sub-pixel `conv_transpose_cropped` (layers/upsampling.py).
+    """
+    if y.ndim != 4 or kernel.ndim != 4 or kernel.shape[3] != y.shape[3]:
+        raise ValueError(f"conv2d_transpose takes y (N, Ho, Wo, O) and the forward kernel "
+                         f"(kh, kw, C, O); got {y.shape} and {kernel.shape}.")
+    strides, input_hw = _pair(strides, "strides"), _pair(input_hw, "input_hw")
+    pads = _explicit_padding(input_hw, kernel.shape[:2], strides, (1, 1), padding)
+    forward_hw = tuple(_output_size(n, k, s, 1, p)
+                       for n, k, s, p in zip(input_hw, kernel.shape[:2], strides, pads))
+    if forward_hw != tuple(y.shape[1:3]):
+        raise ValueError(f"y has spatial size {tuple(y.shape[1:3])}, but conv2d with kernel "
+                         f"{kernel.shape[:2]}, strides {strides} and padding {padding!r} maps an "
+                         f"input of size {input_hw} to {forward_hw}; pass the forward conv's input "
+                         "size as input_hw.")
+    return conv_transpose_cropped(y, jnp.swapaxes(kernel, 2, 3), strides,
+                                  [lo for lo, _ in pads], input_hw)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,

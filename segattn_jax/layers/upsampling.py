@@ -181,38 +181,95 @@ def bilinear_init(key: jax.Array, shape: Sequence[int], dtype: Dtype = jnp.float
     return bilinear_kernel(kh, in_features).astype(dtype)
 
 
-def _check_conv_transpose_args(
-    x: jax.Array, kernel: jax.Array, strides: IntOrPair, padding: IntOrPair
-) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Validated (strides, padding, output spatial size)."""
+TransposePadding = int | Sequence[int] | str
+
+
+def _check_conv_transpose_operands(x: jax.Array, kernel: jax.Array) -> None:
     _check_nhwc(x)
     if kernel.ndim != 4 or kernel.shape[2] != x.shape[3]:
         raise ValueError(
             f"kernel must be (kh, kw, in_features={x.shape[3]}, out_features), got shape {kernel.shape}."
         )
-    strides, padding = _pair(strides, "strides"), _pair(padding, "padding", minimum=0)
-    out_hw = tuple(
-        (n - 1) * s + k - 2 * p for n, s, k, p in zip(x.shape[1:3], strides, kernel.shape[:2], padding)
-    )
-    if min(out_hw) < 1:
-        raise ValueError(f"padding {padding} crops the whole output of size {out_hw}; use a smaller padding.")
-    return strides, padding, out_hw
 
 
-def conv_transpose(x: jax.Array, kernel: jax.Array, strides: IntOrPair, padding: IntOrPair = 0) -> jax.Array:
-    """Transposed convolution: `out[i*s + k - p] += x[i] @ kernel[k]` (scatter semantics).
+def conv_transpose_window(
+    in_hw: Sequence[int],
+    kernel_hw: Sequence[int],
+    strides: IntOrPair,
+    padding: TransposePadding = 0,
+    output_padding: IntOrPair = 0,
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(start, size) per spatial axis of the output inside the *full* transposed conv.
 
-    x: (N, H, W, in); kernel: (kh, kw, in, out); output: (N, (H-1)*s - 2*p + kh, ..., out). Equal to
-    torch.nn.functional.conv_transpose2d(x, kernel permuted to (in, out, kh, kw), stride, padding)
-    and to the gradient (vjp) of the strided cross-correlation with `kernel` seen as (kh, kw, out, in).
+    The full output of `n` inputs has (n - 1) * s + k rows (every scatter `x[i] @ kernel[t]` lands
+    on row i * s + t). The conventions pick a window of it, zero-extended past its end:
+      int p (PyTorch): start p, size (n - 1) * s + k - 2p;
+      "VALID" (TF/Flax): start 0, size n * s + max(k - s, 0);
+      "SAME" (TF/Flax): start max(k - s, 0) // 2, size n * s;
+    and `output_padding` (PyTorch's conv_transpose2d, also allowed with the strings) adds that many
+    rows at the end, which the adjoint of a strided conv needs when its input size leaves rows that
+    no window reaches.
+    """
+    strides = _pair(strides, "strides")
+    output_padding = _pair(output_padding, "output_padding", minimum=0)
+    if any(op >= s for op, s in zip(output_padding, strides)):
+        raise ValueError(
+            f"output_padding {output_padding} must be smaller than the strides {strides} (PyTorch's rule: "
+            "larger values only add rows no input reaches); pad the output instead."
+        )
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode not in ("SAME", "VALID"):
+            raise ValueError(f"padding must be an int, a pair, 'SAME' or 'VALID', got {padding!r}.")
+        starts = [max(k - s, 0) // 2 if mode == "SAME" else 0 for k, s in zip(kernel_hw, strides)]
+        sizes = [
+            n * s + (0 if mode == "SAME" else max(k - s, 0)) for n, k, s in zip(in_hw, kernel_hw, strides)
+        ]
+    else:
+        starts = list(_pair(padding, "padding", minimum=0))
+        sizes = [(n - 1) * s + k - 2 * p for n, k, s, p in zip(in_hw, kernel_hw, strides, starts)]
+    sizes = [size + op for size, op in zip(sizes, output_padding)]
+    if min(sizes) < 1:
+        raise ValueError(
+            f"padding {padding!r} crops the whole output (size {tuple(sizes)}); use a smaller padding."
+        )
+    return (starts[0], starts[1]), (sizes[0], sizes[1])
+
+
+def conv_transpose(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: IntOrPair,
+    padding: TransposePadding = 0,
+    output_padding: IntOrPair = 0,
+) -> jax.Array:
+    """Transposed convolution: `out[i*s + t - start] += x[i] @ kernel[t]` (scatter semantics).
+
+    x: (N, H, W, in); kernel: (kh, kw, in, out). `padding` / `output_padding` as PyTorch's
+    conv_transpose2d (int or pair; the kernel permuted to (in, out, kh, kw)) or the TF/Flax strings
+    "SAME" (output H * s) and "VALID"; see `conv_transpose_window`. It is the gradient (vjp) of the
+    strided cross-correlation with `kernel` seen as (kh, kw, out, in); `conv2d_transpose` in
+    layers/conv.py gives that adjoint for a forward conv's exact input size.
+    """
+    _check_conv_transpose_operands(x, kernel)
+    starts, sizes = conv_transpose_window(x.shape[1:3], kernel.shape[:2], strides, padding, output_padding)
+    return conv_transpose_cropped(x, kernel, strides, starts, sizes)
+
+
+def conv_transpose_cropped(
+    x: jax.Array, kernel: jax.Array, strides: IntOrPair, starts: Sequence[int], sizes: Sequence[int]
+) -> jax.Array:
+    """Rows/cols [start, start + size) of the full transposed conv, zeros past its end.
 
     Sub-pixel form: output phase r = o mod s only sees kernel taps k = m*s + r, so every phase is a
     stride-1 convolution of x with ceil(k/s) taps. All phases come from one matrix multiply of the
     ceil(k/s)^2 neighbourhood of every input pixel (im2col) with a (taps*in, phases*out) matrix,
-    followed by depth-to-space and cropping. Its gradients are matrix multiplies as well, which XLA
-    runs fast on every backend, unlike the input-dilated convolution of `lax.conv_transpose`.
+    followed by depth-to-space and cropping; only the phase rows the window needs are computed. Its
+    gradients are matrix multiplies as well, which XLA runs fast on every backend, unlike the
+    input-dilated convolution of `lax.conv_transpose`.
     """
-    (sh, sw), (ph, pw), (out_h, out_w) = _check_conv_transpose_args(x, kernel, strides, padding)
+    _check_conv_transpose_operands(x, kernel)
+    (sh, sw), (ch, cw), (out_h, out_w) = _pair(strides, "strides"), tuple(starts), tuple(sizes)
     n, h, w, in_features = x.shape
     kh, kw, _, out_features = kernel.shape
     mh, mw = -(-kh // sh), -(-kw // sw)  # taps per phase
@@ -223,34 +280,44 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, strides: IntOrPair, padding:
     kernel = kernel.reshape(mh, sh, mw, sw, in_features, out_features)[::-1, :rh, ::-1, :rw]
     kernel = kernel.transpose(0, 2, 4, 1, 3, 5).reshape(mh * mw * in_features, rh * rw * out_features)
 
-    # Phase output q gathers x[q - m] for m < taps: the (taps)-neighbourhood of the fully padded x.
-    qh, qw = h + mh - 1, w + mw - 1
-    padded = jnp.pad(x, ((0, 0), (mh - 1, mh - 1), (mw - 1, mw - 1), (0, 0)))
+    # Phase row q holds full rows [q*s, (q+1)*s) and gathers x[q - m] for m < taps: the
+    # (taps)-neighbourhood of x padded by taps - 1 in front and as far as the window reaches behind.
+    (q0h, q1h), (q0w, q1w) = [(c // s, -(-(c + o) // s)) for c, o, s in ((ch, out_h, sh), (cw, out_w, sw))]
+    padded = jnp.pad(x, ((0, 0), (mh - 1, max(q1h - h, 0)), (mw - 1, max(q1w - w, 0)), (0, 0)))
+    qh, qw = q1h - q0h, q1w - q0w
     columns = jnp.concatenate(
-        [padded[:, a : a + qh, b : b + qw] for a in range(mh) for b in range(mw)], axis=-1
+        [padded[:, q0h + a : q0h + a + qh, q0w + b : q0w + b + qw] for a in range(mh) for b in range(mw)],
+        axis=-1,
     )
     phases = jnp.dot(columns.reshape(n * qh * qw, -1), kernel).reshape(n, qh, qw, rh, rw, out_features)
     if (rh, rw) != (sh, sw):
         phases = jnp.pad(phases, ((0, 0), (0, 0), (0, 0), (0, sh - rh), (0, sw - rw), (0, 0)))
-    full = phases.transpose(0, 1, 3, 2, 4, 5).reshape(n, qh * sh, qw * sw, out_features)
-    return full[:, ph : ph + out_h, pw : pw + out_w]
+    window = phases.transpose(0, 1, 3, 2, 4, 5).reshape(n, qh * sh, qw * sw, out_features)
+    top, left = ch - q0h * sh, cw - q0w * sw
+    return window[:, top : top + out_h, left : left + out_w]
 
 
 def conv_transpose_lax(
-    x: jax.Array, kernel: jax.Array, strides: IntOrPair, padding: IntOrPair = 0
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: IntOrPair,
+    padding: TransposePadding = 0,
+    output_padding: IntOrPair = 0,
 ) -> jax.Array:
     """`conv_transpose` computed by plain `lax.conv_transpose`: the slow reference (tests, benchmarks)."""
-    (sh, sw), (ph, pw), _ = _check_conv_transpose_args(x, kernel, strides, padding)
-    kh, kw = kernel.shape[:2]
+    _check_conv_transpose_operands(x, kernel)
+    strides = _pair(strides, "strides")
+    starts, sizes = conv_transpose_window(x.shape[1:3], kernel.shape[:2], strides, padding, output_padding)
+    # lax pads the input-dilated x ((n - 1) * s + 1 rows) by (lo, hi) and correlates with the flipped
+    # kernel: output row o is full row o + k - 1 - lo, so lo = k - 1 - start and hi completes the size.
+    pads = [
+        (k - 1 - c, size - (n - 1) * s - 1 + c)
+        for n, k, s, c, size in zip(x.shape[1:3], kernel.shape[:2], strides, starts, sizes)
+    ]
     # transpose_kernel=True treats the kernel as that of the forward conv (HWIO with I = our output
     # features) and flips it, which turns lax's gather form into the scatter form.
     return lax.conv_transpose(
-        x,
-        jnp.swapaxes(kernel, 2, 3),
-        (sh, sw),
-        [(kh - 1 - ph, kh - 1 - ph), (kw - 1 - pw, kw - 1 - pw)],
-        dimension_numbers=_NHWC_HWIO,
-        transpose_kernel=True,
+        x, jnp.swapaxes(kernel, 2, 3), strides, pads, dimension_numbers=_NHWC_HWIO, transpose_kernel=True
     )
 
 
@@ -258,13 +325,16 @@ class ConvTranspose(nn.Module):
     """Learnable upsampling: `conv_transpose` with a (kh, kw, in, features) kernel and optional bias.
 
     FCN's upscore layers: `ConvTranspose(num_classes, 2 * f, f, use_bias=False,
-    kernel_init=bilinear_init)` starts as bilinear interpolation by a factor f.
+    kernel_init=bilinear_init)` starts as bilinear interpolation by a factor f. A DCGAN / U-Net 2x
+    upsampling with an odd kernel: `ConvTranspose(c, 3, 2, padding=1, output_padding=1)` (PyTorch)
+    or `ConvTranspose(c, 3, 2, padding="SAME")` (TF/Flax).
     """
 
     features: int
     kernel_size: IntOrPair
     strides: IntOrPair
-    padding: IntOrPair = 0
+    padding: TransposePadding = 0
+    output_padding: IntOrPair = 0
     use_bias: bool = True
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros_init()
@@ -281,5 +351,5 @@ class ConvTranspose(nn.Module):
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = conv_transpose(x, kernel, self.strides, self.padding)
+        y = conv_transpose(x, kernel, self.strides, self.padding, self.output_padding)
         return y + bias if bias is not None else y

@@ -13,6 +13,7 @@ from segattn_jax.layers import (
     bed_of_nails,
     bilinear_init,
     bilinear_kernel,
+    conv2d_transpose,
     conv_transpose,
     conv_transpose_lax,
     max_pool_with_argmax,
@@ -208,76 +209,107 @@ def test_bilinear_init_requires_square_kernel_and_equal_features():
 # --- transposed convolution --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_conv_transpose_is_the_transposed_conv_matrix_of_the_lecture(stride):
-    """1D, kernel [x, y, z], input [a, b, c, d] padded by one: the lecture's X and X^T."""
-    kernel = np.array([2.0, 3.0, 5.0])
-    padded_length = 6
-    out_length = (padded_length - 3) // stride + 1
-    conv_matrix = np.zeros((out_length, padded_length))
-    for row in range(out_length):
-        conv_matrix[row, row * stride : row * stride + 3] = kernel
-    a = np.array([7.0, 11.0, 13.0, 17.0])[:out_length]
-    transposed = conv_matrix.T @ a
-    if stride == 2:  # the slide's symbolic answer [ax, ay, az + bx, by, bz, 0]
-        (x, y, z), (a0, b0) = kernel, a
-        np.testing.assert_allclose(transposed, [a0 * x, a0 * y, a0 * z + b0 * x, b0 * y, b0 * z, 0])
-
-    def conv_t(padding):
-        x = jnp.asarray(a, jnp.float32)[None, :, None, None]
-        return np.asarray(conv_transpose(x, kernel[:, None, None, None], (stride, 1), (padding, 0)))[0, :, 0, 0]
-
-    full = conv_t(0)  # (len(a) - 1) * s + 3 entries; the matrix has zero rows beyond
-    np.testing.assert_allclose(full, transposed[: full.size], rtol=1e-6)
-    assert not transposed[full.size :].any()
-    np.testing.assert_allclose(conv_t(1), transposed[1 : full.size - 1], rtol=1e-6)  # pad 1 crops both ends
+def lecture_conv_matrix(kernel, stride, length=6):
+    """The lecture's X: one row per output of a 1D conv over the padded input of `length` entries."""
+    rows = (length - len(kernel)) // stride + 1
+    matrix = np.zeros((rows, length))
+    for row in range(rows):
+        matrix[row, row * stride : row * stride + len(kernel)] = kernel
+    return matrix
 
 
-# (kernel, stride, padding): k divisible by s, k not divisible, k < s, s = 1, FCN's k16 s8, rectangular.
+def line(values) -> jax.Array:
+    """A 1D signal as NHWC (1, len, 1, 1)."""
+    return jnp.asarray(values, jnp.float32)[None, :, None, None]
+
+
+# x, y, z = 1, 2, 3 and a, b, c, d = 10, 20, 30, 40 turn the slides' symbols into numbers.
+XYZ = np.array([1.0, 2.0, 3.0])
+KERNEL_1D = XYZ[:, None, None, None]
+
+
+def test_lecture_stride_1_pad_1_transpose():
+    """X^T a = [ax, ay+bx, az+by+cx, bz+cy+dx, cz+dy, dz] over the padded input; pad 1 drops the ends."""
+    a = np.array([10.0, 20.0, 30.0, 40.0])
+    transposed = lecture_conv_matrix(XYZ, 1).T @ a
+    np.testing.assert_array_equal(transposed, [10, 40, 100, 160, 170, 120])
+    np.testing.assert_array_equal(conv_transpose(line(a), KERNEL_1D, 1)[0, :, 0, 0], transposed)
+    np.testing.assert_array_equal(conv_transpose(line(a), KERNEL_1D, 1, (1, 0))[0, :, 0, 0], transposed[1:-1])
+    adjoint = conv2d_transpose(line(a), KERNEL_1D, (4, 1), 1, [(1, 1), (0, 0)])
+    np.testing.assert_array_equal(adjoint[0, :, 0, 0], transposed[1:-1])
+
+
+def test_lecture_stride_2_pad_1_transpose_gives_four_outputs_from_two():
+    """X^T [a, b] = [ax, ay, az+bx, by, bz, 0]; its unpadded part [ay, az+bx, by, bz] has 4 entries."""
+    a = np.array([10.0, 20.0])
+    transposed = lecture_conv_matrix(XYZ, 2).T @ a
+    np.testing.assert_array_equal(transposed, [10, 20, 50, 40, 60, 0])
+    unpadded = transposed[1:-1]  # the input of the forward conv is [a, b, c, d] without its pad
+    np.testing.assert_array_equal(unpadded, [20, 50, 40, 60])
+    pytorch_style = conv_transpose(line(a), KERNEL_1D, (2, 1), (1, 0), output_padding=(1, 0))
+    np.testing.assert_array_equal(pytorch_style[0, :, 0, 0], unpadded)
+    adjoint = conv2d_transpose(line(a), KERNEL_1D, (4, 1), (2, 1), [(1, 1), (0, 0)])
+    np.testing.assert_array_equal(adjoint[0, :, 0, 0], unpadded)
+    # Without output_padding it is the adjoint for a 3-entry input, which shares the 2 outputs.
+    np.testing.assert_array_equal(conv_transpose(line(a), KERNEL_1D, (2, 1), (1, 0))[0, :, 0, 0], [20, 50, 40])
+    np.testing.assert_array_equal(conv_transpose(line(a), KERNEL_1D, (2, 1))[0, :, 0, 0], transposed[:-1])
+
+
+def test_lecture_3x3_stride_2_pad_1_upsamples_2x2_to_4x4():
+    x = as_nhwc([[1.0, 2.0], [3.0, 4.0]])
+    kernel = jnp.arange(1.0, 10.0).reshape(3, 3, 1, 1)
+    got = conv_transpose(x, kernel, 2, 1, output_padding=1)
+    assert got.shape == (1, 4, 4, 1)
+    want = np.zeros((6, 6))  # scatter into the padded 6x6 plane, then drop the pad ring
+    for i in range(2):
+        for j in range(2):
+            want[2 * i : 2 * i + 3, 2 * j : 2 * j + 3] += float(x[0, i, j, 0]) * np.asarray(kernel[:, :, 0, 0])
+    np.testing.assert_array_equal(plane(got), want[1:-1, 1:-1])
+    conv = lambda z: lax.conv_general_dilated(z, kernel, (2, 2), [(1, 1), (1, 1)], dimension_numbers=DN)
+    _, vjp = jax.vjp(conv, jnp.zeros((1, 4, 4, 1)))
+    np.testing.assert_array_equal(got, vjp(x)[0])
+
+
+# (kernel, strides, padding, output_padding): k divisible by s, k not divisible, k < s, s = 1,
+# FCN's k16 s8, rectangular, PyTorch's output_padding, and the TF/Flax strings.
 CONV_T_CASES = [
-    (4, 2, 0),
-    (4, 2, 1),
-    (3, 2, 1),
-    (5, 3, 2),
-    (2, 3, 0),
-    (1, 2, 0),
-    (3, 1, 0),
-    (3, 1, 1),
-    (16, 8, 4),
-    ((3, 4), (2, 1), (1, 0)),
+    (4, 2, 0, 0),
+    (4, 2, 1, 0),
+    (3, 2, 1, 0),
+    (3, 2, 1, 1),
+    (5, 3, 2, 0),
+    (5, 3, 2, 2),
+    (2, 3, 0, 0),
+    (1, 2, 0, 1),
+    (3, 1, 0, 0),
+    (3, 1, 1, 0),
+    (16, 8, 4, 0),
+    ((3, 4), (2, 1), (1, 0), (1, 0)),
+    (3, 2, "SAME", 0),
+    (4, 2, "SAME", 0),
+    (5, 3, "SAME", 0),
+    (2, 3, "SAME", 0),
+    (3, 2, "VALID", 0),
+    (2, 3, "VALID", 0),
+    ((3, 4), (2, 3), "SAME", (1, 0)),
 ]
 
 
-def random_conv_t_inputs(kernel_size, seed=0, in_features=3, out_features=4):
+def random_conv_t_inputs(kernel_size, seed=0, in_features=3, out_features=4, hw=(5, 4)):
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.standard_normal((2, 5, 4, in_features)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((2, *hw, in_features)), jnp.float32)
     kernel = jnp.asarray(rng.standard_normal((kh, kw, in_features, out_features)), jnp.float32)
     return x, kernel
 
 
-@pytest.mark.parametrize("kernel_size,strides,padding", CONV_T_CASES)
-def test_conv_transpose_is_vjp_of_strided_conv(kernel_size, strides, padding):
-    x, kernel = random_conv_t_inputs(kernel_size)
-    s = (strides, strides) if isinstance(strides, int) else strides
-    p = (padding, padding) if isinstance(padding, int) else padding
-    out_hw = [(n - 1) * st + k - 2 * pd for n, st, k, pd in zip(x.shape[1:3], s, kernel.shape[:2], p)]
-
-    def strided_conv(z):  # maps the upsampled space back down: in_features <- out_features
-        padding_hw = [(p[0], p[0]), (p[1], p[1])]
-        return lax.conv_general_dilated(z, jnp.swapaxes(kernel, 2, 3), s, padding_hw, dimension_numbers=DN)
-
-    z = jnp.zeros((x.shape[0], *out_hw, kernel.shape[3]))
-    output, vjp = jax.vjp(strided_conv, z)
-    assert output.shape == x.shape
-    np.testing.assert_allclose(conv_transpose(x, kernel, strides, padding), vjp(x)[0], rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("kernel_size,strides,padding", CONV_T_CASES)
-def test_fast_conv_transpose_equals_lax_reference_with_gradients(kernel_size, strides, padding):
+@pytest.mark.parametrize("kernel_size,strides,padding,output_padding", CONV_T_CASES)
+def test_fast_conv_transpose_equals_lax_reference_with_gradients(kernel_size, strides, padding, output_padding):
     x, kernel = random_conv_t_inputs(kernel_size, seed=1)
-    fast, fast_vjp = jax.vjp(jax.jit(lambda x, k: conv_transpose(x, k, strides, padding)), x, kernel)
-    slow, slow_vjp = jax.vjp(lambda x, k: conv_transpose_lax(x, k, strides, padding), x, kernel)
+    fast, fast_vjp = jax.vjp(
+        jax.jit(lambda x, k: conv_transpose(x, k, strides, padding, output_padding)), x, kernel
+    )
+    slow, slow_vjp = jax.vjp(lambda x, k: conv_transpose_lax(x, k, strides, padding, output_padding), x, kernel)
     assert fast.shape == slow.shape
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
     cotangent = jnp.asarray(np.random.default_rng(2).standard_normal(fast.shape), jnp.float32)
@@ -285,17 +317,66 @@ def test_fast_conv_transpose_equals_lax_reference_with_gradients(kernel_size, st
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_transpose_matches_torch():
+# (input size, kernel, stride, forward padding): even and odd input sizes, uncovered last rows.
+ADJOINT_CASES = [
+    ((8, 8), 3, 2, "SAME"),
+    ((7, 7), 3, 2, "SAME"),
+    ((8, 7), 3, 2, [(1, 1), (1, 1)]),
+    ((9, 10), 4, 2, [(1, 1), (1, 2)]),
+    ((11, 12), 5, 3, "VALID"),
+    ((12, 11), 5, 3, "SAME"),
+    ((6, 9), (3, 2), (1, 2), [(0, 2), (1, 0)]),
+    ((16, 15), 16, 8, [(4, 4), (4, 4)]),
+]
+
+
+@pytest.mark.parametrize("input_hw,kernel_size,strides,padding", ADJOINT_CASES)
+def test_conv2d_transpose_is_vjp_of_strided_conv_for_even_and_odd_sizes(input_hw, kernel_size, strides, padding):
+    z, kernel = random_conv_t_inputs(kernel_size, hw=input_hw)
+    pair = strides if isinstance(strides, tuple) else (strides, strides)
+    conv = lambda z: lax.conv_general_dilated(z, kernel, pair, padding, dimension_numbers=DN)
+    y, vjp = jax.vjp(conv, z)
+    cotangent = jnp.asarray(np.random.default_rng(3).standard_normal(y.shape), jnp.float32)
+    got = jax.jit(conv2d_transpose, static_argnums=(2, 3, 4))(
+        cotangent, kernel, input_hw, strides, padding if isinstance(padding, str) else tuple(map(tuple, padding))
+    )
+    assert got.shape == z.shape
+    np.testing.assert_allclose(got, vjp(cotangent)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_transpose_says_when_input_size_does_not_match():
+    x, kernel = random_conv_t_inputs(3)
+    with pytest.raises(ValueError, match="input_hw"):
+        conv2d_transpose(x, jnp.swapaxes(kernel, 2, 3), (20, 20), 2, "SAME")
+
+
+@pytest.mark.parametrize("kernel_size,strides,padding,output_padding", [(5, (3, 2), (1, 2), (2, 1)), (3, 2, 1, 1), (4, 2, 1, 0)])
+def test_conv_transpose_matches_torch(kernel_size, strides, padding, output_padding):
     torch = pytest.importorskip("torch")
-    x, kernel = random_conv_t_inputs(5)
+    x, kernel = random_conv_t_inputs(kernel_size)
     want = torch.nn.functional.conv_transpose2d(
         torch.tensor(np.asarray(x).transpose(0, 3, 1, 2)),
         torch.tensor(np.asarray(kernel).transpose(2, 3, 0, 1)),
-        stride=(3, 2),
-        padding=(1, 2),
+        stride=strides,
+        padding=padding,
+        output_padding=output_padding,
     )
-    got = conv_transpose(x, kernel, (3, 2), (1, 2))
+    got = conv_transpose(x, kernel, strides, padding, output_padding)
     np.testing.assert_allclose(got, want.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("kernel_size,strides", [(3, 2), (4, 2), (5, 3), (2, 3), ((3, 4), (2, 1))])
+def test_conv_transpose_matches_flax_conv_transpose(padding, kernel_size, strides):
+    """flax.linen.ConvTranspose correlates the dilated input with its kernel as is (transpose_kernel
+    False): the same numbers as our scatter form with the kernel flipped in space."""
+    x, _ = random_conv_t_inputs(kernel_size)
+    layer = nn.ConvTranspose(4, kernel_size if isinstance(kernel_size, tuple) else (kernel_size,) * 2,
+                             strides if isinstance(strides, tuple) else (strides,) * 2, padding, use_bias=False)
+    params = layer.init(jax.random.key(0), x)
+    flax_kernel = params["params"]["kernel"]
+    got = conv_transpose(x, flax_kernel[::-1, ::-1], strides, padding)
+    np.testing.assert_allclose(got, layer.apply(params, x), rtol=1e-5, atol=1e-5)
 
 
 def test_conv_transpose_rejects_bad_arguments():
@@ -308,6 +389,10 @@ def test_conv_transpose_rejects_bad_arguments():
         conv_transpose(x, kernel, 0)
     with pytest.raises(ValueError, match="padding"):
         conv_transpose(x, kernel, 1, 5)
+    with pytest.raises(ValueError, match="'SAME' or 'VALID'"):
+        conv_transpose(x, kernel, 2, "FULL")
+    with pytest.raises(ValueError, match="smaller than the strides"):
+        conv_transpose(x, kernel, 2, 1, output_padding=2)
 
 
 # --- ConvTranspose module ----------------------------------------------------------------------
@@ -333,3 +418,15 @@ def test_conv_transpose_module_params_bias_and_dtype():
     assert y.dtype == jnp.bfloat16 and y.shape == (2, 10, 6, 7)
     want = conv_transpose(x, params["params"]["kernel"], (2, 1), (1, 0)) + 1.0
     np.testing.assert_allclose(y.astype(jnp.float32), want, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("padding,output_padding", [(1, 1), ("SAME", 0)])
+def test_conv_transpose_module_doubles_size_with_odd_kernel(padding, output_padding):
+    """The DCGAN / U-Net 2x upsampling with a 3x3 kernel, in PyTorch's and in TF/Flax's terms."""
+    layer = ConvTranspose(5, 3, 2, padding, output_padding)
+    x = jnp.ones((1, 6, 7, 2))
+    params = layer.init(jax.random.key(0), x)
+    y = layer.apply(params, x)
+    assert y.shape == (1, 12, 14, 5)
+    want = conv_transpose(x, params["params"]["kernel"], 2, padding, output_padding)
+    np.testing.assert_array_equal(y, want)
