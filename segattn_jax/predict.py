@@ -6,6 +6,7 @@ from pathlib import Path
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from etils import epath
 from PIL import Image, UnidentifiedImageError
 
@@ -28,12 +29,29 @@ def load_image(path: str | Path) -> np.ndarray:
     return array.astype(np.float32) / scale
 
 
-def check_channels(path: str | Path, image: np.ndarray, channels: int) -> None:
-    if image.shape[-1] != channels:
+# ITU-R 601-2 luma, as PIL's convert("L").
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_KINDS = {1: "grayscale", 2: "grayscale+alpha", 3: "RGB", 4: "RGBA"}
+
+
+def match_channels(path: str | Path, image: np.ndarray, channels: int) -> np.ndarray:
+    """`image` converted to the model's `channels` as image tools do (gray -> RGB by repeating,
+    alpha dropped, RGB -> gray by luma), saying so in one log line; ValueError for other counts."""
+    have = image.shape[-1]
+    if have == channels:
+        return image
+    if have not in _KINDS or channels not in (1, 3):
         kind = {1: "grayscale", 3: "RGB"}.get(channels, f"{channels}-channel")
         mode = "L" if channels == 1 else "RGB"
-        raise ValueError(f"{path} has {image.shape[-1]} channels but this model takes {channels} "
+        raise ValueError(f"{path} has {have} channels but this model takes {channels} "
                          f"({kind}); convert it first, e.g. with PIL's Image.convert('{mode}').")
+    color = image[..., :1] if have in (1, 2) else image[..., :3]  # alpha dropped
+    if channels == 3:
+        converted = np.repeat(color, 3, axis=-1) if color.shape[-1] == 1 else color
+    else:
+        converted = color if color.shape[-1] == 1 else (color @ _LUMA)[..., None]
+    logging.info("%s: %s image converted to %s for this model.", path, _KINDS[have], _KINDS[channels])
+    return converted.astype(np.float32)
 
 
 def predict_files(config: ml_collections.ConfigDict, workdir: str | epath.Path,
@@ -44,8 +62,8 @@ def predict_files(config: ml_collections.ConfigDict, workdir: str | epath.Path,
     images = [load_image(p) for p in paths]  # validate the files before any work
     exp = Experiment(config, workdir)
     _, height, width, channels = exp.image_shape
+    images = [match_channels(path, image, channels) for path, image in zip(paths, images)]
     for path, image in zip(paths, images):
-        check_channels(path, image, channels)
         if not exp.task.any_input_size and image.shape[:2] != (height, width):
             raise ValueError(f"{path} is {image.shape[1]}x{image.shape[0]} but this model takes "
                              f"{width}x{height} images; resize it first.")

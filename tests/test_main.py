@@ -53,12 +53,20 @@ def test_eval_and_predict_commands(trained_fcn, tfds_dir, tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout) == result["eval"]
 
-    image = tmp_path / "scene.png"  # any size: FCN is fully convolutional
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 41, 3), np.uint8)).save(image)
-    predicted = cli.run(["predict", *args, "--images", str(image)])
+    image, gray, rgba = tmp_path / "scene.png", tmp_path / "gray.png", tmp_path / "rgba.png"
+    pixels = np.random.default_rng(0).integers(0, 255, (37, 41, 4), np.uint8)  # any size: FCN
+    Image.fromarray(pixels[..., :3]).save(image)
+    Image.fromarray(pixels[..., 0]).save(gray)
+    Image.fromarray(pixels).save(rgba)
+    predicted = cli.run(["predict", *args, "--images", str(image), "--images", str(gray),
+                         "--images", str(rgba)])
     assert predicted.returncode == 0, predicted.stderr
+    assert f"{gray}: grayscale image converted to RGB" in predicted.stderr
+    assert f"{rgba}: RGBA image converted to RGB" in predicted.stderr
     overlay = np.asarray(Image.open(run_dir / "predictions" / "scene.png"))
-    assert overlay.shape == (37, 41, 3)
+    assert overlay.shape[0] == 37 * 7 + 4 and overlay.shape[1] > 41 * 7  # upscaled, with a legend
+    for name in ("gray", "rgba"):
+        assert (run_dir / "predictions" / f"{name}.png").is_file()
 
 
 def test_predict_rejects_bad_files_before_any_work(trained_fcn, tfds_dir, tmp_path):
@@ -69,8 +77,22 @@ def test_predict_rejects_bad_files_before_any_work(trained_fcn, tfds_dir, tmp_pa
     text.write_text("not an image")
     with pytest.raises(ValueError, match="is not an image file"):
         predict.predict_files(config, run_dir, [str(gray), str(text)])
-    with pytest.raises(ValueError, match="has 1 channels but this model takes 3 .RGB."):
-        predict.predict_files(config, run_dir, [str(gray)])
+    assert not (run_dir / "predictions" / "gray.png").exists()
+
+
+def test_match_channels_converts_gray_and_alpha_as_image_tools_do(caplog):
+    rgb = np.random.default_rng(0).random((4, 5, 3), np.float32)
+    gray = rgb[..., :1]
+    caplog.set_level("INFO")
+    np.testing.assert_array_equal(predict.match_channels("g.png", gray, 3), np.repeat(gray, 3, -1))
+    assert "g.png: grayscale image converted to RGB" in caplog.text
+    rgba = np.concatenate([rgb, np.ones_like(gray)], -1)
+    np.testing.assert_array_equal(predict.match_channels("a.png", rgba, 3), rgb)
+    luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    np.testing.assert_allclose(predict.match_channels("c.png", rgb, 1)[..., 0], luma, rtol=1e-6)
+    assert predict.match_channels("same.png", rgb, 3) is rgb
+    with pytest.raises(ValueError, match="has 5 channels but this model takes 3 .RGB."):
+        predict.match_channels("five.tif", np.zeros((4, 5, 5), np.float32), 3)
 
 
 def test_load_image_reads_8_and_16_bit(tmp_path):

@@ -63,6 +63,22 @@ def load_builder(name: str | tfds.core.DatasetBuilder, data_dir: str | None = No
         f"or point data_dir at a TFDS data directory that already holds it.")
 
 
+def label_names(name: str | tfds.core.DatasetBuilder, preprocess_name: str,
+                data_dir: str | None = None) -> tuple[str, ...]:
+    """Names of the labels that preprocessor `preprocess_name` makes from dataset `name`, for
+    pictures and legends: the builder's `LABEL_NAMES[preprocess_name]` where it declares them
+    (e.g. segmentation masks with a background class), else the names of its 'label' ClassLabel
+    feature, else () (pictures then say 'class k'). Needs no prepared data."""
+    builder = name if isinstance(name, tfds.core.DatasetBuilder) else tfds.builder(
+        name, data_dir=data_dir)
+    declared = getattr(builder, "LABEL_NAMES", {}).get(preprocess_name)
+    if declared:
+        return tuple(declared)
+    features = builder.info.features
+    label = features["label"] if "label" in features.keys() else None
+    return tuple(label.names) if isinstance(label, tfds.features.ClassLabel) else ()
+
+
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
     if process_index is None or process_count is None:
         import jax  # local: only needed for the defaults

@@ -268,6 +268,8 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
     ]
     # Generated locally from its config: the input pipeline may prepare it on first use.
     generated_locally = True
+    # Class names per preprocessor (pipeline.label_names): mask value 0 is background.
+    LABEL_NAMES = {"segmentation": ("background", *CLASS_NAMES)}
 
     def _info(self) -> tfds.core.DatasetInfo:
         s = self.builder_config.image_size

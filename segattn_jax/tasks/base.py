@@ -7,6 +7,7 @@ host methods (`summarize`, `pictures`) get numpy.
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -28,6 +29,14 @@ class Task(abc.ABC):
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self.model: nn.Module = build_model(config.model)
+
+    @functools.cached_property
+    def class_names(self) -> tuple[str, ...]:
+        """The dataset's names for this task's labels (pictures name classes with them)."""
+        from segattn_jax.data import pipeline  # TensorFlow: only when pictures are drawn
+
+        return pipeline.label_names(self.config.dataset.name, self.preprocess,
+                                    self.config.dataset.data_dir)
 
     def init_params(self, rng: jax.Array, images: jax.Array) -> Any:
         return self.model.init({"params": rng}, images, train=False)["params"]

@@ -42,21 +42,39 @@ class ClassificationTask(Task):
 
     @staticmethod
     def _input_and_attended(image: np.ndarray, transformed: np.ndarray | None) -> list[np.ndarray]:
-        """The input, and what an attention model made of it (if it has a transformer)."""
-        row = [pics.to_uint8(image)]
-        if transformed is not None:
-            row.append(pics.to_uint8(np.clip(transformed, 0, 1)))
+        """The input, and what an attention model made of it (if it has a transformer), upscaled."""
+        row = [pics.upscale(pics.to_rgb_uint8(image))]
+        if transformed is not None:  # shown at the input's height, whatever its output size
+            transformed = pics.to_rgb_uint8(np.clip(transformed, 0, 1))
+            height = row[0].shape[0]
+            width = max(1, round(transformed.shape[1] * height / transformed.shape[0]))
+            row.append(pics.resize_nearest(transformed, height, width))
         return row
 
     def pictures(self, batch, predictions) -> np.ndarray:
-        """input | transformed input (if the model has one) | a green/red bar: right/wrong."""
+        """input | transformed input (if the model has one) | true and predicted class in words,
+        green when right and red when wrong."""
         rows = []
         for i, image in enumerate(batch["image"]):
             transformed = predictions[TRANSFORMED][i] if TRANSFORMED in predictions else None
-            right = predictions["label"][i] == batch["label"][i]
-            bar = np.full((image.shape[0], 4, 3), (0, 200, 0) if right else (220, 0, 0), np.uint8)
-            rows.append([*self._input_and_attended(image, transformed), bar])
-        return pics.image_grid(rows)
+            tiles = self._input_and_attended(image, transformed)
+            truth, guess = int(batch["label"][i]), int(predictions["label"][i])
+            color = pics.RIGHT_COLOR if truth == guess else pics.WRONG_COLOR
+            tiles.append(pics.text_panel(
+                [(f"true: {pics.class_name(self.class_names, truth)}", pics.TEXT_COLOR),
+                 (f"predicted: {pics.class_name(self.class_names, guess)}", color)],
+                height=tiles[0].shape[0]))
+            rows.append(tiles)
+        titles = ("input", *(["transformed"] if len(rows[0]) == 3 else []), "class")
+        return pics.image_grid(rows, titles=titles)
 
     def overlay(self, image, predictions) -> np.ndarray:
-        return pics.image_grid([self._input_and_attended(image, predictions.get(TRANSFORMED))])
+        """input | transformed input (if any) | the predicted class and its probability."""
+        tiles = self._input_and_attended(image, predictions.get(TRANSFORMED))
+        guess = int(predictions["label"])
+        logits = np.asarray(predictions["logits"], np.float64)
+        probability = float(np.exp(logits[guess] - logits.max()) / np.exp(logits - logits.max()).sum())
+        tiles.append(pics.text_panel(
+            [(f"predicted: {pics.class_name(self.class_names, guess)}", pics.TEXT_COLOR),
+             (f"probability: {probability:.2f}", pics.TEXT_COLOR)], height=tiles[0].shape[0]))
+        return pics.image_grid([tiles])

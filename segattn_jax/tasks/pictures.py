@@ -1,22 +1,29 @@
-"""PNG pictures that tasks write during eval and `predict`: colored masks, overlays, grids.
+"""PNG pictures that tasks write during eval and `predict`: colored masks, overlays, grids, words.
 
-Host-side numpy only (pictures are made from a few examples after `jax.device_get`). Masks use the
-PASCAL VOC colormap, so pictures of VOC-trained models look like the VOC ground truth PNGs and
-the same class has the same color in every picture of every task.
+Host-side numpy and Pillow only (pictures are made from a few examples after `jax.device_get`).
+Masks use the PASCAL VOC colormap, so pictures of VOC-trained models look like the VOC ground truth
+PNGs and the same class has the same color in every picture of every task. Small inputs (the
+embedded 64x64 scenes) are upscaled by whole factors to `MIN_SIDE` so a prediction can be judged,
+and classes are named in legends and captions rather than left to the reader's memory of colors.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 
 import numpy as np
 from etils import epath
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from segattn_jax.ops.images import to_uint8
 
 # VOC draws "void" / ignored pixels (label 255) in this color; it is VOC palette entry 255.
 VOC_VOID_LABEL = 255
+MIN_SIDE = 256  # pictures of smaller inputs are upscaled (nearest, whole factor) to this short side
+FONT_SIZE = 16
+_LINE_HEIGHT = FONT_SIZE + 6
+RIGHT_COLOR, WRONG_COLOR, TEXT_COLOR = (0, 150, 0), (200, 0, 0), (0, 0, 0)
 
 
 def voc_palette(num_colors: int = 256) -> np.ndarray:
@@ -77,17 +84,97 @@ def resize_nearest(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return image[rows[:, None], cols[None, :]]
 
 
+def upscale(image: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
+    """Repeats pixels by the smallest whole factor that brings the short side to >= `min_side`
+    (masks stay crisp and label-exact); images already that large are returned as they are."""
+    factor = -(-min_side // max(1, min(image.shape[:2])))
+    if factor <= 1:
+        return image
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def class_name(names: Sequence[str], index: int) -> str:
+    """`names[index]`, or 'class <index>' where the dataset names fewer classes than the model has."""
+    return names[index] if 0 <= index < len(names) else f"class {index}"
+
+
+@functools.cache
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled font (no font files needed on a fresh machine or a TPU worker)."""
+    try:
+        return ImageFont.load_default(size=FONT_SIZE)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _text_width(text: str) -> int:
+    left, _, right, _ = _font().getbbox(text)
+    return right - left
+
+
+def text_panel(lines: Sequence[tuple[str, tuple[int, int, int]]], height: int,
+               width: int | None = None) -> np.ndarray:
+    """White (height, width, 3) uint8 panel with one (text, RGB color) per line, top-left aligned;
+    `width` defaults to the widest line. Lines that do not fit in `height` are dropped."""
+    margin = 6
+    width = width or margin * 2 + max([_text_width(text) for text, _ in lines] or [0])
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for i, (text, color) in enumerate(lines):
+        top = margin + i * _LINE_HEIGHT
+        if top + _LINE_HEIGHT > height:
+            break
+        draw.text((margin, top), text, fill=tuple(color), font=_font())
+    return np.asarray(canvas)
+
+
+def legend(class_ids: Sequence[int], names: Sequence[str], height: int) -> np.ndarray:
+    """White (height, width, 3) panel: a VOC-colored swatch and the name of each class in
+    `class_ids` (ignore labels are skipped), in columns when they do not fit in one."""
+    margin, swatch = 6, FONT_SIZE
+    ids = [int(k) for k in class_ids if int(k) != VOC_VOID_LABEL]
+    per_column = max(1, (height - 2 * margin) // _LINE_HEIGHT)
+    columns = [ids[i:i + per_column] for i in range(0, len(ids), per_column)] or [[]]
+    widths = [swatch + 6 + max([_text_width(class_name(names, k)) for k in column] or [0])
+              for column in columns]
+    canvas = Image.new("RGB", (margin + sum(w + margin for w in widths), height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    palette = voc_palette(max(ids + [0]) + 1)
+    left = margin
+    for column, column_width in zip(columns, widths):
+        for row, k in enumerate(column):
+            top = margin + row * _LINE_HEIGHT
+            draw.rectangle([left, top + 2, left + swatch - 1, top + swatch + 1],
+                           fill=tuple(int(c) for c in palette[k]), outline=(128, 128, 128))
+            draw.text((left + swatch + 6, top), class_name(names, k), fill=TEXT_COLOR, font=_font())
+        left += column_width + margin
+    return np.asarray(canvas)
+
+
+def titled(image: np.ndarray, title: str) -> np.ndarray:
+    """`image` (RGB uint8) with a one-line caption strip above it."""
+    image = to_rgb_uint8(image)
+    strip = text_panel([(title, TEXT_COLOR)], _LINE_HEIGHT + 6, width=image.shape[1])
+    return np.concatenate([strip, image], axis=0)
+
+
 def image_grid(
-    rows: Sequence[Sequence[np.ndarray]], pad: int = 2, pad_value: int = 255
+    rows: Sequence[Sequence[np.ndarray]], pad: int = 2, pad_value: int = 255,
+    titles: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Tiles images into one (H, W, 3) uint8 picture: a list of rows, each a list of images.
 
     Gray images become RGB. Within a row, every image is resized (nearest, keeping its aspect
     ratio) to the row's tallest height, so e.g. a 16x16 score map sits next to its 64x64 input;
     shorter rows are padded on the right. `pad` pixels of `pad_value` separate and frame the tiles.
+    `titles` caption the first row's tiles (the columns), one per tile.
     """
     if not rows or not all(len(row) for row in rows):
         raise ValueError("image_grid needs a non-empty list of non-empty rows of images.")
+    if titles is not None:
+        if len(titles) != len(rows[0]):
+            raise ValueError(f"{len(titles)} titles for {len(rows[0])} tiles in the first row.")
+        rows = [[titled(tile, title) for tile, title in zip(rows[0], titles)], *rows[1:]]
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}.")
     strips = []

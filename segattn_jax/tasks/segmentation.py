@@ -54,13 +54,29 @@ class SegmentationTask(Task):
         return {k: 100.0 * float(v)
                 for k, v in segmentation_metrics(np.asarray(statistics)).items()}
 
+    def _present(self, *masks: np.ndarray) -> np.ndarray:
+        """Class ids that occur in any of `masks`, ignore label excluded."""
+        ids = np.unique(np.concatenate([np.ravel(m) for m in masks]))
+        return ids[ids != self.ignore_label]
+
     def pictures(self, batch, predictions) -> np.ndarray:
-        rows = [[pics.to_uint8(image),
-                 pics.colorize_mask(label, self.num_classes, ignore_label=self.ignore_label),
-                 pics.colorize_mask(pred, self.num_classes)]
-                for image, label, pred in zip(batch["image"], batch["label"],
-                                              predictions["label_map"])]
-        return pics.image_grid(rows)
+        """input | ground truth | prediction | legend of the classes in either, upscaled."""
+        rows = []
+        for image, label, pred in zip(batch["image"], batch["label"], predictions["label_map"]):
+            tiles = [pics.upscale(pics.to_rgb_uint8(image)),
+                     pics.upscale(pics.colorize_mask(label, self.num_classes,
+                                                     ignore_label=self.ignore_label)),
+                     pics.upscale(pics.colorize_mask(pred, self.num_classes))]
+            tiles.append(pics.legend(self._present(label, pred), self.class_names,
+                                     height=tiles[0].shape[0]))
+            rows.append(tiles)
+        return pics.image_grid(rows, titles=("input", "ground truth", "prediction", "classes"))
 
     def overlay(self, image, predictions) -> np.ndarray:
-        return pics.overlay(pics.to_uint8(image), predictions["label_map"], self.num_classes)
+        """The prediction's classes tinted over the image (background untinted), upscaled, and a
+        legend of the tinted classes."""
+        label_map = predictions["label_map"]
+        tinted = pics.upscale(pics.overlay(pics.to_uint8(image), label_map, self.num_classes))
+        shown = self._present(label_map)
+        return pics.image_grid([[tinted, pics.legend(shown[shown != 0], self.class_names,
+                                                     height=tinted.shape[0])]])

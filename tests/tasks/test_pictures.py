@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segattn_jax.tasks import pictures as pics
 from segattn_jax.tasks.pictures import colorize_mask, image_grid, overlay, save_png, to_uint8, voc_palette
 
 # The 21 class colors of PASCAL VOC 2012 (VOCdevkit labelcolormap), background first.
@@ -66,3 +67,53 @@ def test_save_png_roundtrip_creates_directories(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(path)), picture)
     gray = save_png(tmp_path / "gray.png", np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4))
     np.testing.assert_array_equal(np.asarray(Image.open(gray)), to_uint8(np.linspace(0, 1, 12).reshape(3, 4)))
+
+
+def test_upscale_by_whole_factor_to_min_side():
+    mask = np.arange(6).reshape(2, 3)
+    big = pics.upscale(mask, min_side=5)  # factor ceil(5 / 2) = 3
+    assert big.shape == (6, 9)
+    np.testing.assert_array_equal(big[::3, ::3], mask)
+    np.testing.assert_array_equal(big[2, 8], mask[0, 2])
+    assert pics.upscale(np.zeros((64, 80, 3))).shape == (256, 320, 3)
+    large = np.zeros((300, 500, 3))
+    assert pics.upscale(large) is large
+
+
+def has_color(panel: np.ndarray, color, tolerance: int = 40) -> bool:
+    return bool(np.any(np.all(np.abs(panel.astype(int) - color) <= tolerance, axis=-1)))
+
+
+def test_legend_shows_each_class_color_and_a_name_beside_it():
+    names = ("background", "aeroplane", "bicycle", "bird")
+    panel = pics.legend([0, 3, 255], names, height=120)  # 255 (void) is not a class: skipped
+    assert panel.shape[0] == 120 and panel.dtype == np.uint8
+    assert has_color(panel, VOC_COLORS[3], 0) and has_color(panel, VOC_COLORS[0], 0)
+    assert not has_color(panel, VOC_COLORS[1], 0) and not has_color(panel, (224, 224, 192), 0)
+    text_columns = np.where((panel[:, pics.FONT_SIZE + 12 :] < 100).all(-1).any(0))[0]
+    assert text_columns.size > 20  # dark glyph pixels right of the swatches
+    longer = pics.legend([0, 3], ("background", "a", "b", "a much longer class name"), height=120)
+    assert longer.shape[1] > panel.shape[1]
+    # More entries than fit in one column wrap into a second one; unnamed ids say "class k".
+    assert pics.legend(range(12), names, height=60).shape[1] > 2 * pics.legend(range(2), names, 60).shape[1]
+    assert pics.class_name(names, 7) == "class 7" and pics.class_name(names, 2) == "bicycle"
+
+
+def test_text_panel_draws_lines_in_their_colors():
+    panel = pics.text_panel([("true: 7", pics.TEXT_COLOR), ("predicted: 3", pics.WRONG_COLOR)], height=80)
+    assert panel.shape[0] == 80
+    top, bottom = panel[: 6 + pics.FONT_SIZE + 4], panel[6 + pics.FONT_SIZE + 4 :]
+    assert has_color(top, (0, 0, 0)) and not has_color(top, pics.WRONG_COLOR)
+    assert has_color(bottom, pics.WRONG_COLOR)
+    assert pics.text_panel([("x", (0, 0, 0))], 40).shape[1] < panel.shape[1]
+
+
+def test_image_grid_titles_caption_the_first_row():
+    tile = np.zeros((30, 40, 3), np.uint8)
+    plain = image_grid([[tile, tile], [tile, tile]], pad=0)
+    titled = image_grid([[tile, tile], [tile, tile]], pad=0, titles=("input", "prediction"))
+    assert titled.shape[0] > plain.shape[0] and titled.shape[1] == plain.shape[1]
+    strip = titled[: titled.shape[0] - plain.shape[0]]
+    assert (strip < 100).all(-1).any()  # the titles' glyphs
+    with pytest.raises(ValueError, match="titles"):
+        image_grid([[tile, tile]], titles=("one",))
