@@ -11,6 +11,7 @@ import jax  # noqa: E402
 import conv_passes  # noqa: E402
 import conv_transpose  # noqa: E402
 import fcn_train_step  # noqa: E402
+import loop_overhead  # noqa: E402
 
 
 def main() -> None:
@@ -20,6 +21,8 @@ def main() -> None:
     conv_passes.main()
     print()
     conv_transpose.main()
+    print()
+    loop_overhead.main()
 
 
 if __name__ == "__main__":

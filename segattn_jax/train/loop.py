@@ -252,6 +252,37 @@ class _PendingMetrics:
         return {f"train/{k}": float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
 
 
+class _StepClock:
+    """Wall time per training step between log points, without the time spent in evaluation,
+    pictures and checkpoint saves: what the loop costs on top of the step itself.
+
+    Log points sync with the device (the metrics are fetched), so each interval's time is real.
+    The first interval holds the compilation and is reported but left out of `ms_per_step`.
+    """
+
+    def __init__(self, start_step: int):
+        self._step, self._time, self._excluded = start_step, time.perf_counter(), 0.0
+        self.intervals: list[tuple[int, float]] = []  # (steps, seconds)
+
+    def exclude(self, seconds: float) -> None:
+        self._excluded += seconds
+
+    def lap(self, step: int) -> float:
+        """Milliseconds per step since the last lap."""
+        now = time.perf_counter()
+        steps, seconds = step - self._step, now - self._time - self._excluded
+        self._step, self._time, self._excluded = step, now, 0.0
+        self.intervals.append((steps, seconds))
+        return 1e3 * seconds / max(steps, 1)
+
+    def ms_per_step(self) -> float | None:
+        """Steady-state milliseconds per step (after the first interval), None if too short."""
+        steady = self.intervals[1:]
+        if not steady:
+            return None
+        return 1e3 * sum(s for _, s in steady) / sum(n for n, _ in steady)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | epath.Path) -> dict[str, Any] | None:
     """Trains (resuming from the latest checkpoint), evaluates periodically, writes metrics.json.
@@ -280,20 +311,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             data_dir=config.dataset.data_dir)
         pending = _PendingMetrics()
 
+        clock = _StepClock(start_step)
+
         def save(step: int):
             nonlocal last_saved
-            pending.check_finite(last_saved, checkpointer.directory)
+            pending.check_finite(last_saved, checkpointer.directory)  # waits for the last step
+            began = time.perf_counter()
             if step != last_saved:
                 checkpointer.save(step, state)
                 last_saved = step
+            clock.exclude(time.perf_counter() - began)
 
         def evaluate_and_draw(step: int) -> dict[str, float]:
+            jax.block_until_ready(state.step)  # the steps in flight count as training time
+            began = time.perf_counter()
             metrics = exp.evaluate(state.params)
             writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
             picture = exp.pictures(state.params, picture_batch)
             if is_main:
                 pics.save_png(exp.workdir / "pictures" / f"step_{step:06d}.png", picture)
                 writer.write_images(step, {"pictures": picture[None]})
+            clock.exclude(time.perf_counter() - began)
             return metrics
 
         progress = tqdm(total=train.num_steps, initial=start_step, disable=not is_main,
@@ -308,7 +346,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             if step % train.log_every == 0 or step == train.num_steps:
                 pending.check_finite(last_saved, checkpointer.directory)
                 means = pending.pop_means()
-                writer.write_scalars(step, means)
+                ms = clock.lap(step)
+                writer.write_scalars(step, {**means, "perf/ms_per_step": ms,
+                                            "perf/images_per_second": 1e3 * train.batch_size / ms})
                 progress.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
             if step % train.checkpoint_every == 0:
                 save(step)
@@ -329,6 +369,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         checkpointer.close()
     result = {"step": train.num_steps, "eval": eval_metrics,
               "train_seconds": round(time.time() - started, 1),
+              "ms_per_step": clock.ms_per_step(),
               "experiment": config.experiment, "row": config.row, "column": config.column,
               "paper": config.paper.to_dict()}
     if is_main:

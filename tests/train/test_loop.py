@@ -23,6 +23,7 @@ def test_small_variant_trains_a_few_steps(name, arg, tfds_dir, tmp_path):
     assert saved["eval"] == result["eval"] and all(np.isfinite(v) for v in saved["eval"].values())
     assert (tmp_path / "pictures" / "step_000003.png").is_file()
     assert (tmp_path / "checkpoints" / "3").is_dir()
+    assert "ms_per_step" in saved  # None: 3 steps are one log interval, the compiling one
 
 
 def test_sharded_step_equals_single_device_step(tfds_dir, tmp_path):
@@ -112,3 +113,18 @@ def test_classification_learns(tfds_dir, tmp_path):
         "optimizer.learning_rate": 3e-3, "train.checkpoint_every": 1000, "train.log_every": 50})
     metrics = loop.train_and_evaluate(config, tmp_path)["eval"]
     assert metrics["error_percent"] < 25.0, metrics  # chance: 90%
+
+
+def test_step_clock_leaves_out_eval_checkpoints_and_compilation(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: now[0])
+    clock = loop._StepClock(start_step=0)
+    now[0] += 30.0  # 10 steps including compilation
+    assert clock.lap(10) == pytest.approx(3000.0)
+    assert clock.ms_per_step() is None  # only the compilation interval so far
+    now[0] += 2.0 + 5.0  # 10 steps of 0.2 s, plus an evaluation of 5 s
+    clock.exclude(5.0)
+    assert clock.lap(20) == pytest.approx(200.0)
+    now[0] += 1.0  # 4 steps of 0.25 s
+    clock.lap(24)
+    assert clock.ms_per_step() == pytest.approx(1e3 * 3.0 / 14)
