@@ -72,12 +72,12 @@ def test_eval_and_predict_commands(trained_fcn, tfds_dir, tmp_path):
 def test_predict_rejects_bad_files_before_any_work(trained_fcn, tfds_dir, tmp_path):
     _, run_dir, _ = trained_fcn
     config = experiment_config("fcn", "FCN-8s,mini", tfds_dir)
-    gray, text = tmp_path / "gray.png", tmp_path / "notes.png"
+    gray, text = tmp_path / "unpredicted_gray.png", tmp_path / "notes.png"
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(gray)
     text.write_text("not an image")
     with pytest.raises(ValueError, match="is not an image file"):
         predict.predict_files(config, run_dir, [str(gray), str(text)])
-    assert not (run_dir / "predictions" / "gray.png").exists()
+    assert not (run_dir / "predictions" / "unpredicted_gray.png").exists()
 
 
 def test_match_channels_converts_gray_and_alpha_as_image_tools_do(caplog):

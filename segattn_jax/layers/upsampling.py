@@ -269,7 +269,8 @@ def conv_transpose_cropped(
     input-dilated convolution of `lax.conv_transpose`.
     """
     _check_conv_transpose_operands(x, kernel)
-    (sh, sw), (ch, cw), (out_h, out_w) = _pair(strides, "strides"), tuple(starts), tuple(sizes)
+    (sh, sw), (ch, cw) = _pair(strides, "strides"), _pair(starts, "starts", minimum=0)
+    out_h, out_w = _pair(sizes, "sizes")
     n, h, w, in_features = x.shape
     kh, kw, _, out_features = kernel.shape
     mh, mw = -(-kh // sh), -(-kw // sw)  # taps per phase
