@@ -41,7 +41,7 @@ def match_channels(path: str | Path, image: np.ndarray, channels: int) -> np.nda
     if have == channels:
         return image
     if have not in _KINDS or channels not in (1, 3):
-        kind = {1: "grayscale", 3: "RGB"}.get(channels, f"{channels}-channel")
+        kind = _KINDS.get(channels, f"{channels}-channel")
         mode = "L" if channels == 1 else "RGB"
         raise ValueError(f"{path} has {have} channels but this model takes {channels} "
                          f"({kind}); convert it first, e.g. with PIL's Image.convert('{mode}').")

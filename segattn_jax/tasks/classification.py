@@ -42,13 +42,11 @@ class ClassificationTask(Task):
 
     @staticmethod
     def _input_and_attended(image: np.ndarray, transformed: np.ndarray | None) -> list[np.ndarray]:
-        """The input, and what an attention model made of it (if it has a transformer), upscaled."""
+        """The input, upscaled, and what an attention model made of it (if it has a transformer),
+        which `image_grid` brings to the input's height whatever its output size."""
         row = [pics.upscale(pics.to_rgb_uint8(image))]
-        if transformed is not None:  # shown at the input's height, whatever its output size
-            transformed = pics.to_rgb_uint8(np.clip(transformed, 0, 1))
-            height = row[0].shape[0]
-            width = max(1, round(transformed.shape[1] * height / transformed.shape[0]))
-            row.append(pics.resize_nearest(transformed, height, width))
+        if transformed is not None:
+            row.append(pics.to_rgb_uint8(np.clip(transformed, 0, 1)))
         return row
 
     def pictures(self, batch, predictions) -> np.ndarray:
@@ -72,8 +70,8 @@ class ClassificationTask(Task):
         """input | transformed input (if any) | the predicted class and its probability."""
         tiles = self._input_and_attended(image, predictions.get(TRANSFORMED))
         guess = int(predictions["label"])
-        logits = np.asarray(predictions["logits"], np.float64)
-        probability = float(np.exp(logits[guess] - logits.max()) / np.exp(logits - logits.max()).sum())
+        odds = np.exp(np.asarray(predictions["logits"], np.float64) - np.max(predictions["logits"]))
+        probability = float(odds[guess] / odds.sum())  # softmax
         tiles.append(pics.text_panel(
             [(f"predicted: {pics.class_name(self.class_names, guess)}", pics.TEXT_COLOR),
              (f"probability: {probability:.2f}", pics.TEXT_COLOR)], height=tiles[0].shape[0]))

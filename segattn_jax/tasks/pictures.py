@@ -171,20 +171,20 @@ def image_grid(
     """
     if not rows or not all(len(row) for row in rows):
         raise ValueError("image_grid needs a non-empty list of non-empty rows of images.")
-    if titles is not None:
-        if len(titles) != len(rows[0]):
-            raise ValueError(f"{len(titles)} titles for {len(rows[0])} tiles in the first row.")
-        rows = [[titled(tile, title) for tile, title in zip(rows[0], titles)], *rows[1:]]
+    if titles is not None and len(titles) != len(rows[0]):
+        raise ValueError(f"{len(titles)} titles for {len(rows[0])} tiles in the first row.")
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}.")
     strips = []
-    for row in rows:
+    for index, row in enumerate(rows):
         images = [to_rgb_uint8(image) for image in row]
         height = max(image.shape[0] for image in images)
         tiles = []
         for image in images:
             width = max(1, round(image.shape[1] * height / image.shape[0]))
             tiles.append(resize_nearest(image, height, width))
+        if index == 0 and titles is not None:  # after resizing, so the captions keep their size
+            tiles = [titled(tile, title) for tile, title in zip(tiles, titles)]
         strips.append(_join(tiles, axis=1, pad=pad, pad_value=pad_value))
     width = max(strip.shape[1] for strip in strips)
     strips = [
