@@ -12,6 +12,7 @@ make the checkpoint unreadable, which is reported in one line and skipped for th
 from __future__ import annotations
 
 import collections
+import logging as logging_std
 import sys
 from typing import Any
 
@@ -47,6 +48,31 @@ def _drop_closed_event_loop_callbacks() -> None:
     sys.unraisablehook = hook
 
 
+class _DropUnretrievedReadErrors(logging_std.Filter):
+    """Drops asyncio's "Task exception was never retrieved" tracebacks for failed reads of files
+    under the checkpoint directories: the same damaged reads, left behind by orbax's abandoned
+    tasks and logged whenever they are garbage-collected, that `restore_latest` already reports
+    in one line per checkpoint. Other asyncio errors pass."""
+
+    directories: set[str] = set()
+
+    def filter(self, record: logging_std.LogRecord) -> bool:
+        message = str(record.msg)
+        if not message.startswith(("Task exception was never retrieved",
+                                    "Future exception was never retrieved")):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        return not any(d in str(error) for d in self.directories)
+
+
+def _drop_unretrieved_read_errors(directory: epath.Path) -> None:
+    """Adds `directory` to the asyncio filter, installing it once."""
+    _DropUnretrievedReadErrors.directories.add(str(directory))
+    asyncio_logger = logging_std.getLogger("asyncio")
+    if not any(isinstance(f, _DropUnretrievedReadErrors) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_DropUnretrievedReadErrors())
+
+
 def _first_line(error: BaseException, limit: int = 160) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text[:limit]}"
@@ -66,6 +92,7 @@ class Checkpointer:
         _drop_closed_event_loop_callbacks()
         directory = epath.Path(directory)  # epath: local or gs:// alike
         self.directory = directory if "://" in str(directory) else directory.absolute()
+        _drop_unretrieved_read_errors(self.directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
                                                create=create)
         # The handler is named up front so that a step's metadata can be read before restoring.

@@ -94,3 +94,4 @@ def test_all_unreadable_stops_unless_allowed_to_start_over(finished_run, tfds_di
     assert "starting from scratch" in restarted.stderr
     assert json.loads((workdir / "metrics.json").read_text())["eval"] == finished_run[1]
     assert sorted(p.name for p in (workdir / "checkpoints_unreadable").iterdir()) == ["12", "4", "8"]
+
