@@ -1,6 +1,8 @@
 """Reusable layers: convolution, pooling, upsampling, attention, sampling grids, RoI ops."""
 from segattn_jax.layers.conv import Conv, conv2d, conv2d_transpose
 from segattn_jax.layers.pooling import max_pool
+from segattn_jax.layers.roi import roi_align, roi_pool
+from segattn_jax.layers.sampling import bilinear_at
 from segattn_jax.layers.spatial_transformer import (
     TRANSFORMS,
     SpatialTransformer,

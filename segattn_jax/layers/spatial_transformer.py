@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segattn_jax.layers.sampling import bilinear_at
 from segattn_jax.ops.tps import tps_evaluation_matrix
 
 TRANSFORMS = ("affine", "projective", "tps")
@@ -140,32 +141,15 @@ def bilinear_sample(images: jax.Array, grid: jax.Array) -> jax.Array:
     """
     if images.ndim != 4:
         raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}.")
-    if grid.ndim != 4 or grid.shape[-1] != 2 or grid.shape[0] != images.shape[0]:
+    if grid.ndim != 4 or grid.shape[-1] != 2 or grid.shape[:1] != images.shape[:1]:
         raise ValueError(f"grid must be (N, h, w, 2) with N={images.shape[0]} matching images, "
                          f"got shape {grid.shape}.")
-    n, height, width, channels = images.shape
+    height, width = images.shape[1:3]
     grid = grid.astype(jnp.float32)
     # Continuous pixel coordinates (align_corners=False): -1 -> -0.5, +1 -> size - 0.5.
     x = (grid[..., 0] + 1.0) * (width / 2.0) - 0.5
     y = (grid[..., 1] + 1.0) * (height / 2.0) - 0.5
-    x0 = jnp.floor(x)
-    y0 = jnp.floor(y)
-    wx1 = x - x0
-    wy1 = y - y0
-    x0 = x0.astype(jnp.int32)
-    y0 = y0.astype(jnp.int32)
-    flat = images.reshape(n, height * width, channels)
-
-    def tap(xi: jax.Array, yi: jax.Array, weight: jax.Array) -> jax.Array:
-        inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
-        index = jnp.clip(yi, 0, height - 1) * width + jnp.clip(xi, 0, width - 1)
-        values = jnp.take_along_axis(flat, index.reshape(n, -1, 1), axis=1)
-        values = values.reshape(index.shape + (channels,)).astype(jnp.float32)
-        return values * jnp.where(inside, weight, 0.0)[..., None]
-
-    out = (tap(x0, y0, (1.0 - wx1) * (1.0 - wy1)) + tap(x0 + 1, y0, wx1 * (1.0 - wy1))
-           + tap(x0, y0 + 1, (1.0 - wx1) * wy1) + tap(x0 + 1, y0 + 1, wx1 * wy1))
-    return out.astype(images.dtype)
+    return bilinear_at(images, y, x, outside="zeros")
 
 
 # ---------------------------------------------------------------------------------- module

@@ -1,0 +1,1 @@
+"""Non-learned ops: boxes and anchors (`boxes`), NMS (`nms`), images, thin-plate splines."""

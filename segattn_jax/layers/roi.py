@@ -1,0 +1,116 @@
+"""Region-of-interest feature extraction: RoIPool (Fast R-CNN) and RoIAlign (Mask R-CNN).
+
+Both take a batch of feature maps (B, H, W, C) and boxes (B, R, 4) in image pixels (x1, y1, x2, y2),
+`spatial_scale` = 1 / the feature stride, and return (B, R, out_h, out_w, C) with static shapes.
+Both are differentiable in the features; RoIAlign is also differentiable in the box coordinates
+(its samples move continuously with the box), which DenseCap-style models can use.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from segattn_jax.layers.sampling import bilinear_at
+from segattn_jax.layers.upsampling import _pair
+
+
+def _check(features: jax.Array, boxes: jax.Array) -> None:
+    if features.ndim != 4 or boxes.ndim != 3 or boxes.shape[-1] != 4 \
+            or boxes.shape[0] != features.shape[0]:
+        raise ValueError(f"RoI ops take features (B, H, W, C) and boxes (B, R, 4) with the same B, "
+                         f"got {features.shape} and {boxes.shape}.")
+
+
+def _bin_points(start: jax.Array, size: jax.Array, bins: int, samples: int) -> jax.Array:
+    """(..., bins * samples) regularly spaced sample coordinates: `samples` per bin, each at
+    the centre of its 1 / samples sub-bin."""
+    steps = (jnp.arange(bins * samples, dtype=jnp.float32) + 0.5) / samples
+    return start[..., None] + steps * (size / bins)[..., None]
+
+
+def roi_align(features: jax.Array, boxes: jax.Array, output_size: int | tuple[int, int] = 7, *,
+              spatial_scale: float, sampling_ratio: int = 2, aligned: bool = True) -> jax.Array:
+    """RoIAlign (He et al. 2017): each output bin averages sampling_ratio^2 bilinear samples at
+    regular points inside the bin; no coordinate is rounded.
+
+    `aligned=True` shifts boxes by half a pixel so a box's edges are pixel edges (Detectron2's
+    default and the correct mapping); `aligned=False` reproduces the original Mask R-CNN code
+    (no shift, boxes at least 1x1 feature pixel). Points up to one pixel outside the map read the
+    border, farther ones read 0 (the reference implementation). The sampling ratio is fixed
+    (static shapes): the paper's four points per bin are sampling_ratio=2.
+    """
+    _check(features, boxes)
+    if sampling_ratio < 1:
+        raise ValueError(f"sampling_ratio must be >= 1 (static shapes; Detectron's adaptive 0 is "
+                         f"not available), got {sampling_ratio}.")
+    out_h, out_w = _pair(output_size, "output_size")
+    boxes = boxes.astype(jnp.float32) * spatial_scale - (0.5 if aligned else 0.0)
+    x1, y1, x2, y2 = jnp.moveaxis(boxes, -1, 0)  # each (B, R)
+    width, height = x2 - x1, y2 - y1
+    if not aligned:
+        width, height = jnp.maximum(width, 1.0), jnp.maximum(height, 1.0)
+    ys = _bin_points(y1, height, out_h, sampling_ratio)  # (B, R, out_h * s)
+    xs = _bin_points(x1, width, out_w, sampling_ratio)  # (B, R, out_w * s)
+    grid_y = jnp.broadcast_to(ys[..., :, None], ys.shape + xs.shape[-1:])
+    grid_x = jnp.broadcast_to(xs[..., None, :], grid_y.shape)
+    samples = bilinear_at(features, grid_y, grid_x, outside="clamp")  # (B, R, h*s, w*s, C)
+    b, r, _, _, c = samples.shape
+    samples = samples.reshape(b, r, out_h, sampling_ratio, out_w, sampling_ratio, c)
+    return samples.astype(jnp.float32).mean(axis=(3, 5)).astype(features.dtype)
+
+
+def _round_half_away(x: jax.Array) -> jax.Array:
+    """C's round(), which the reference RoIPool uses (jnp.round rounds half to even)."""
+    return jnp.sign(x) * jnp.floor(jnp.abs(x) + 0.5)
+
+
+def roi_pool(features: jax.Array, boxes: jax.Array, output_size: int | tuple[int, int] = 7, *,
+             spatial_scale: float, rois_per_chunk: int = 32) -> jax.Array:
+    """RoIPool (Girshick 2015): each box is snapped to the feature grid, divided into
+    output_size bins of (possibly unequal) whole cells, and each bin max-pooled; empty bins are 0.
+
+    The quantization is the reference Caffe/torchvision code's (round the scaled corners, count
+    both end cells, floor/ceil the bin edges). Boxes are first clipped to the image the feature
+    map covers, which changes nothing for boxes inside it and bounds every bin to a static
+    window. RoIs are processed `rois_per_chunk` at a time to bound memory.
+    """
+    _check(features, boxes)
+    out_h, out_w = _pair(output_size, "output_size")
+    _, height, width, _ = features.shape
+    boxes = jnp.clip(boxes.astype(jnp.float32) * spatial_scale, 0.0,
+                     jnp.array([width, height, width, height], jnp.float32))
+    corners = _round_half_away(boxes).astype(jnp.int32)
+
+    def bins(start, end, num, size):
+        """Start cells (..., num) and a static window length of the bins along one axis."""
+        # floor(i * extent / num) and ceil((i + 1) * extent / num) in exact integer arithmetic
+        # (a float division by a constant can become a multiply by its reciprocal and land just
+        # above an integer, making ceil() take one cell too many).
+        extent = jnp.maximum(end - start + 1, 1)[..., None]
+        steps = jnp.arange(num, dtype=jnp.int32)
+        lo = jnp.clip(steps * extent // num + start[..., None], 0, size)
+        hi = jnp.clip(-(-(steps + 1) * extent // num) + start[..., None], 0, size)
+        window = min(size, (size + 1) // num + 2)  # bins span <= extent / num + 2 cells
+        return lo, hi, window
+
+    y_lo, y_hi, window_h = bins(corners[..., 1], corners[..., 3], out_h, height)
+    x_lo, x_hi, window_w = bins(corners[..., 0], corners[..., 2], out_w, width)
+
+    def one_roi(feature, y_lo, y_hi, x_lo, x_hi):
+        rows = y_lo[:, None] + jnp.arange(window_h)  # (out_h, window_h)
+        row_ok = rows < y_hi[:, None]
+        picked = jnp.take(feature, jnp.minimum(rows, height - 1), axis=0)  # (oh, wh, W, C)
+        picked = jnp.max(jnp.where(row_ok[:, :, None, None], picked, -jnp.inf), axis=1)
+        cols = x_lo[:, None] + jnp.arange(window_w)  # (out_w, window_w)
+        col_ok = cols < x_hi[:, None]
+        picked = jnp.take(picked, jnp.minimum(cols, width - 1), axis=1)  # (oh, ow, ww, C)
+        picked = jnp.max(jnp.where(col_ok[None, :, :, None], picked, -jnp.inf), axis=2)
+        empty = (y_hi <= y_lo)[:, None] | (x_hi <= x_lo)[None, :]
+        return jnp.where(empty[..., None], 0.0, picked).astype(feature.dtype)
+
+    def one_image(feature, y_lo, y_hi, x_lo, x_hi):
+        return jax.lax.map(lambda roi: one_roi(feature, *roi), (y_lo, y_hi, x_lo, x_hi),
+                           batch_size=min(rois_per_chunk, y_lo.shape[0]))
+
+    return jax.vmap(one_image)(features, y_lo, y_hi, x_lo, x_hi)
+

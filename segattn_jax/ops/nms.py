@@ -1,0 +1,55 @@
+"""Greedy non-maximum suppression with a fixed-size output, jittable and batched by vmap.
+
+Greedy NMS repeatedly keeps the highest-scoring remaining box and removes the boxes that overlap
+it by IoU > threshold (the rule of `tf.image.non_max_suppression` and torchvision). Written as
+`max_output` rounds of "take the best survivor", each suppressing against one row of IoUs, so the
+work is O(max_output * N) and no N x N matrix is stored (2000 boxes -> 300 is 300 cheap rounds).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from segattn_jax.ops import boxes as box_ops
+
+
+def nms(boxes: jax.Array, scores: jax.Array, *, iou_threshold: float, max_output: int,
+        score_threshold: float = -jnp.inf, valid: jax.Array | None = None,
+        classes: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Greedy NMS of one image's boxes (N, 4) with scores (N,).
+
+    Returns (indices, keep), each (max_output,): the kept boxes' indices in decreasing score
+    order, padded with 0 where `keep` is False (fewer survivors than `max_output`). Boxes with
+    score < `score_threshold` or `valid` False never survive. With `classes` (N,) the suppression
+    is per class (boxes of different classes never suppress each other), in one pass.
+    For a batch, `jax.vmap` it (see `batched_nms`).
+    """
+    if jnp.ndim(boxes) != 2 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:1]:
+        raise ValueError(f"nms takes boxes (N, 4) and scores (N,), got {boxes.shape} and "
+                         f"{scores.shape}; vmap it (or use batched_nms) for a batch.")
+    boxes, scores = jnp.asarray(boxes, jnp.float32), jnp.asarray(scores, jnp.float32)
+    alive = scores >= score_threshold
+    if valid is not None:
+        alive &= jnp.asarray(valid, bool)
+    if classes is not None:
+        classes = jnp.asarray(classes)
+    same_class = (lambda i: classes == classes[i]) if classes is not None else (lambda i: True)
+
+    def step(alive, _):
+        masked = jnp.where(alive, scores, -jnp.inf)
+        best = jnp.argmax(masked)
+        kept = alive[best]
+        overlap = box_ops.pairwise_iou(boxes[best][None], boxes)[0]
+        suppressed = (overlap > iou_threshold) & same_class(best)
+        alive = alive & ~suppressed & (jnp.arange(alive.shape[0]) != best)
+        return alive, (jnp.where(kept, best, 0), kept)
+
+    _, (indices, keep) = jax.lax.scan(step, alive, None, length=max_output)
+    return indices.astype(jnp.int32), keep
+
+
+def batched_nms(boxes: jax.Array, scores: jax.Array, **kwargs) -> tuple[jax.Array, jax.Array]:
+    """`nms` over a batch: boxes (B, N, 4), scores (B, N), and any of `valid`/`classes` (B, N)
+    -> (indices, keep), each (B, max_output)."""
+    per_image = {k: v for k in ("valid", "classes") if (v := kwargs.pop(k, None)) is not None}
+    return jax.vmap(lambda b, s, extra: nms(b, s, **extra, **kwargs))(boxes, scores, per_image)

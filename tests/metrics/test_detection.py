@@ -1,0 +1,64 @@
+"""VOC AP on a hand-computed case (difficult objects, duplicates, misses); COCO AP through
+pycocotools is 100 on the ground truth as predictions and drops with a miss."""
+import numpy as np
+import pytest
+
+from segattn_jax.metrics.detection import coco_evaluate, voc_ap, voc_class_ap, voc_evaluate
+
+GROUND_TRUTHS = [
+    {"boxes": [[0, 0, 10, 10], [20, 20, 30, 30]], "classes": [0, 0], "difficult": [False, True]},
+    {"boxes": [[0, 0, 10, 10]], "classes": [0], "difficult": [False]},
+]
+# By score: a hit; its duplicate (false positive); a hit on the difficult object (neither);
+# a miss (false positive); a hit of IoU 0.9 in the second image.
+DETECTIONS = [
+    {"boxes": [[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]], "scores": [0.9, 0.8, 0.7],
+     "classes": [0, 0, 0]},
+    {"boxes": [[50, 50, 60, 60], [1, 0, 10, 10]], "scores": [0.6, 0.5], "classes": [0, 0]},
+]
+
+
+def test_voc_ap_hand_computed():
+    # Ranked: TP, FP, (difficult), FP, TP with 2 positives -> (recall, precision) points
+    # (0.5, 1), (0.5, 1/2), (0.5, 1/3), (1, 1/2).
+    # 11-point: recall >= 0..0.5 -> best precision 1 (6 points), 0.6..1 -> 1/2 (5 points).
+    assert voc_class_ap(DETECTIONS, GROUND_TRUTHS, 0, use_07_metric=True) == pytest.approx(8.5 / 11)
+    # Area under the envelope: 0.5 * 1 + 0.5 * 0.5.
+    assert voc_class_ap(DETECTIONS, GROUND_TRUTHS, 0, use_07_metric=False) == pytest.approx(0.75)
+
+
+def test_voc_ap_curve_interpolations():
+    assert voc_ap(np.array([0.2, 0.4]), np.array([1.0, 0.5]), use_07_metric=False) == \
+        pytest.approx(0.2 * 1.0 + 0.2 * 0.5)
+    assert voc_ap(np.array([1.0]), np.array([1.0]), use_07_metric=True) == pytest.approx(1.0)
+
+
+def test_voc_evaluate_leaves_absent_classes_out_of_the_mean():
+    result = voc_evaluate(DETECTIONS, GROUND_TRUTHS, num_classes=3)
+    assert result["mAP"] == pytest.approx(100 * 8.5 / 11)
+    assert np.isnan(result["AP/1"]) and np.isnan(result["AP/2"])
+
+
+def _scene(rng, image_size=200):
+    n = rng.integers(1, 6)
+    xy = rng.uniform(0, image_size - 60, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(8, 60, (n, 2))], 1)
+    return {"boxes": boxes, "classes": rng.integers(0, 3, n)}
+
+
+def test_coco_ground_truth_as_predictions_scores_100_and_a_miss_lowers_it():
+    rng = np.random.default_rng(0)
+    truths = [_scene(rng) for _ in range(10)]
+    perfect = [{**gt, "scores": np.linspace(1, 0.5, len(gt["boxes"]))} for gt in truths]
+    result = coco_evaluate(perfect, truths, num_classes=3)
+    for name in ("AP", "AP50", "AP75"):
+        assert result[name] == pytest.approx(100.0)
+    assert voc_evaluate(perfect, truths, num_classes=3)["mAP"] == pytest.approx(100.0)
+    missing = [dict(p) for p in perfect]
+    missing[0] = {k: np.asarray(v)[1:] for k, v in perfect[0].items()}
+    assert coco_evaluate(missing, truths, num_classes=3)["AP"] < 100.0
+
+
+def test_evaluators_need_one_entry_per_image():
+    with pytest.raises(ValueError, match="one detections entry per ground-truth image"):
+        voc_evaluate(DETECTIONS[:1], GROUND_TRUTHS, num_classes=1)

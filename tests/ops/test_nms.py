@@ -1,0 +1,66 @@
+"""NMS against tf.image.non_max_suppression on random boxes."""
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from segattn_jax.ops.nms import batched_nms, nms
+
+
+def _scene(seed, n=300):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 200, (n, 2))
+    wh = rng.uniform(5, 80, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    return boxes, rng.uniform(0, 1, n).astype(np.float32)
+
+
+def _tf_nms(boxes, scores, max_output, iou_threshold, score_threshold=float("-inf")):
+    yx = boxes[:, [1, 0, 3, 2]]
+    return tf.image.non_max_suppression(yx, scores, max_output, iou_threshold,
+                                        score_threshold).numpy()
+
+
+@pytest.mark.parametrize("iou_threshold", [0.3, 0.5, 0.7])
+def test_nms_matches_tensorflow(iou_threshold):
+    boxes, scores = _scene(int(iou_threshold * 10))
+    indices, keep = jax.jit(lambda b, s: nms(b, s, iou_threshold=iou_threshold,
+                                             max_output=100))(boxes, scores)
+    expected = _tf_nms(boxes, scores, 100, iou_threshold)
+    np.testing.assert_array_equal(np.asarray(indices)[np.asarray(keep)], expected)
+    assert not np.asarray(keep)[len(expected):].any()
+
+
+def test_nms_score_threshold_and_valid_mask():
+    boxes, scores = _scene(4)
+    valid = np.arange(len(boxes)) % 3 != 0
+    indices, keep = nms(boxes, scores, iou_threshold=0.5, max_output=300, score_threshold=0.4,
+                        valid=valid)
+    expected = np.flatnonzero(valid)[_tf_nms(boxes[valid], scores[valid], 300, 0.5, 0.4)]
+    np.testing.assert_array_equal(np.asarray(indices)[np.asarray(keep)], expected)
+
+
+def test_per_class_nms_equals_tensorflow_per_class_merged_by_score():
+    boxes, scores = _scene(5)
+    classes = np.random.default_rng(5).integers(0, 4, len(boxes))
+    indices, keep = nms(boxes, scores, iou_threshold=0.5, max_output=60, classes=classes)
+    kept = [np.flatnonzero(classes == c)[_tf_nms(boxes[classes == c], scores[classes == c], 300, 0.5)]
+            for c in range(4)]
+    kept = np.concatenate(kept)
+    expected = kept[np.argsort(-scores[kept], kind="stable")][:60]
+    np.testing.assert_array_equal(np.asarray(indices)[np.asarray(keep)], expected)
+
+
+def test_batched_nms_equals_nms_per_image():
+    scenes = [_scene(s, 120) for s in (6, 7)]
+    boxes, scores = np.stack([b for b, _ in scenes]), np.stack([s for _, s in scenes])
+    indices, keep = batched_nms(boxes, scores, iou_threshold=0.6, max_output=40)
+    for i in range(2):
+        single = nms(boxes[i], scores[i], iou_threshold=0.6, max_output=40)
+        np.testing.assert_array_equal(indices[i], single[0])
+        np.testing.assert_array_equal(keep[i], single[1])
+
+
+def test_nms_rejects_batched_input_with_advice():
+    with pytest.raises(ValueError, match="batched_nms"):
+        nms(np.zeros((2, 5, 4)), np.zeros((2, 5)), iou_threshold=0.5, max_output=3)
