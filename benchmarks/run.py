@@ -10,6 +10,7 @@ import jax  # noqa: E402
 
 import conv_passes  # noqa: E402
 import conv_transpose  # noqa: E402
+import detection_ops  # noqa: E402
 import fcn_train_step  # noqa: E402
 import loop_overhead  # noqa: E402
 
@@ -23,6 +24,8 @@ def main() -> None:
     conv_transpose.main()
     print()
     loop_overhead.main()
+    print()
+    detection_ops.main()
 
 
 if __name__ == "__main__":
