@@ -40,7 +40,67 @@ def classification(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool) 
     return {"image": to_float_image(example["image"]), "label": tf.cast(example["label"], tf.int32)}
 
 
+def resize_scale(height: tf.Tensor, width: tf.Tensor, min_side: float, max_side: float,
+                 canvas: tuple[int, int]) -> tf.Tensor:
+    """The R-CNN family's resize factor: shorter side to `min_side` unless the longer side would
+    pass `max_side` (600 / 1000 in the papers), and small enough to fit the padded `canvas`."""
+    height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    scale = tf.minimum(min_side / tf.minimum(height, width), max_side / tf.maximum(height, width))
+    return tf.minimum(scale, tf.minimum(canvas[0] / height, canvas[1] / width))
+
+
+def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
+              max_boxes: int = 100, canvas: tuple[int, int] | None = None,
+              min_side: float = 600.0, max_side: float = 1000.0) -> dict[str, tf.Tensor]:
+    """Images with their objects' boxes, padded to fixed sizes, for every detector.
+
+    Returns image float32 (H, W, 3) in [0, 1] (the `canvas` when given: resized by
+    `resize_scale`, then zero-padded at the bottom and right), image_hw int32 (2,) (the size
+    before padding, to clip boxes to), boxes float32 (max_boxes, 4) in pixels (x1, y1, x2, y2),
+    classes int32, difficult bool (VOC's flag, or COCO's is_crowd) and box_valid bool, each
+    (max_boxes,). This is the one place TFDS's normalized (ymin, xmin, ymax, xmax) is converted.
+    Training mirrors image and boxes with probability 1/2. More objects than `max_boxes` stop the
+    pipeline with an error naming the config key.
+    """
+    image = to_float_image(example["image"])
+    objects = example["objects"]
+    if canvas is not None:
+        scale = resize_scale(tf.shape(image)[0], tf.shape(image)[1], min_side, max_side, canvas)
+        size = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32)
+        image = tf.image.resize(image, size, method="bilinear", antialias=True)
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    ymin, xmin, ymax, xmax = tf.unstack(tf.reshape(objects["bbox"], [-1, 4]), axis=1)
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    boxes = tf.stack([xmin * w, ymin * h, xmax * w, ymax * h], axis=1)
+    difficult = objects.get("is_difficult", objects.get("is_crowd"))
+    if difficult is None:
+        difficult = tf.zeros(tf.shape(boxes)[:1], tf.bool)
+    if train:
+        flip = tf.random.stateless_uniform([], seed=seed) < 0.5
+        image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+        boxes = tf.cond(flip, lambda: tf.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0],
+                                                 boxes[:, 3]], axis=1), lambda: boxes)
+    count = tf.shape(boxes)[0]
+    check = tf.debugging.assert_less_equal(
+        count, max_boxes, message=f"An image has more objects than the padded maximum "
+        f"{max_boxes}: raise --config.dataset.max_boxes.")
+
+    def pad(values: tf.Tensor) -> tf.Tensor:
+        with tf.control_dependencies([check]):
+            extra = values.shape[1:]
+            padded = tf.pad(values, [[0, max_boxes - count]] + [[0, 0]] * len(extra))
+        return tf.ensure_shape(padded, [max_boxes, *extra])
+
+    if canvas is not None:
+        image = tf.image.pad_to_bounding_box(image, 0, 0, *canvas)
+    out = {"image": image, "image_hw": tf.stack([height, width]), "boxes": pad(boxes),
+           "classes": pad(tf.cast(objects["label"], tf.int32)),
+           "difficult": pad(tf.cast(difficult, tf.bool)), "box_valid": pad(tf.ones([count], tf.bool))}
+    return out
+
+
 PREPROCESSORS: dict[str, Preprocess] = {
     "segmentation": segmentation,
     "classification": classification,
+    "detection": detection,
 }

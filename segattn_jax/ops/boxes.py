@@ -4,7 +4,7 @@ IoU-based matching and fixed-size sampling of training targets.
 Convention, everywhere in the codebase: boxes are absolute pixel coordinates (x1, y1, x2, y2) in
 the last axis, continuous (a box covering pixels 0..9 is (0, 0, 10, 10); width = x2 - x1, no "+1"
 as in the original Caffe code), as torchvision and Detectron2 use them. TFDS's normalized
-(ymin, xmin, ymax, xmax) is converted once, in `from_tfds`. Every function broadcasts over leading
+(ymin, xmin, ymax, xmax) is converted once, in the input pipeline (`data.preprocess.detection`). Every function broadcasts over leading
 axes and is jittable with static shapes: padding boxes are carried with a validity mask.
 """
 from __future__ import annotations
@@ -18,12 +18,6 @@ import jax.numpy as jnp
 # Largest log-ratio `decode` lets through (Detectron's log(1000 / 16)): a wild early prediction
 # cannot overflow exp() into inf boxes.
 MAX_LOG_SCALE = math.log(1000.0 / 16.0)
-
-
-def from_tfds(bbox: jax.Array, height: float, width: float) -> jax.Array:
-    """TFDS `BBoxFeature` (ymin, xmin, ymax, xmax) in [0, 1] -> (x1, y1, x2, y2) pixels."""
-    ymin, xmin, ymax, xmax = jnp.moveaxis(jnp.asarray(bbox), -1, 0)
-    return jnp.stack([xmin * width, ymin * height, xmax * width, ymax * height], axis=-1)
 
 
 def area(boxes: jax.Array) -> jax.Array:

@@ -62,11 +62,6 @@ def test_clip_per_image_sizes():
     np.testing.assert_array_equal(clipped, [[[0, 0, 30, 40]], [[0, 0, 10, 20]]])
 
 
-def test_from_tfds_converts_normalized_yx_to_pixel_xy():
-    np.testing.assert_allclose(box_ops.from_tfds(np.array([[0.1, 0.2, 0.5, 1.0]]), 100, 50),
-                               [[10, 10, 50, 50]])
-
-
 def test_anchors_faster_rcnn_vgg16():
     grid = box_ops.anchors((2, 3), stride=16, size=16, scales=(8, 16, 32), ratios=(0.5, 1, 2))
     assert grid.shape == (2 * 3 * 9, 4)
