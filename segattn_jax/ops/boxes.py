@@ -122,7 +122,8 @@ def match(iou: jax.Array, gt_valid: jax.Array, *, foreground: float, background:
     """Matches each candidate (anchor or proposal) to its best ground truth by IoU.
 
     iou: (..., N, M) candidates x ground truths; gt_valid: (..., M) (padding is False).
-    Returns (matched, labels), each (..., N): the index of the best valid ground truth, and
+    Returns (matched, labels), each (..., N): the index of the best valid ground truth (meaningful
+    where the label is 1), and
     1 (IoU >= foreground), 0 (background[0] <= IoU < background[1]) or -1 (neither: ignored).
     `allow_low_quality` also makes each ground truth's best candidates foreground (Faster R-CNN's
     RPN rule (i), so that every object has an anchor even when none reaches the threshold).
@@ -148,7 +149,8 @@ def sample(key: jax.Array, labels: jax.Array, num: int, foreground_fraction: flo
     (Faster R-CNN: 256 anchors at 1:1; Fast R-CNN: 64 RoIs per image, 25% foreground).
 
     Returns (indices, valid), each (num,): candidate indices, and False where there were not
-    enough candidates to fill the minibatch (those slots repeat an index; weight them by `valid`).
+    enough candidates to fill the minibatch (those slots hold ignored candidates; weight the loss
+    by `valid`).
     For a batch, vmap over keys and labels.
     """
     if labels.ndim != 1:
