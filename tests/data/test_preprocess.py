@@ -44,4 +44,4 @@ def test_classification():
     assert out["image"].dtype == tf.float32 and out["image"].shape == (8, 6, 3)
     assert float(tf.reduce_max(out["image"])) <= 1.0
     assert out["label"].dtype == tf.int32 and int(out["label"]) == 7
-    assert set(preprocess.PREPROCESSORS) == {"segmentation", "classification"}
+    assert set(preprocess.PREPROCESSORS) == {"segmentation", "classification", "detection"}
