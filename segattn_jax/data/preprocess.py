@@ -18,9 +18,14 @@ def to_float_image(image: tf.Tensor) -> tf.Tensor:
     return tf.cast(image, tf.float32) / 255.0
 
 
+def flip_coin(seed: tf.Tensor) -> tf.Tensor:
+    """Whether this example is mirrored: true with probability 1/2, from the example's seed."""
+    return tf.random.stateless_uniform([], seed=seed) < 0.5
+
+
 def random_flip_left_right(tensors: Sequence[tf.Tensor], seed: tf.Tensor) -> list[tf.Tensor]:
     """Mirrors all `tensors` (H, W, ...) together with probability 1/2, so labels stay aligned."""
-    flip = tf.random.stateless_uniform([], seed=seed) < 0.5
+    flip = flip_coin(seed)
     return [tf.cond(flip, lambda t=t: tf.reverse(t, axis=[1]), lambda t=t: t) for t in tensors]
 
 
@@ -76,7 +81,7 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     if difficult is None:
         difficult = tf.zeros(tf.shape(boxes)[:1], tf.bool)
     if train:
-        flip = tf.random.stateless_uniform([], seed=seed) < 0.5
+        flip = flip_coin(seed)
         image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
         boxes = tf.cond(flip, lambda: tf.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0],
                                                  boxes[:, 3]], axis=1), lambda: boxes)

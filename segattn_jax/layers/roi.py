@@ -64,6 +64,15 @@ def _round_half_away(x: jax.Array) -> jax.Array:
     return jnp.sign(x) * jnp.floor(jnp.abs(x) + 0.5)
 
 
+def _bin_max(values: jax.Array, lo: jax.Array, hi: jax.Array, window: int, axis: int) -> jax.Array:
+    """Max of `values` over cells [lo, hi) along `axis`, one per bin: (bins,) bounds of at most
+    `window` cells -> `axis` replaced by the bins (-inf for an empty bin)."""
+    cells = lo[:, None] + jnp.arange(window)  # (bins, window)
+    picked = jnp.take(values, jnp.minimum(cells, values.shape[axis] - 1), axis=axis)
+    inside = (cells < hi[:, None]).reshape(cells.shape + (1,) * (values.ndim - axis - 1))
+    return jnp.max(jnp.where(inside, picked, -jnp.inf), axis=axis + 1)
+
+
 def roi_pool(features: jax.Array, boxes: jax.Array, output_size: int | tuple[int, int] = 7, *,
              spatial_scale: float, rois_per_chunk: int = 32) -> jax.Array:
     """RoIPool (Girshick 2015): each box is snapped to the feature grid, divided into
@@ -97,14 +106,8 @@ def roi_pool(features: jax.Array, boxes: jax.Array, output_size: int | tuple[int
     x_lo, x_hi, window_w = bins(corners[..., 0], corners[..., 2], out_w, width)
 
     def one_roi(feature, y_lo, y_hi, x_lo, x_hi):
-        rows = y_lo[:, None] + jnp.arange(window_h)  # (out_h, window_h)
-        row_ok = rows < y_hi[:, None]
-        picked = jnp.take(feature, jnp.minimum(rows, height - 1), axis=0)  # (oh, wh, W, C)
-        picked = jnp.max(jnp.where(row_ok[:, :, None, None], picked, -jnp.inf), axis=1)
-        cols = x_lo[:, None] + jnp.arange(window_w)  # (out_w, window_w)
-        col_ok = cols < x_hi[:, None]
-        picked = jnp.take(picked, jnp.minimum(cols, width - 1), axis=1)  # (oh, ow, ww, C)
-        picked = jnp.max(jnp.where(col_ok[None, :, :, None], picked, -jnp.inf), axis=2)
+        picked = _bin_max(feature, y_lo, y_hi, window_h, axis=0)  # (out_h, W, C)
+        picked = _bin_max(picked, x_lo, x_hi, window_w, axis=1)  # (out_h, out_w, C)
         empty = (y_hi <= y_lo)[:, None] | (x_hi <= x_lo)[None, :]
         return jnp.where(empty[..., None], 0.0, picked).astype(feature.dtype)
 

@@ -9,8 +9,8 @@ with boxes in pixels (x1, y1, x2, y2) and classes 0..num_classes-1 (no backgroun
 VOC follows the devkit's `VOCevap` / py-faster-rcnn's `voc_eval`: detections of a class sorted by
 score, each matched to the unmatched ground truth of its image with the highest IoU > threshold;
 a match to a "difficult" object counts neither as a true nor a false positive, and difficult
-objects are not in the recall's denominator. One difference, on purpose: IoU uses continuous box
-coordinates (the codebase's convention), not the devkit's "+1" pixel widths.
+objects are not in the recall's denominator. One difference, on purpose: IoU is the codebase's
+(`ops.boxes.pairwise_iou`, continuous coordinates), not the devkit's "+1" pixel widths.
 """
 from __future__ import annotations
 
@@ -20,17 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segattn_jax.ops import boxes as box_ops
+
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one box with (M, 4) boxes, continuous coordinates; empty unions give 0."""
-    lo = np.maximum(box[:2], boxes[:, :2])
-    hi = np.minimum(box[2:], boxes[:, 2:])
-    overlap = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    areas = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
-    union = np.prod(np.clip(box[2:] - box[:2], 0, None)) + areas - overlap
-    return np.where(union > 0, overlap / np.where(union > 0, union, 1), 0.0)
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
@@ -53,40 +45,52 @@ def _check(detections: Sequence[dict], ground_truths: Sequence[dict]) -> None:
                          f"{len(detections)} and {len(ground_truths)}.")
 
 
-def voc_class_ap(detections: Sequence[dict], ground_truths: Sequence[dict], category: int,
-                 iou_threshold: float = 0.5, use_07_metric: bool = True) -> float:
-    """VOC AP of one class; NaN when the class has no non-difficult object (left out of the mean)."""
+def pairwise_overlaps(detections: Sequence[dict], ground_truths: Sequence[dict]) -> list[np.ndarray]:
+    """Per image, the IoU of every detection with every ground truth (K, M), all classes at once
+    (`ops.boxes.pairwise_iou`, the codebase's one IoU), so that a per-class pass only indexes."""
     _check(detections, ground_truths)
-    gt_boxes, gt_difficult, matched = [], [], []
+    return [np.asarray(box_ops.pairwise_iou(np.asarray(d["boxes"], np.float32).reshape(-1, 4),
+                                            np.asarray(g["boxes"], np.float32).reshape(-1, 4)))
+            for d, g in zip(detections, ground_truths)]
+
+
+def voc_class_ap(detections: Sequence[dict], ground_truths: Sequence[dict], category: int,
+                 iou_threshold: float = 0.5, use_07_metric: bool = True,
+                 overlaps: Sequence[np.ndarray] | None = None) -> float:
+    """VOC AP of one class; NaN when the class has no non-difficult object (left out of the mean).
+    `overlaps`: `pairwise_overlaps(detections, ground_truths)` when already computed."""
+    _check(detections, ground_truths)
+    if overlaps is None:
+        overlaps = pairwise_overlaps(detections, ground_truths)
+    gt_rows, gt_difficult, matched = [], [], []
     num_positives = 0
     for gt in ground_truths:
-        mine = np.asarray(gt["classes"]) == category
-        boxes = np.asarray(gt["boxes"], np.float64).reshape(-1, 4)[mine]
-        difficult = np.asarray(gt.get("difficult", np.zeros(mine.shape, bool)), bool)[mine]
-        gt_boxes.append(boxes)
+        mine = np.flatnonzero(np.asarray(gt["classes"]) == category)
+        difficult = np.asarray(gt.get("difficult", np.zeros(len(gt["classes"]), bool)), bool)[mine]
+        gt_rows.append(mine)
         gt_difficult.append(difficult)
-        matched.append(np.zeros(len(boxes), bool))
+        matched.append(np.zeros(len(mine), bool))
         num_positives += int((~difficult).sum())
     if num_positives == 0:
         return float("nan")
-    image, score, box = [], [], []
+    image, row, score = [], [], []
     for i, det in enumerate(detections):
-        mine = np.asarray(det["classes"]) == category
-        image += [i] * int(mine.sum())
+        mine = np.flatnonzero(np.asarray(det["classes"]) == category)
+        image += [i] * len(mine)
+        row.append(mine)
         score.append(np.asarray(det["scores"], np.float64)[mine])
-        box.append(np.asarray(det["boxes"], np.float64).reshape(-1, 4)[mine])
-    score, box = np.concatenate(score), np.concatenate(box)
+    row, score = np.concatenate(row), np.concatenate(score)
     order = np.argsort(-score, kind="stable")
     true_positive = np.zeros(len(order))
     false_positive = np.zeros(len(order))
     for rank, d in enumerate(order):
         i = image[d]
-        if len(gt_boxes[i]) == 0:
+        if len(gt_rows[i]) == 0:
             false_positive[rank] = 1
             continue
-        overlaps = _iou(box[d], gt_boxes[i])
-        best = int(np.argmax(overlaps))
-        if overlaps[best] <= iou_threshold:
+        ious = overlaps[i][row[d], gt_rows[i]]
+        best = int(np.argmax(ious))
+        if ious[best] <= iou_threshold:
             false_positive[rank] = 1
         elif gt_difficult[i][best]:
             continue  # neither
@@ -104,7 +108,8 @@ def voc_evaluate(detections: Sequence[dict], ground_truths: Sequence[dict], num_
                  iou_threshold: float = 0.5, use_07_metric: bool = True) -> dict[str, float]:
     """{"mAP": ..., "AP/<class>": ...} in percent; classes absent from the ground truth are left
     out of the mean (NaN)."""
-    aps = [voc_class_ap(detections, ground_truths, c, iou_threshold, use_07_metric)
+    overlaps = pairwise_overlaps(detections, ground_truths)
+    aps = [voc_class_ap(detections, ground_truths, c, iou_threshold, use_07_metric, overlaps)
            for c in range(num_classes)]
     present = [ap for ap in aps if not np.isnan(ap)]
     result = {"mAP": 100.0 * float(np.mean(present)) if present else float("nan")}
