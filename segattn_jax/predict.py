@@ -72,7 +72,8 @@ def predict_files(config: ml_collections.ConfigDict, workdir: str | epath.Path,
     out_dir = epath.Path(workdir) / "predictions"  # epath: gs:// workdirs too
     written = []
     for path, image in zip(paths, images):
-        predictions = jax.tree.map(lambda x: np.asarray(x)[0], predict(params, image[None]))
+        predictions = jax.tree.map(lambda x: np.asarray(x)[0],
+                                   predict(params, exp.task.inputs_for_image(image)))
         target = out_dir / f"{Path(path).stem}.png"
         pics.save_png(target, exp.task.overlay(image, predictions))
         written.append(target)

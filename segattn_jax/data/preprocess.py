@@ -6,7 +6,9 @@ preprocessor from `PREPROCESSORS`; new ones compose the small helpers below.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+import inspect
+from typing import Any, Callable, Mapping, Sequence
 
 import tensorflow as tf
 
@@ -109,3 +111,19 @@ PREPROCESSORS: dict[str, Preprocess] = {
     "classification": classification,
     "detection": detection,
 }
+
+
+def make_preprocess(name: str, options: Mapping[str, Any] | None = None) -> Preprocess:
+    """Preprocessor `name` with its keyword `options` (the config's dataset.preprocess, e.g.
+    max_boxes or canvas for detection); unknown names or options fail with the valid ones."""
+    if name not in PREPROCESSORS:
+        raise ValueError(f"Unknown preprocessor {name!r}; valid: {sorted(PREPROCESSORS)}.")
+    function = PREPROCESSORS[name]
+    options = dict(options or {})
+    valid = [p.name for p in inspect.signature(function).parameters.values()
+             if p.kind == inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"--config.dataset.preprocess has {unknown}, which the {name!r} "
+                         f"preprocessor does not take; valid: {valid or 'none'}.")
+    return functools.partial(function, **options) if options else function

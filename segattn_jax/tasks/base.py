@@ -20,11 +20,18 @@ from segattn_jax.models import build_model
 Batch = dict[str, Any]
 
 
+def _to_64bit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64)
+
+
 class Task(abc.ABC):
     """Subclasses set `preprocess` (a name in data.preprocess.PREPROCESSORS) and implement the rest."""
 
     preprocess: str
     any_input_size = False  # True for fully convolutional models (predict accepts any H x W)
+    # Batch keys `predict` reads; every other key is a target (labels, boxes, ...).
+    input_keys: tuple[str, ...] = ("image",)
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
@@ -38,24 +45,40 @@ class Task(abc.ABC):
         return pipeline.label_names(self.config.dataset.name, self.preprocess,
                                     self.config.dataset.data_dir)
 
-    def init_params(self, rng: jax.Array, images: jax.Array) -> Any:
-        return self.model.init({"params": rng}, images, train=False)["params"]
+    def inputs(self, batch: Batch) -> Batch:
+        """The part of a batch that `predict` reads."""
+        return {key: batch[key] for key in self.input_keys}
+
+    def inputs_for_image(self, image: np.ndarray) -> Batch:
+        """`predict`'s inputs for one image file (H, W, C), as a batch of one."""
+        return {"image": image[None]}
+
+    def init_params(self, rng: jax.Array, inputs: Batch) -> Any:
+        """Parameters for inputs shaped like `inputs` (a batch of one)."""
+        return self.model.init({"params": rng}, inputs["image"], train=False)["params"]
 
     @abc.abstractmethod
     def loss(self, params: Any, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Training loss (scalar) and per-step scalar metrics to log."""
 
     @abc.abstractmethod
-    def predict(self, params: Any, images: jax.Array) -> dict[str, jax.Array]:
+    def predict(self, params: Any, inputs: Batch) -> dict[str, jax.Array]:
         """Per-example outputs used for eval statistics, pictures and the `predict` command."""
 
     @abc.abstractmethod
     def statistics(self, batch: Batch, predictions: dict[str, jax.Array]) -> Any:
-        """Sufficient statistics of one batch (respecting batch['valid']); summed over the eval set."""
+        """Sufficient statistics of one batch (respecting batch['valid']), combined over the eval set
+        by `accumulate`."""
+
+    def accumulate(self, total: Any, statistics: Any) -> Any:
+        """Adds one batch's statistics (numpy, from the device) to the running `total` (None at
+        first). Sums in 64 bits by default, so counts over a large eval set cannot overflow."""
+        statistics = jax.tree.map(_to_64bit, statistics)
+        return statistics if total is None else jax.tree.map(np.add, total, statistics)
 
     @abc.abstractmethod
     def summarize(self, statistics: Any) -> dict[str, float]:
-        """Final metrics (in percent, as papers report them) from statistics summed over the eval set."""
+        """Final metrics (in percent, as papers report them) from the accumulated statistics."""
 
     @abc.abstractmethod
     def pictures(self, batch: dict[str, np.ndarray], predictions: dict[str, np.ndarray]) -> np.ndarray:

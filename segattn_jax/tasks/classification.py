@@ -24,8 +24,8 @@ class ClassificationTask(Task):
             logits.astype(jnp.float32), batch["label"]).mean()
         return loss, {"accuracy": (jnp.argmax(logits, -1) == batch["label"]).mean()}
 
-    def predict(self, params, images):
-        logits, state = self.model.apply({"params": params}, images, train=False,
+    def predict(self, params, inputs):
+        logits, state = self.model.apply({"params": params}, inputs["image"], train=False,
                                          mutable=["intermediates"])
         outputs = {"logits": logits, "label": jnp.argmax(logits, -1).astype(jnp.int32)}
         for path, value in traverse_util.flatten_dict(state.get("intermediates", {})).items():

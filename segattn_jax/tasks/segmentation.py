@@ -41,8 +41,8 @@ class SegmentationTask(Task):
         correct = (jnp.argmax(logits, -1) == batch["label"]) & valid
         return loss, {"pixel_accuracy": correct.sum() / jnp.maximum(valid.sum(), 1)}
 
-    def predict(self, params, images):
-        logits = self.model.apply({"params": params}, images, train=False)
+    def predict(self, params, inputs):
+        logits = self.model.apply({"params": params}, inputs["image"], train=False)
         return {"label_map": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
 
     def statistics(self, batch: Batch, predictions) -> Any:

@@ -28,6 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
     c.dataset.train_split = "train"
     c.dataset.eval_split = "test"
+    # Keyword options of the task's preprocessor (data/preprocess.py), e.g. max_boxes, canvas.
+    c.dataset.preprocess = ml_collections.ConfigDict()
 
     c.task = ml_collections.ConfigDict()
     c.task.name = ""           # see segattn_jax.tasks.TASKS

@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from segattn_jax.data import pipeline
-from segattn_jax.data.preprocess import PREPROCESSORS
+from segattn_jax.data.preprocess import make_preprocess
 from segattn_jax.tasks import Task, build_task
 from segattn_jax.tasks import pictures as pics
 from segattn_jax.train import mesh as mesh_lib
@@ -36,11 +36,6 @@ from segattn_jax.train.optimizers import make_optimizer
 from segattn_jax.train.state import TrainState, create_train_state
 
 METRICS_FILE = "metrics.json"
-
-
-def _to_64bit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    return x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64)
 
 
 def _prepare_dataset_once(config: ml_collections.ConfigDict) -> None:
@@ -82,15 +77,18 @@ class Experiment:
         mesh_lib.check_batch_divisible(config.eval.batch_size, self.mesh, "eval.batch_size")
         self.task: Task = build_task(config)
         self.tx = make_optimizer(config.optimizer, config.train.num_steps)
-        self.preprocess = PREPROCESSORS[self.task.preprocess]
+        self.preprocess = make_preprocess(self.task.preprocess, config.dataset.preprocess)
         self.replicated = mesh_lib.replicated(self.mesh)
         self.data_sharded = mesh_lib.data_sharded(self.mesh)
 
         _prepare_dataset_once(config)
-        image_spec = pipeline.element_spec(config.dataset.name, config.dataset.eval_split,
-                                           preprocess=self.preprocess,
-                                           data_dir=config.dataset.data_dir)["image"]
-        self.image_shape = (1, *image_spec.shape)
+        spec = pipeline.element_spec(config.dataset.name, config.dataset.eval_split,
+                                     preprocess=self.preprocess, data_dir=config.dataset.data_dir)
+        # A batch of one of the model's inputs, as the eval split makes them.
+        self.input_spec = {key: jax.ShapeDtypeStruct((1, *spec[key].shape),
+                                                     spec[key].dtype.as_numpy_dtype)
+                           for key in self.task.input_keys}
+        self.image_shape = self.input_spec["image"].shape
 
         abstract = jax.eval_shape(self._init_state)
         self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
@@ -112,11 +110,12 @@ class Experiment:
     # ---- traced functions -------------------------------------------------------------------
     def _init_state(self) -> TrainState:
         init_rng, _ = _rngs(self.config.seed)
-        params = self.task.init_params(init_rng, jnp.zeros(self.image_shape, jnp.float32))
+        params = self.task.init_params(init_rng, jax.tree.map(
+            lambda s: jnp.zeros(s.shape, s.dtype), self.input_spec))
         return create_train_state(params, self.tx)
 
     def _eval_step(self, params, batch):
-        return self.task.statistics(batch, self.task.predict(params, batch["image"]))
+        return self.task.statistics(batch, self.task.predict(params, self.task.inputs(batch)))
 
     # ---- host functions ---------------------------------------------------------------------
     def new_state(self) -> TrainState:
@@ -128,19 +127,18 @@ class Experiment:
             global_batch_size=self.config.eval.batch_size, data_dir=self.config.dataset.data_dir)
 
     def evaluate(self, params) -> dict[str, float]:
-        """Metrics over the whole eval split; per-batch statistics are summed on the host in
-        64 bits, so counts over a large eval set cannot overflow."""
+        """Metrics over the whole eval split; the task accumulates per-batch statistics on the
+        host (every process gets the whole global batch's)."""
         total = None
         for batch in self.eval_batches():
-            stats = jax.tree.map(_to_64bit, jax.device_get(
+            total = self.task.accumulate(total, jax.device_get(
                 self.eval_step(params, mesh_lib.to_global(batch, self.mesh))))
-            total = stats if total is None else jax.tree.map(np.add, total, stats)
         return self.task.summarize(total)
 
     def pictures(self, params, batch: dict[str, np.ndarray]) -> np.ndarray:
         """The task's picture grid for the first examples of this process's batch."""
         predictions = jax.device_get(self.predict_step(params, mesh_lib.to_global(
-            {"image": batch["image"]}, self.mesh)["image"]))
+            self.task.inputs(batch), self.mesh)))
         n = min(self.config.train.num_pictures, len(batch["image"]))
         return self.task.pictures(jax.tree.map(lambda x: x[:n], batch),
                                   jax.tree.map(lambda x: x[:n], predictions))

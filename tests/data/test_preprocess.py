@@ -45,3 +45,18 @@ def test_classification():
     assert float(tf.reduce_max(out["image"])) <= 1.0
     assert out["label"].dtype == tf.int32 and int(out["label"]) == 7
     assert set(preprocess.PREPROCESSORS) == {"segmentation", "classification", "detection"}
+
+
+def test_make_preprocess_passes_options_and_rejects_unknown_ones():
+    import pytest
+
+    assert preprocess.make_preprocess("segmentation", {}) is preprocess.segmentation
+    detection = preprocess.make_preprocess("detection", {"max_boxes": 3})
+    example = {"image": tf.zeros((8, 6, 3), tf.uint8),
+               "objects": {"bbox": tf.constant([[0.0, 0.0, 0.5, 0.5]]),
+                           "label": tf.constant([2], tf.int64)}}
+    assert detection(example, tf.constant([0, 0], tf.int64), False)["boxes"].shape == (3, 4)
+    with pytest.raises(ValueError, match=r"dataset.preprocess has \['max_box'\].*max_boxes"):
+        preprocess.make_preprocess("detection", {"max_box": 3})
+    with pytest.raises(ValueError, match="Unknown preprocessor 'boxes'"):
+        preprocess.make_preprocess("boxes")

@@ -96,13 +96,14 @@ def test_segmentation_learns(tfds_dir):
     task = build_task(config)
     tx = make_optimizer(config.optimizer, 150)
     rng = np.random.default_rng(0)
-    state = create_train_state(task.init_params(jax.random.key(0), np.zeros((1, 32, 32, 3))), tx)
+    state = create_train_state(
+        task.init_params(jax.random.key(0), {"image": np.zeros((1, 32, 32, 3))}), tx)
     step = jax.jit(functools.partial(loop.train_step, task, tx, config.seed))
     for _ in range(150):
         batch = _coloured_boxes(rng, 8)
         state, _ = step(state, {"image": batch["image"], "label": batch["label"]})
     test = _coloured_boxes(np.random.default_rng(1), 32)
-    confusion = task.statistics(test, jax.jit(task.predict)(state.params, test["image"]))
+    confusion = task.statistics(test, jax.jit(task.predict)(state.params, task.inputs(test)))
     assert task.summarize(confusion)["mean_iou"] > 70.0, task.summarize(confusion)
 
 
