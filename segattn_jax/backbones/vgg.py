@@ -126,6 +126,8 @@ class VGG16(nn.Module):
       fc6_kernel: fc6's kernel (7 = VGG's fc6 on a 7x7 pool5); CPU-sized variants on small images
         use a smaller one, which needs far less padding.
       dropout_rate: dropout after fc6 and fc7 (Caffe's drop6/drop7), active only when training.
+      last_layer: the layer the net stops after: 'fc7' (FCN), or e.g. 'conv5_3' for the R-CNN
+        family's stride-16 feature map (their fc6/fc7 run on each RoI instead).
       dtype: compute dtype; parameters stay float32.
     """
 
@@ -133,10 +135,15 @@ class VGG16(nn.Module):
     first_padding: int = 100
     fc6_kernel: int = _FC6_KERNEL
     dropout_rate: float = 0.5
+    last_layer: str = "fc7"
     dtype: Any = jnp.float32
 
     def layer_specs(self) -> tuple[LayerSpec, ...]:
-        return vgg16_layer_specs(self.first_padding, self.fc6_kernel)
+        specs = vgg16_layer_specs(self.first_padding, self.fc6_kernel)
+        names = [spec.name for spec in specs]
+        if self.last_layer not in names:
+            raise ValueError(f"VGG16 has no layer {self.last_layer!r}; valid: {names}.")
+        return specs[:names.index(self.last_layer) + 1]
 
     def coord_maps(self) -> dict[str, CoordMap]:
         """Input-to-layer coordinate maps for every layer (pool3, pool4, fc7, ...)."""
@@ -144,7 +151,8 @@ class VGG16(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
-        """Images (N, H, W, C) -> (fc7 features, {pool1..pool5, fc6, fc7: features})."""
+        """Images (N, H, W, C) -> (last layer's features, {pool1..pool5, fc6, fc7: features}, as
+        far as `last_layer`)."""
         if x.ndim != 4:
             raise ValueError(f"VGG16 expects images of shape (N, H, W, C); got shape {x.shape}.")
         if self.width <= 0:

@@ -68,14 +68,20 @@ def label_names(name: str | tfds.core.DatasetBuilder, preprocess_name: str,
     """Names of the labels that preprocessor `preprocess_name` makes from dataset `name`, for
     pictures and legends: the builder's `LABEL_NAMES[preprocess_name]` where it declares them
     (e.g. segmentation masks with a background class), else the names of its 'label' ClassLabel
-    feature, else () (pictures then say 'class k'). Needs no prepared data."""
+    feature (or its objects' 'label', for detection), else () (pictures then say 'class k').
+    Needs no prepared data."""
     builder = name if isinstance(name, tfds.core.DatasetBuilder) else tfds.builder(
         name, data_dir=data_dir)
     declared = getattr(builder, "LABEL_NAMES", {}).get(preprocess_name)
     if declared:
         return tuple(declared)
     features = builder.info.features
-    label = features["label"] if "label" in features.keys() else None
+    if "label" in features.keys():
+        label = features["label"]
+    elif "objects" in features.keys() and "label" in features["objects"].keys():
+        label = features["objects"]["label"]  # detection: the objects' classes
+    else:
+        label = None
     return tuple(label.names) if isinstance(label, tfds.features.ClassLabel) else ()
 
 
@@ -96,6 +102,13 @@ def _local_batch_size(global_batch_size: int, process_count: int) -> int:
         raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of the "
                          f"number of processes ({process_count}); change the batch size.")
     return global_batch_size // process_count
+
+
+def _examples(builder: tfds.core.DatasetBuilder, split) -> tf.data.Dataset:
+    """The split's examples in file order, each with its `tfds_id` (what cached per-example data,
+    such as region proposals, is keyed by)."""
+    return builder.as_dataset(split=split, shuffle_files=False,
+                              read_config=tfds.ReadConfig(add_tfds_id=True))
 
 
 def _num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
@@ -133,7 +146,7 @@ def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproce
     if num_examples == 0:
         raise ValueError(f"Split {split!r} of {builder.info.full_name} has too few examples for "
                          f"{process_count} processes.")
-    examples = builder.as_dataset(split=shard, shuffle_files=False)
+    examples = _examples(builder, shard)
     buffer = min(shuffle_buffer, num_examples)
     shuffle_key = tf.constant([seed, _SHUFFLE_SALT], tf.int64)
 
@@ -162,7 +175,7 @@ def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproce
 def element_spec(name: str | tfds.core.DatasetBuilder, split: str, *, preprocess: Preprocess,
                  data_dir: str | None = None) -> dict[str, tf.TensorSpec]:
     """Shapes and dtypes of one preprocessed eval example: what a model is initialized with."""
-    ds = load_builder(name, data_dir).as_dataset(split=split)
+    ds = _examples(load_builder(name, data_dir), split)
     return ds.map(lambda example: preprocess(example, tf.constant([0, 0], tf.int64), False)
                   ).element_spec
 
@@ -191,7 +204,7 @@ def eval_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproces
             raise ValueError("Preprocessors must not produce a 'valid' key; the pipeline adds it.")
         return {**out, "valid": tf.constant(True)}
 
-    ds = builder.as_dataset(split=shard, shuffle_files=False).enumerate()
+    ds = _examples(builder, shard).enumerate()
     ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).with_options(_options(num_threads))
     return _pad_batches(tfds.as_numpy(ds), ds.element_spec, local_batch, num_batches)

@@ -12,6 +12,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import tensorflow as tf
 
+from segattn_jax.data.proposals import Proposals
+
 Preprocess = Callable[[dict[str, tf.Tensor], tf.Tensor, bool], dict[str, tf.Tensor]]
 
 
@@ -56,18 +58,42 @@ def resize_scale(height: tf.Tensor, width: tf.Tensor, min_side: float, max_side:
     return tf.minimum(scale, tf.minimum(canvas[0] / height, canvas[1] / width))
 
 
+def _pixel_boxes(normalized: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """TFDS's normalized (ymin, xmin, ymax, xmax) -> pixel (x1, y1, x2, y2): the one place the
+    conversion happens."""
+    ymin, xmin, ymax, xmax = tf.unstack(tf.reshape(normalized, [-1, 4]), axis=1)
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    return tf.stack([xmin * w, ymin * h, xmax * w, ymax * h], axis=1)
+
+
+def _mirror_boxes(boxes: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    w = tf.cast(width, tf.float32)
+    return tf.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+
+
+def _pad_to(values: tf.Tensor, count: tf.Tensor, size: int, check: tf.Operation | None = None
+            ) -> tf.Tensor:
+    """The first `count` rows of `values` zero-padded to `size` rows (static shape)."""
+    with tf.control_dependencies([check] if check is not None else []):
+        extra = values.shape[1:]
+        padded = tf.pad(values[:count], [[0, size - count]] + [[0, 0]] * len(extra))
+    return tf.ensure_shape(padded, [size, *extra])
+
+
 def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
               max_boxes: int = 100, canvas: tuple[int, int] | None = None,
-              min_side: float = 600.0, max_side: float = 1000.0) -> dict[str, tf.Tensor]:
+              min_side: float = 600.0, max_side: float = 1000.0,
+              proposals: Proposals | None = None) -> dict[str, tf.Tensor]:
     """Images with their objects' boxes, padded to fixed sizes, for every detector.
 
     Returns image float32 (H, W, 3) in [0, 1] (the `canvas` when given: resized by
     `resize_scale`, then zero-padded at the bottom and right), image_hw int32 (2,) (the size
     before padding, to clip boxes to), boxes float32 (max_boxes, 4) in pixels (x1, y1, x2, y2),
     classes int32, difficult bool (VOC's flag, or COCO's is_crowd) and box_valid bool, each
-    (max_boxes,). This is the one place TFDS's normalized (ymin, xmin, ymax, xmax) is converted.
-    Training mirrors image and boxes with probability 1/2. More objects than `max_boxes` stop the
-    pipeline with an error naming the config key.
+    (max_boxes,). With `proposals` (data/proposals.py, looked up by the example's tfds_id), also
+    proposals (P, 4) in pixels and proposal_valid (P,). TFDS's normalized boxes are converted in
+    one place (`_pixel_boxes`). Training mirrors image and boxes with probability 1/2. More
+    objects than `max_boxes` stop the pipeline with an error naming the config key.
     """
     image = to_float_image(example["image"])
     objects = example["objects"]
@@ -76,33 +102,32 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
         size = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32)
         image = tf.image.resize(image, size, method="bilinear", antialias=True)
     height, width = tf.shape(image)[0], tf.shape(image)[1]
-    ymin, xmin, ymax, xmax = tf.unstack(tf.reshape(objects["bbox"], [-1, 4]), axis=1)
-    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    boxes = tf.stack([xmin * w, ymin * h, xmax * w, ymax * h], axis=1)
+    boxes = _pixel_boxes(objects["bbox"], height, width)
     difficult = objects.get("is_difficult", objects.get("is_crowd"))
     if difficult is None:
         difficult = tf.zeros(tf.shape(boxes)[:1], tf.bool)
-    if train:
-        flip = flip_coin(seed)
-        image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-        boxes = tf.cond(flip, lambda: tf.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0],
-                                                 boxes[:, 3]], axis=1), lambda: boxes)
+    if proposals is not None:
+        proposal_boxes, proposal_count = proposals.lookup(example["tfds_id"])
+        proposal_boxes = _pixel_boxes(proposal_boxes, height, width)
+    flip = flip_coin(seed) if train else tf.constant(False)
+    image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+    boxes = tf.cond(flip, lambda: _mirror_boxes(boxes, width), lambda: boxes)
     count = tf.shape(boxes)[0]
     check = tf.debugging.assert_less_equal(
         count, max_boxes, message=f"An image has more objects than the padded maximum "
-        f"{max_boxes}: raise --config.dataset.max_boxes.")
-
-    def pad(values: tf.Tensor) -> tf.Tensor:
-        with tf.control_dependencies([check]):
-            extra = values.shape[1:]
-            padded = tf.pad(values, [[0, max_boxes - count]] + [[0, 0]] * len(extra))
-        return tf.ensure_shape(padded, [max_boxes, *extra])
-
+        f"{max_boxes}: raise --config.dataset.preprocess.max_boxes.")
     if canvas is not None:
         image = tf.image.pad_to_bounding_box(image, 0, 0, *canvas)
-    out = {"image": image, "image_hw": tf.stack([height, width]), "boxes": pad(boxes),
-           "classes": pad(tf.cast(objects["label"], tf.int32)),
-           "difficult": pad(tf.cast(difficult, tf.bool)), "box_valid": pad(tf.ones([count], tf.bool))}
+    out = {"image": image, "image_hw": tf.stack([height, width]),
+           "boxes": _pad_to(boxes, count, max_boxes, check),
+           "classes": _pad_to(tf.cast(objects["label"], tf.int32), count, max_boxes, check),
+           "difficult": _pad_to(tf.cast(difficult, tf.bool), count, max_boxes, check),
+           "box_valid": _pad_to(tf.ones([count], tf.bool), count, max_boxes, check)}
+    if proposals is not None:
+        proposal_boxes = tf.cond(flip, lambda: _mirror_boxes(proposal_boxes, width),
+                                 lambda: proposal_boxes)
+        out["proposals"] = tf.ensure_shape(proposal_boxes, [proposals.max_proposals, 4])
+        out["proposal_valid"] = tf.range(proposals.max_proposals) < proposal_count
     return out
 
 

@@ -47,10 +47,11 @@ def _check(detections: Sequence[dict], ground_truths: Sequence[dict]) -> None:
 
 def pairwise_overlaps(detections: Sequence[dict], ground_truths: Sequence[dict]) -> list[np.ndarray]:
     """Per image, the IoU of every detection with every ground truth (K, M), all classes at once
-    (`ops.boxes.pairwise_iou`, the codebase's one IoU), so that a per-class pass only indexes."""
+    (`ops.boxes.pairwise_iou`, the codebase's one IoU, in numpy), so that a per-class pass only
+    indexes."""
     _check(detections, ground_truths)
-    return [np.asarray(box_ops.pairwise_iou(np.asarray(d["boxes"], np.float32).reshape(-1, 4),
-                                            np.asarray(g["boxes"], np.float32).reshape(-1, 4)))
+    return [box_ops.pairwise_iou(np.asarray(d["boxes"], np.float32).reshape(-1, 4),
+                                 np.asarray(g["boxes"], np.float32).reshape(-1, 4))
             for d, g in zip(detections, ground_truths)]
 
 

@@ -11,33 +11,43 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import ModuleType
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Largest log-ratio `decode` lets through (Detectron's log(1000 / 16)): a wild early prediction
 # cannot overflow exp() into inf boxes.
 MAX_LOG_SCALE = math.log(1000.0 / 16.0)
 
 
+def _namespace(*arrays) -> ModuleType:
+    """numpy when every argument is a numpy array (host-side metrics: no device round trip and no
+    per-shape dispatch), else jax.numpy."""
+    return np if all(isinstance(x, np.ndarray) for x in arrays) else jnp
+
+
 def area(boxes: jax.Array) -> jax.Array:
     """Area of (..., 4) boxes; degenerate boxes (x2 <= x1 or y2 <= y1) have area 0."""
-    return (jnp.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
-            * jnp.maximum(boxes[..., 3] - boxes[..., 1], 0.0))
+    xp = _namespace(boxes)
+    return (xp.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
+            * xp.maximum(boxes[..., 3] - boxes[..., 1], 0.0))
 
 
 def pairwise_iou(a: jax.Array, b: jax.Array) -> jax.Array:
     """IoU of every box in a (..., N, 4) with every box in b (..., M, 4) -> (..., N, M).
 
     Leading axes broadcast (a batch of images). A pair whose union is empty (two degenerate boxes)
-    has IoU 0, never NaN.
+    has IoU 0, never NaN. numpy inputs give a numpy result (computed on the host).
     """
-    a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
-    top_left = jnp.maximum(a[..., :, None, :2], b[..., None, :, :2])
-    bottom_right = jnp.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-    overlap = jnp.prod(jnp.maximum(bottom_right - top_left, 0.0), axis=-1)
+    xp = _namespace(a, b)
+    a, b = xp.asarray(a, xp.float32), xp.asarray(b, xp.float32)
+    top_left = xp.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    bottom_right = xp.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+    overlap = xp.prod(xp.maximum(bottom_right - top_left, 0.0), axis=-1)
     union = area(a)[..., :, None] + area(b)[..., None, :] - overlap
-    return jnp.where(union > 0, overlap / jnp.where(union > 0, union, 1.0), 0.0)
+    return xp.where(union > 0, overlap / xp.where(union > 0, union, 1.0), 0.0)
 
 
 def _center_size(boxes: jax.Array) -> tuple[jax.Array, ...]:

@@ -5,11 +5,13 @@ import ml_collections
 
 from segattn_jax.tasks.base import Task
 from segattn_jax.tasks.classification import ClassificationTask
+from segattn_jax.tasks.detection import DetectionTask
 from segattn_jax.tasks.segmentation import SegmentationTask
 
 TASKS: dict[str, type[Task]] = {
     "segmentation": SegmentationTask,
     "classification": ClassificationTask,
+    "detection": DetectionTask,
 }
 
 

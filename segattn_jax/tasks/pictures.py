@@ -151,6 +151,27 @@ def legend(class_ids: Sequence[int], names: Sequence[str], height: int) -> np.nd
     return np.asarray(canvas)
 
 
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, captions: Sequence[str],
+               class_ids: Sequence[int], width: int = 2) -> np.ndarray:
+    """`image` (RGB uint8) with each box (x1, y1, x2, y2, in its pixels) outlined in its class's
+    VOC color and captioned (class name, score) on a strip of that color above it."""
+    canvas = Image.fromarray(to_rgb_uint8(image))
+    draw = ImageDraw.Draw(canvas)
+    palette = voc_palette(max([int(k) for k in class_ids] + [0]) + 1)
+    for box, caption, k in zip(np.asarray(boxes, np.float64).reshape(-1, 4), captions, class_ids):
+        color = tuple(int(c) for c in palette[int(k)])
+        x1, y1, x2, y2 = (float(v) for v in box)
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=width)
+        if caption:
+            top = max(0.0, y1 - _LINE_HEIGHT)
+            draw.rectangle([x1, top, x1 + _text_width(caption) + 4, top + _LINE_HEIGHT - 2],
+                           fill=color)
+            luma = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+            draw.text((x1 + 2, top), caption, fill=(0, 0, 0) if luma > 128 else (255, 255, 255),
+                      font=_font())
+    return np.asarray(canvas)
+
+
 def titled(image: np.ndarray, title: str) -> np.ndarray:
     """`image` (RGB uint8) with a one-line caption strip above it."""
     image = to_rgb_uint8(image)

@@ -30,6 +30,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset.eval_split = "test"
     # Keyword options of the task's preprocessor (data/preprocess.py), e.g. max_boxes, canvas.
     c.dataset.preprocess = ml_collections.ConfigDict()
+    # Cached region proposals attached to each example (R-CNN, Fast R-CNN): data/proposals.py.
+    c.dataset.proposals = ml_collections.ConfigDict()
+    c.dataset.proposals.method = ""  # '' (none) | 'selective_search'
+    c.dataset.proposals.upscale = 1.0
+    c.dataset.proposals.base_k = 150
+    c.dataset.proposals.max_proposals = 2000
 
     c.task = ml_collections.ConfigDict()
     c.task.name = ""           # see segattn_jax.tasks.TASKS

@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from segattn_jax.data import pipeline
+from segattn_jax.data import proposals as proposals_lib
 from segattn_jax.data.preprocess import make_preprocess
 from segattn_jax.tasks import Task, build_task
 from segattn_jax.tasks import pictures as pics
@@ -45,6 +46,26 @@ def _prepare_dataset_once(config: ml_collections.ConfigDict) -> None:
         pipeline.load_builder(config.dataset.name, config.dataset.data_dir)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("dataset prepared")
+
+
+def _load_proposals(config: ml_collections.ConfigDict) -> proposals_lib.Proposals | None:
+    """The cached region proposals of the train and eval splits, if the config asks for them
+    (computed on first use by process 0, as embedded datasets are generated)."""
+    settings = config.dataset.proposals
+    if not settings.method:
+        return None
+    if settings.method != "selective_search":
+        raise ValueError(f"Unknown --config.dataset.proposals.method={settings.method!r}; valid: "
+                         "'' (none), 'selective_search'.")
+    method = proposals_lib.SelectiveSearch(upscale=settings.upscale, base_k=settings.base_k,
+                                           max_proposals=settings.max_proposals)
+    builder = pipeline.load_builder(config.dataset.name, config.dataset.data_dir)
+    splits = [config.dataset.train_split, config.dataset.eval_split]
+    if jax.process_index() == 0:
+        proposals_lib.load(builder, splits, method)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("proposals computed")
+    return proposals_lib.load(builder, splits, method)
 
 
 def _rngs(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -77,11 +98,15 @@ class Experiment:
         mesh_lib.check_batch_divisible(config.eval.batch_size, self.mesh, "eval.batch_size")
         self.task: Task = build_task(config)
         self.tx = make_optimizer(config.optimizer, config.train.num_steps)
-        self.preprocess = make_preprocess(self.task.preprocess, config.dataset.preprocess)
+        _prepare_dataset_once(config)
+        self.proposals = _load_proposals(config)
+        options = dict(config.dataset.preprocess)
+        if self.proposals is not None:
+            options["proposals"] = self.proposals
+        self.preprocess = make_preprocess(self.task.preprocess, options)
         self.replicated = mesh_lib.replicated(self.mesh)
         self.data_sharded = mesh_lib.data_sharded(self.mesh)
 
-        _prepare_dataset_once(config)
         spec = pipeline.element_spec(config.dataset.name, config.dataset.eval_split,
                                      preprocess=self.preprocess, data_dir=config.dataset.data_dir)
         # A batch of one of the model's inputs, as the eval split makes them.
@@ -127,13 +152,25 @@ class Experiment:
             global_batch_size=self.config.eval.batch_size, data_dir=self.config.dataset.data_dir)
 
     def evaluate(self, params) -> dict[str, float]:
-        """Metrics over the whole eval split; the task accumulates per-batch statistics on the
-        host (every process gets the whole global batch's)."""
-        total = None
-        for batch in self.eval_batches():
-            total = self.task.accumulate(total, jax.device_get(
-                self.eval_step(params, mesh_lib.to_global(batch, self.mesh))))
-        return self.task.summarize(total)
+        """Metrics over the whole eval split, and the model's test time per image.
+
+        The task accumulates per-batch statistics on the host (every process gets the whole
+        global batch's). `seconds_per_image` is the eval step's wall time (prediction and
+        statistics, on the device and waited for) per image, after the first batch (compilation).
+        """
+        total, seconds, images = None, 0.0, 0
+        for index, batch in enumerate(self.eval_batches()):
+            began = time.perf_counter()
+            statistics = jax.device_get(self.eval_step(params, mesh_lib.to_global(batch,
+                                                                                  self.mesh)))
+            if index:
+                seconds += time.perf_counter() - began
+                images += len(batch["valid"])
+            total = self.task.accumulate(total, statistics)
+        timing = {"seconds_per_image": seconds / images} if images else {}
+        if self.proposals is not None:  # computed in the input pipeline, timed when cached
+            timing["proposal_seconds_per_image"] = self.proposals.seconds_per_image
+        return {**self.task.summarize(total), **timing}
 
     def pictures(self, params, batch: dict[str, np.ndarray]) -> np.ndarray:
         """The task's picture grid for the first examples of this process's batch."""

@@ -41,7 +41,7 @@ def test_flip_mirrors_boxes_with_the_image(tiny_shapes):
 def test_more_objects_than_max_boxes_names_the_config_key(tiny_shapes):
     ds = tiny_shapes.as_dataset(split="test").map(
         lambda e: preprocess.detection(e, tf.constant([0, 0], tf.int64), False, max_boxes=0))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="config.dataset.max_boxes"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="config.dataset.preprocess.max_boxes"):
         next(iter(ds))
 
 

@@ -1,0 +1,118 @@
+r"""The R-CNN family on PASCAL VOC 2007 test (mAP, VOC07 11-point metric) with VGG16:
+R-CNN (Girshick et al., CVPR 2014, Table 2 "R-CNN VGG16 BB" in the journal version's Table 3),
+Fast R-CNN (Girshick, ICCV 2015, Tables 1 and 4), Faster R-CNN (Ren et al., NeurIPS 2015,
+Tables 3 and 5).
+
+Rows: Fast-R-CNN, Faster-R-CNN (R-CNN arrives with its selective-search pipeline). Paper scale
+trains on VOC 2007 trainval (TFDS `voc/2007`) and tests on VOC 2007 test; the papers' 07+12 rows
+(Fast 70.0, Faster 73.2) need VOC 2012 trainval too, which one config cannot combine yet.
+',mini' runs on the embedded `shapes` scenes (64x64, upscaled to 128x128 as the papers upscale
+VOC to 600) with a slim VGG16.
+
+  python -m segattn_jax.main train --config experiments/rcnn.py:Faster-R-CNN,mini --workdir runs/faster_mini
+  python -m segattn_jax.main table --config experiments/rcnn.py:mini --workdir runs/rcnn_table
+
+Expected on mini (measured, see README): mAP Faster >= Fast, and Faster R-CNN's test time with
+its proposals below Fast R-CNN's plus selective search.
+"""
+from segattn_jax.data.shapes import CLASS_NAMES
+from segattn_jax.train.config import base_config, parse_arg, table_cells
+
+# VOC 2007 test mAP (%, trained on 07 trainval) and test seconds per image (K40, VGG16;
+# excluding proposal time for R-CNN and Fast R-CNN, as the papers report it).
+PAPER = {
+    "Fast-R-CNN": dict(mAP=66.9, seconds_per_image=0.32),    # Fast R-CNN, Tables 1 and 4
+    "Faster-R-CNN": dict(mAP=69.9, seconds_per_image=0.198),  # Faster R-CNN, Tables 3 and 5
+}
+ROWS = tuple(PAPER)
+DEFAULT = {"row": "Faster-R-CNN"}
+_MODELS = {"Fast-R-CNN": "fast_rcnn", "Faster-R-CNN": "faster_rcnn"}
+VOC_CLASSES = 20
+
+
+def table_runs(arg: str) -> list[str]:
+    """The config arguments of the table's cells (all rows, or those `arg` names), e.g. 'mini'."""
+    return table_cells(arg, {"row": ROWS})
+
+
+def _mini(c, row: str) -> None:
+    """shapes at 128x128, VGG16 at 1/8 width up to conv4_3, anchors and proposal counts for
+    its 16x16 maps."""
+    c.dataset.name = "shapes/default"
+    c.dataset.preprocess.max_boxes = 8
+    c.dataset.preprocess.canvas = (128, 128)
+    c.dataset.preprocess.min_side = 128.0
+    c.dataset.preprocess.max_side = 128.0
+    c.model.num_classes = len(CLASS_NAMES)
+    c.model.width = 0.125
+    # Stride 8: conv5_3's stride 16 leaves a 6 px object (in 64x64 scenes) under one cell.
+    c.model.feature_layer = "conv4_3"
+    c.model.max_detections = 50
+    if row == "Faster-R-CNN":
+        c.model.anchor_scales = (1.0, 2.0, 4.0)  # 16, 32, 64 px: the objects' sizes at 128x128
+        c.model.pre_nms_train = c.model.pre_nms_test = 2304  # every anchor of the 16x16 map
+        c.model.post_nms_train = 200
+        c.model.post_nms_test = 100
+        c.model.min_proposal_size = 4.0
+        c.model.rois_per_image = 64
+    if row == "Fast-R-CNN":
+        # 2x first: selective search's segmentation scale is in pixels (recall@0.5 95% vs 60%
+        # at 1x on 30 test scenes; ~130 boxes per scene).
+        c.dataset.proposals.upscale = 2.0
+        c.dataset.proposals.base_k = 75
+        c.dataset.proposals.max_proposals = 256
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_steps = 100
+    c.optimizer.grad_clip_norm = 5.0
+    c.train.batch_size = 8
+    c.train.num_steps = 2000
+    c.train.log_every = 50
+    c.train.eval_every = 1000
+    c.train.checkpoint_every = 500
+    c.eval.batch_size = 50
+
+
+def _paper_scale(c, row: str) -> None:
+    """VOC 2007 trainval, shorter side 600 (longer <= 1000) in a 1000x1000 canvas, horizontal
+    flips, SGD momentum 0.9, weight decay 5e-4, 2 images per batch."""
+    c.dataset.name = "voc/2007"
+    c.dataset.train_split = "train+validation"
+    c.dataset.eval_split = "test"
+    c.dataset.preprocess.max_boxes = 64
+    c.dataset.preprocess.canvas = (1000, 1000)
+    c.model.num_classes = VOC_CLASSES
+    c.optimizer.name = "sgd"
+    c.optimizer.momentum = 0.9
+    c.optimizer.weight_decay = 5e-4
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.schedule = "step"  # x0.1 once
+    c.optimizer.decay_factor = 0.1
+    c.train.batch_size = 2
+    c.eval.batch_size = 8
+    c.train.log_every = 100
+    c.train.checkpoint_every = 5000
+    if row == "Fast-R-CNN":   # 30k iterations at 1e-3, then 10k at 1e-4 (Section 3.1 / 4)
+        c.train.num_steps = 40_000
+        c.optimizer.decay_at = (0.75,)
+    else:                     # 60k at 1e-3, then 20k at 1e-4 (Section 4.1)
+        c.train.num_steps = 80_000
+        c.optimizer.decay_at = (0.75,)
+
+
+def get_config(arg: str = "Faster-R-CNN,mini"):
+    names, flags = parse_arg(arg, {"row": ROWS}, defaults=DEFAULT)
+    row = names["row"]
+    c = base_config()
+    c.experiment, c.row = "rcnn", row
+    c.paper = PAPER[row]
+    c.table_metrics = ("mAP", "seconds_per_image", "proposal_seconds_per_image")
+    c.task.name = "detection"
+    c.task.ap_metric = "voc07"
+    c.model.name = _MODELS[row]
+    if row == "Fast-R-CNN":
+        c.dataset.proposals.method = "selective_search"  # fast mode, ~2000 boxes per image
+    c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
+    (_mini if "mini" in flags else _paper_scale)(c, row)
+    return c.lock()

@@ -1,0 +1,255 @@
+"""The pieces the R-CNN family shares: the Region Proposal Network, the Fast R-CNN box head, their
+training targets and losses, and test-time detection (per-class box decoding + NMS).
+
+Fast R-CNN (Girshick 2015) and Faster R-CNN (Ren et al. 2015) are each a few lines on top of
+these; Mask R-CNN and MNC reuse the RPN and the box head. Everything has static shapes: a fixed
+number of anchors, proposals, sampled RoIs and detections per image, with validity masks, so a
+whole train step is one jitted function. Box conventions are `ops.boxes`'s; ground-truth classes
+are 0-based object classes, and the head's class 0 is background (object class k is k + 1).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from segattn_jax.layers.conv import Conv
+from segattn_jax.layers.roi import roi_align, roi_pool
+from segattn_jax.ops import boxes as box_ops
+from segattn_jax.ops.nms import batched_nms
+
+Array = Any
+
+# Fast R-CNN normalizes its regression targets by std (0.1, 0.1, 0.2, 0.2): weights (10, 10, 5, 5).
+HEAD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+# py-faster-rcnn's smooth-L1 transition points: sigma 3 for the RPN (beta = 1/9), 1 for the head.
+RPN_SMOOTH_L1_BETA = 1.0 / 9.0
+HEAD_SMOOTH_L1_BETA = 1.0
+
+
+def smooth_l1(x: Array, beta: float = 1.0) -> Array:
+    """Fast R-CNN's robust loss, elementwise: 0.5 x^2 / beta where |x| < beta, else |x| - beta/2."""
+    absolute = jnp.abs(x)
+    return jnp.where(absolute < beta, 0.5 * x * x / beta, absolute - 0.5 * beta)
+
+
+def _mean_over(values: Array, weights: Array) -> Array:
+    """Weighted mean with a zero denominator giving 0 (an image with nothing sampled)."""
+    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+# ---- Region Proposal Network (Faster R-CNN) -------------------------------------------------
+
+class RegionProposalNetwork(nn.Module):
+    """A 3x3 conv "sliding window" over the features, then sibling 1x1 convs: one objectness
+    logit per anchor (the paper's 2-way softmax is a sigmoid of the difference) and 4 box deltas.
+
+    features (B, H, W, C) -> (objectness (B, H*W*A), deltas (B, H*W*A, 4)), position-major as
+    `ops.boxes.anchors` orders the anchors.
+    """
+
+    num_anchors: int
+    features: int = 512
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[Array, Array]:
+        init = nn.initializers.normal(0.01)  # the paper: zero-mean Gaussian, std 0.01
+        x = nn.relu(Conv(self.features, (3, 3), padding=1, kernel_init=init, dtype=self.dtype,
+                         param_dtype=jnp.float32, name="conv")(x))
+        objectness = Conv(self.num_anchors, (1, 1), kernel_init=init, dtype=self.dtype,
+                          param_dtype=jnp.float32, name="objectness")(x)
+        deltas = Conv(4 * self.num_anchors, (1, 1), kernel_init=init, dtype=self.dtype,
+                      param_dtype=jnp.float32, name="deltas")(x)
+        batch = x.shape[0]
+        return (objectness.reshape(batch, -1).astype(jnp.float32),
+                deltas.reshape(batch, -1, 4).astype(jnp.float32))
+
+
+def inside_image(boxes: Array, image_hw: Array) -> Array:
+    """(B, N) whether each box (B, N, 4) lies within its image (B, 2) = (height, width)."""
+    hw = jnp.asarray(image_hw, jnp.float32)
+    return ((boxes[..., 0] >= 0) & (boxes[..., 1] >= 0)
+            & (boxes[..., 2] <= hw[:, None, 1]) & (boxes[..., 3] <= hw[:, None, 0]))
+
+
+def rpn_loss(key: Array, anchors: Array, objectness: Array, deltas: Array, gt_boxes: Array,
+             gt_valid: Array, image_hw: Array, *, num_samples: int = 256,
+             foreground_fraction: float = 0.5, foreground: float = 0.7,
+             background: float = 0.3) -> dict[str, Array]:
+    """The RPN's loss (Faster R-CNN, eq. 1) on `num_samples` anchors per image drawn at up to 1:1.
+
+    Anchors (N, 4) that cross the image boundary are ignored in training, as in the paper.
+    Positives: IoU >= 0.7 with a ground truth, or the best anchor of a ground truth; negatives
+    IoU < 0.3. Both terms are normalized by the number of sampled anchors (py-faster-rcnn's
+    normalization, which makes the paper's lambda = 10 with N_reg ~ 2400 a weight of about 1).
+    """
+    batch = objectness.shape[0]
+    anchors_b = jnp.broadcast_to(anchors, (batch, *anchors.shape))
+    iou = box_ops.pairwise_iou(anchors_b, gt_boxes)
+    matched, labels = box_ops.match(iou, gt_valid, foreground=foreground,
+                                    background=(0.0, background), allow_low_quality=True)
+    labels = jnp.where(inside_image(anchors_b, image_hw), labels, -1)
+    indices, sampled = jax.vmap(lambda k, l: box_ops.sample(
+        k, l, num_samples, foreground_fraction))(jax.random.split(key, batch), labels)
+    take = lambda x: jnp.take_along_axis(x, indices, axis=1)  # noqa: E731
+    labels, sampled = take(labels), sampled.astype(jnp.float32)
+    is_fg = (labels == 1).astype(jnp.float32) * sampled
+    ce = optax.sigmoid_binary_cross_entropy(take(objectness), (labels == 1).astype(jnp.float32))
+    gt = jnp.take_along_axis(gt_boxes, take(matched)[..., None], axis=1)
+    targets = box_ops.encode(gt, jnp.take_along_axis(anchors_b, indices[..., None], axis=1))
+    predicted = jnp.take_along_axis(deltas, indices[..., None], axis=1)
+    regression = smooth_l1(predicted - targets, RPN_SMOOTH_L1_BETA).sum(-1) * is_fg
+    count = jnp.maximum(jnp.sum(sampled), 1.0)
+    return {"rpn_class": jnp.sum(ce * sampled) / count, "rpn_box": jnp.sum(regression) / count}
+
+
+def propose(anchors: Array, objectness: Array, deltas: Array, image_hw: Array, *,
+            pre_nms: int, post_nms: int, nms_threshold: float = 0.7,
+            min_size: float = 16.0) -> tuple[Array, Array]:
+    """Region proposals: decode every anchor, clip to the image, drop boxes smaller than
+    `min_size` pixels, keep the `pre_nms` best by objectness, NMS at `nms_threshold`, and return
+    the `post_nms` best (Faster R-CNN: 12000 / 2000 at train, 6000 / 300 at test).
+
+    Returns (boxes (B, post_nms, 4), valid (B, post_nms)); no gradient flows through them
+    (approximate joint training ignores the gradient wrt the proposal coordinates).
+    """
+    objectness, deltas = jax.lax.stop_gradient(objectness), jax.lax.stop_gradient(deltas)
+    hw = jnp.asarray(image_hw, jnp.float32)
+    boxes = box_ops.clip(box_ops.decode(deltas, anchors), hw[:, :1], hw[:, 1:])
+    size_ok = ((boxes[..., 2] - boxes[..., 0] >= min_size)
+               & (boxes[..., 3] - boxes[..., 1] >= min_size))
+    scores = jnp.where(size_ok, objectness, -jnp.inf)
+    pre_nms = min(pre_nms, scores.shape[1])
+    top_scores, top = jax.lax.top_k(scores, pre_nms)
+    top_boxes = jnp.take_along_axis(boxes, top[..., None], axis=1)
+    keep_index, keep = batched_nms(top_boxes, top_scores, iou_threshold=nms_threshold,
+                                   max_output=post_nms, valid=jnp.isfinite(top_scores))
+    return jnp.take_along_axis(top_boxes, keep_index[..., None], axis=1), keep
+
+
+# ---- Fast R-CNN box head ----------------------------------------------------------------------
+
+class BoxHead(nn.Module):
+    """Fast R-CNN's head: each RoI's features pooled to a fixed grid (RoIPool, or Mask R-CNN's
+    RoIAlign), two fully connected layers (VGG16's fc6/fc7 with dropout), then sibling outputs:
+    K + 1 class scores and class-specific box deltas.
+
+    (features (B, H, W, C), rois (B, R, 4)) -> (class logits (B, R, K + 1), deltas (B, R, K + 1, 4)).
+    """
+
+    num_classes: int  # object classes K (background is added)
+    hidden: int = 4096
+    pooling: str = "roi_pool"  # or 'roi_align'
+    output_size: int = 7
+    spatial_scale: float = 1.0 / 16.0
+    dropout_rate: float = 0.5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: Array, rois: Array, *, train: bool) -> tuple[Array, Array]:
+        if self.pooling == "roi_pool":
+            pooled = roi_pool(features, rois, self.output_size, spatial_scale=self.spatial_scale)
+        elif self.pooling == "roi_align":
+            pooled = roi_align(features, rois, self.output_size, spatial_scale=self.spatial_scale)
+        else:
+            raise ValueError(f"Unknown pooling {self.pooling!r}; use 'roi_pool' or 'roi_align'.")
+        batch, num_rois = rois.shape[:2]
+        x = pooled.reshape(batch, num_rois, -1).astype(self.dtype)
+        for name in ("fc6", "fc7"):
+            x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32, name=name)(x)
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
+        classes = self.num_classes + 1
+        # The paper: zero-mean Gaussians, std 0.01 (scores) and 0.001 (box regression).
+        logits = nn.Dense(classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
+                          param_dtype=jnp.float32, name="cls_score")(x)
+        deltas = nn.Dense(4 * classes, kernel_init=nn.initializers.normal(0.001),
+                          dtype=self.dtype, param_dtype=jnp.float32, name="bbox_pred")(x)
+        return (logits.astype(jnp.float32),
+                deltas.reshape(batch, num_rois, classes, 4).astype(jnp.float32))
+
+
+def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: Array,
+                gt_classes: Array, gt_valid: Array, *, num: int, foreground_fraction: float = 0.25,
+                foreground: float = 0.5, background: tuple[float, float] = (0.1, 0.5)
+                ) -> dict[str, Array]:
+    """Fast R-CNN's minibatch of RoIs per image: `num` of the proposals plus the ground-truth
+    boxes (both papers add them), 25% with IoU >= 0.5 (labelled with their object's class), the
+    rest background with IoU in [0.1, 0.5) (Faster R-CNN's code uses [0, 0.5)).
+
+    Returns rois (B, num, 4), labels (B, num) (0 background, k + 1 object class k), targets
+    (B, num, 4) (encoded with `HEAD_BOX_WEIGHTS`) and valid (B, num) (False where there were not
+    enough candidates).
+    """
+    candidates = jnp.concatenate([proposals, gt_boxes], axis=1)
+    candidate_valid = jnp.concatenate([proposal_valid, gt_valid], axis=1)
+    short = num - candidates.shape[1]
+    if short > 0:  # fewer candidates than the minibatch: pad with invalid ones (never sampled)
+        candidates = jnp.pad(candidates, ((0, 0), (0, short), (0, 0)))
+        candidate_valid = jnp.pad(candidate_valid, ((0, 0), (0, short)))
+    iou = box_ops.pairwise_iou(candidates, gt_boxes)
+    matched, labels = box_ops.match(iou, gt_valid, foreground=foreground, background=background)
+    labels = jnp.where(candidate_valid, labels, -1)
+    indices, valid = jax.vmap(lambda k, l: box_ops.sample(
+        k, l, num, foreground_fraction))(jax.random.split(key, proposals.shape[0]), labels)
+    take = lambda x: jnp.take_along_axis(x, indices, axis=1)  # noqa: E731
+    rois = jnp.take_along_axis(candidates, indices[..., None], axis=1)
+    matched, is_fg = take(matched), take(labels) == 1
+    classes = jnp.where(is_fg, jnp.take_along_axis(gt_classes, matched, axis=1) + 1, 0)
+    gt = jnp.take_along_axis(gt_boxes, matched[..., None], axis=1)
+    return {"rois": jax.lax.stop_gradient(rois), "labels": classes,
+            "targets": box_ops.encode(gt, rois, HEAD_BOX_WEIGHTS), "valid": valid}
+
+
+def box_head_loss(logits: Array, deltas: Array, samples: dict[str, Array]) -> dict[str, Array]:
+    """Fast R-CNN's multitask loss (eq. 1): log loss over the K + 1 classes, plus smooth L1 on
+    the deltas of the true class for foreground RoIs only (lambda = 1), both averaged over the
+    sampled RoIs."""
+    labels, valid = samples["labels"], samples["valid"].astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    true_class = jnp.take_along_axis(deltas, labels[..., None, None], axis=2)[:, :, 0]
+    regression = smooth_l1(true_class - samples["targets"], HEAD_SMOOTH_L1_BETA).sum(-1)
+    foreground = valid * (labels > 0)
+    return {"head_class": _mean_over(ce, valid),
+            "head_box": jnp.sum(regression * foreground) / jnp.maximum(jnp.sum(valid), 1.0),
+            "head_accuracy": _mean_over((jnp.argmax(logits, -1) == labels), valid)}
+
+
+def detect(rois: Array, roi_valid: Array, logits: Array, deltas: Array, image_hw: Array, *,
+           score_threshold: float = 0.05, nms_threshold: float = 0.3,
+           max_detections: int = 100) -> dict[str, Array]:
+    """Test-time detections of the R-CNN family: for every RoI and object class, the class's
+    softmax score and its class-specific box (decoded and clipped); scores below
+    `score_threshold` dropped; per-class NMS (0.3 in Fast R-CNN); the `max_detections` best.
+
+    Returns boxes (B, D, 4), scores (B, D), classes (B, D) (0-based object classes) and valid.
+    """
+    batch, num_rois, classes_with_bg = logits.shape
+    scores = jax.nn.softmax(logits, axis=-1)[..., 1:]
+    references = jnp.broadcast_to(rois[:, :, None], (batch, num_rois, classes_with_bg - 1, 4))
+    boxes = box_ops.decode(deltas[:, :, 1:], references, HEAD_BOX_WEIGHTS)
+    hw = jnp.asarray(image_hw, jnp.float32)
+    boxes = box_ops.clip(boxes.reshape(batch, -1, 4), hw[:, :1], hw[:, 1:])
+    scores = scores.reshape(batch, -1)
+    classes = jnp.broadcast_to(jnp.arange(classes_with_bg - 1), (batch, num_rois,
+                                                                 classes_with_bg - 1))
+    classes = classes.reshape(batch, -1)
+    valid = jnp.repeat(roi_valid, classes_with_bg - 1, axis=1)
+    index, keep = batched_nms(boxes, scores, iou_threshold=nms_threshold,
+                              max_output=max_detections, score_threshold=score_threshold,
+                              valid=valid, classes=classes)
+    take = lambda x: jnp.take_along_axis(x, index, axis=1)  # noqa: E731
+    return {"boxes": jnp.take_along_axis(boxes, index[..., None], axis=1),
+            "scores": jnp.where(keep, take(scores), 0.0), "classes": take(classes),
+            "valid": keep}
+
+
+def check_anchor_config(scales: Sequence[float], ratios: Sequence[float]) -> int:
+    """The number of anchors per position; fails on an empty or non-positive configuration."""
+    if not scales or not ratios or min(*scales, *ratios) <= 0:
+        raise ValueError(f"Anchor scales and ratios must be non-empty and positive; got "
+                         f"{tuple(scales)} and {tuple(ratios)}.")
+    return len(scales) * len(ratios)

@@ -1,0 +1,124 @@
+"""Object detection: any detector whose module gives `losses(inputs, targets)` for training and
+fixed-size detections from `__call__(inputs)`; PASCAL VOC or COCO AP.
+
+Eval statistics are the detections and ground truth of every image, gathered on the host (AP is
+not a sum over batches), then scored by `metrics.detection`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from segattn_jax.metrics.detection import coco_evaluate, voc_evaluate
+from segattn_jax.tasks import pictures as pics
+from segattn_jax.tasks.base import Batch, Task
+
+TARGET_KEYS = ("boxes", "classes", "box_valid")
+# task.ap_metric -> (evaluator, its keyword arguments).
+AP_METRICS = {
+    "voc07": (voc_evaluate, {"use_07_metric": True}),   # VOC2007 11-point (the R-CNN papers)
+    "voc": (voc_evaluate, {"use_07_metric": False}),    # VOC2010+ area under the curve
+    "coco": (coco_evaluate, {}),                        # AP@[.5:.95], AP50, AP75, APs/m/l
+}
+SHOWN_SCORE = 0.5  # pictures draw detections scoring at least this
+
+
+class DetectionTask(Task):
+    preprocess = "detection"
+    any_input_size = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        if config.task.ap_metric not in AP_METRICS:
+            raise ValueError(f"Unknown task.ap_metric {config.task.ap_metric!r}; valid: "
+                             f"{sorted(AP_METRICS)}.")
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        return self.model.input_keys
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.model.num_classes
+
+    def inputs_for_image(self, image: np.ndarray) -> Batch:
+        if set(self.input_keys) - {"image", "image_hw"}:
+            raise ValueError(f"{type(self.model).__name__} needs {self.input_keys} as inputs; "
+                             "`predict` on image files gives only the image.")
+        return {"image": image[None], "image_hw": np.array([image.shape[:2]], np.int32)}
+
+    def init_params(self, rng, inputs):
+        return self.model.init({"params": rng}, inputs)["params"]
+
+    def loss(self, params, batch: Batch, rng):
+        sample_rng, dropout_rng = jax.random.split(rng)
+        targets = {key: batch[key] for key in TARGET_KEYS}
+        # Objects marked difficult (VOC) or crowd (COCO) are not trained on, as in the papers.
+        targets["box_valid"] = batch["box_valid"] & ~batch["difficult"]
+        losses, metrics = self.model.apply(
+            {"params": params}, self.inputs(batch), targets, method="losses",
+            rngs={"sample": sample_rng, "dropout": dropout_rng})
+        return sum(losses.values()), {**losses, **metrics}
+
+    def predict(self, params, inputs):
+        return self.model.apply({"params": params}, inputs)
+
+    def statistics(self, batch: Batch, predictions) -> dict[str, jax.Array]:
+        return {**predictions, "gt_boxes": batch["boxes"], "gt_classes": batch["classes"],
+                "gt_difficult": batch["difficult"], "gt_valid": batch["box_valid"],
+                "example_valid": batch["valid"]}
+
+    def accumulate(self, total: Any, statistics: dict[str, np.ndarray]) -> dict[str, list]:
+        """Appends each real (not padding) image's detections and ground truth."""
+        total = total or {"detections": [], "ground_truths": []}
+        s = {k: np.asarray(v) for k, v in statistics.items()}
+        for i in np.flatnonzero(s["example_valid"]):
+            keep, real = s["valid"][i], s["gt_valid"][i]
+            total["detections"].append({"boxes": s["boxes"][i][keep],
+                                        "scores": s["scores"][i][keep],
+                                        "classes": s["classes"][i][keep]})
+            total["ground_truths"].append({"boxes": s["gt_boxes"][i][real],
+                                           "classes": s["gt_classes"][i][real],
+                                           "difficult": s["gt_difficult"][i][real]})
+        return total
+
+    def summarize(self, statistics) -> dict[str, float]:
+        evaluate, kwargs = AP_METRICS[self.config.task.ap_metric]
+        metrics = evaluate(statistics["detections"], statistics["ground_truths"],
+                           self.num_classes, **kwargs)
+        # Per-class APs by name: AP/<class>.
+        return {(f"AP/{pics.class_name(self.class_names, int(k[3:]))}" if k.startswith("AP/")
+                 else k): v for k, v in metrics.items()}
+
+    def _drawn(self, image: np.ndarray, boxes, classes, scores=None) -> np.ndarray:
+        """The image, upscaled for legibility, with boxes, class names (and scores)."""
+        image = pics.to_rgb_uint8(image)
+        big = pics.upscale(image)
+        factor = big.shape[0] / image.shape[0]
+        captions = [pics.class_name(self.class_names, int(k)) + ("" if scores is None
+                                                                  else f" {float(p):.2f}")
+                    for k, p in zip(classes, scores if scores is not None else classes)]
+        # Object class k is drawn in VOC color k + 1 (color 0 is black).
+        return pics.draw_boxes(big, np.asarray(boxes) * factor, captions,
+                               [int(k) + 1 for k in classes])
+
+    def _shown(self, predictions: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        keep = np.asarray(predictions["valid"]) & (np.asarray(predictions["scores"]) >= SHOWN_SCORE)
+        return (np.asarray(predictions["boxes"])[keep], np.asarray(predictions["classes"])[keep],
+                np.asarray(predictions["scores"])[keep])
+
+    def pictures(self, batch, predictions) -> np.ndarray:
+        """ground truth | detections scoring >= 0.5 (class and score), one row per image."""
+        rows = []
+        for i, image in enumerate(batch["image"]):
+            real = batch["box_valid"][i]
+            truth = self._drawn(image, batch["boxes"][i][real], batch["classes"][i][real])
+            boxes, classes, scores = self._shown(jax.tree.map(lambda x: x[i], predictions))
+            rows.append([truth, self._drawn(image, boxes, classes, scores)])
+        return pics.image_grid(rows, titles=("ground truth", f"detections (score >= {SHOWN_SCORE})"))
+
+    def overlay(self, image, predictions) -> np.ndarray:
+        """The image with the detections scoring >= 0.5 drawn: box, class name and score."""
+        return self._drawn(image, *self._shown(predictions))
