@@ -28,6 +28,12 @@ FAST_OVERRIDES = {
 }
 
 
+def without_timing(metrics: dict) -> dict:
+    """Eval metrics without the measured times (`seconds_per_image`, ...), which differ between
+    runs: what must be identical across resumes, shardings and re-evaluations."""
+    return {k: v for k, v in metrics.items() if not k.endswith("seconds_per_image")}
+
+
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory) -> str:
     """One TFDS data_dir per test worker; embedded datasets are generated into it on first use."""
