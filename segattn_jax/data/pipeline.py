@@ -104,7 +104,7 @@ def _local_batch_size(global_batch_size: int, process_count: int) -> int:
     return global_batch_size // process_count
 
 
-def _examples(builder: tfds.core.DatasetBuilder, split) -> tf.data.Dataset:
+def examples(builder: tfds.core.DatasetBuilder, split) -> tf.data.Dataset:
     """The split's examples in file order, each with its `tfds_id` (what cached per-example data,
     such as region proposals, is keyed by)."""
     return builder.as_dataset(split=split, shuffle_files=False,
@@ -115,12 +115,17 @@ def _num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
     return builder.info.splits[split].num_examples
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
 def _options(num_threads: int | None) -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = True
     # A bounded private pool, and no intra-op fan-out per op: the host also feeds the accelerators.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    options.threading.private_threadpool_size = num_threads or min(48, cores or 1)
+    options.threading.private_threadpool_size = num_threads or min(48, available_cores())
     options.threading.max_intra_op_parallelism = 1
     return options
 
@@ -146,14 +151,14 @@ def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproce
     if num_examples == 0:
         raise ValueError(f"Split {split!r} of {builder.info.full_name} has too few examples for "
                          f"{process_count} processes.")
-    examples = _examples(builder, shard)
+    examples_in_shard = examples(builder, shard)
     buffer = min(shuffle_buffer, num_examples)
     shuffle_key = tf.constant([seed, _SHUFFLE_SALT], tf.int64)
 
     def epoch(index: tf.Tensor) -> tf.data.Dataset:
         epoch_seed = tf.random.stateless_uniform(  # full-range int64 drawn from (seed, epoch)
             [], seed=_fold_in(shuffle_key, index), minval=None, maxval=None, dtype=tf.int64)
-        return examples.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        return examples_in_shard.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
 
     # Resume: start at the epoch holding step `start_step`, skip only within that epoch.
     start = start_step * local_batch
@@ -175,7 +180,7 @@ def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproce
 def element_spec(name: str | tfds.core.DatasetBuilder, split: str, *, preprocess: Preprocess,
                  data_dir: str | None = None) -> dict[str, tf.TensorSpec]:
     """Shapes and dtypes of one preprocessed eval example: what a model is initialized with."""
-    ds = _examples(load_builder(name, data_dir), split)
+    ds = examples(load_builder(name, data_dir), split)
     return ds.map(lambda example: preprocess(example, tf.constant([0, 0], tf.int64), False)
                   ).element_spec
 
@@ -204,7 +209,7 @@ def eval_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproces
             raise ValueError("Preprocessors must not produce a 'valid' key; the pipeline adds it.")
         return {**out, "valid": tf.constant(True)}
 
-    ds = _examples(builder, shard).enumerate()
+    ds = examples(builder, shard).enumerate()
     ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).with_options(_options(num_threads))
     return _pad_batches(tfds.as_numpy(ds), ds.element_spec, local_batch, num_batches)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import tensorflow as tf
 
-from segattn_jax.data.proposals import Proposals
+if TYPE_CHECKING:  # data.proposals reads datasets through data.pipeline, which imports this
+    from segattn_jax.data.proposals import Proposals
 
 Preprocess = Callable[[dict[str, tf.Tensor], tf.Tensor, bool], dict[str, tf.Tensor]]
 
@@ -71,10 +72,10 @@ def _mirror_boxes(boxes: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     return tf.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
 
 
-def _pad_to(values: tf.Tensor, count: tf.Tensor, size: int, check: tf.Operation | None = None
-            ) -> tf.Tensor:
-    """The first `count` rows of `values` zero-padded to `size` rows (static shape)."""
-    with tf.control_dependencies([check] if check is not None else []):
+def _pad_to(values: tf.Tensor, count: tf.Tensor, size: int, check: tf.Operation) -> tf.Tensor:
+    """The first `count` rows of `values` zero-padded to `size` rows (static shape), after
+    `check` (that count <= size) has passed."""
+    with tf.control_dependencies([check]):
         extra = values.shape[1:]
         padded = tf.pad(values[:count], [[0, size - count]] + [[0, 0]] * len(extra))
     return tf.ensure_shape(padded, [size, *extra])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import os
 import time
 
 import numpy as np
@@ -19,6 +18,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 from tqdm import tqdm
+
+from segattn_jax.data import pipeline
 
 CACHE_DIR = "proposals"
 
@@ -107,9 +108,8 @@ def _search_one(args: tuple[SelectiveSearch, np.ndarray]) -> tuple[np.ndarray, f
 def _compute(builder: tfds.core.DatasetBuilder, split: str, method: SelectiveSearch,
              path: epath.Path) -> None:
     """Runs `method` on every image of `split` (all cores) and writes the cache atomically."""
-    examples = builder.as_dataset(split=split, shuffle_files=False,
-                                  read_config=tfds.ReadConfig(add_tfds_id=True))
-    examples = examples.map(lambda e: {"image": e["image"], "tfds_id": e["tfds_id"]})
+    examples = pipeline.examples(builder, split).map(
+        lambda e: {"image": e["image"], "tfds_id": e["tfds_id"]})
     ids, found, seconds = [], [], []
 
     def work():
@@ -117,9 +117,8 @@ def _compute(builder: tfds.core.DatasetBuilder, split: str, method: SelectiveSea
             ids.append(example["tfds_id"])
             yield method, example["image"]
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     total = builder.info.splits[split].num_examples
-    with multiprocessing.get_context("spawn").Pool(max(1, cores or 1)) as pool:
+    with multiprocessing.get_context("spawn").Pool(pipeline.available_cores()) as pool:
         for boxes, took in tqdm(pool.imap(_search_one, work(), chunksize=8), total=total,
                                 desc=f"selective search ({split})", unit="image"):
             found.append(boxes)
@@ -136,17 +135,29 @@ def _compute(builder: tfds.core.DatasetBuilder, split: str, method: SelectiveSea
     partial.rename(path)
 
 
-def load(builder: tfds.core.DatasetBuilder, splits: list[str], method: SelectiveSearch
-         ) -> Proposals:
-    """The proposals of `splits`, computed (and cached in the dataset's directory) where missing."""
-    parts = []
+def _cache_path(builder: tfds.core.DatasetBuilder, split: str, method: SelectiveSearch
+                ) -> epath.Path:
+    return epath.Path(builder.data_dir) / CACHE_DIR / method.cache_name(split)
+
+
+def compute_missing(builder: tfds.core.DatasetBuilder, splits: list[str],
+                    method: SelectiveSearch) -> None:
+    """Computes and caches the proposals of those `splits` that have no cache yet."""
     for split in dict.fromkeys(splits):
-        path = epath.Path(builder.data_dir) / CACHE_DIR / method.cache_name(split)
+        path = _cache_path(builder, split, method)
         if not path.exists():
             logging.info("Computing %s proposals of %s %s once; cached in %s.", method,
                          builder.info.full_name, split, path)
             _compute(builder, split, method, path)
-        with path.open("rb") as file:
+
+
+def load(builder: tfds.core.DatasetBuilder, splits: list[str], method: SelectiveSearch
+         ) -> Proposals:
+    """The proposals of `splits`, computed (and cached in the dataset's directory) where missing."""
+    compute_missing(builder, splits, method)
+    parts = []
+    for split in dict.fromkeys(splits):
+        with _cache_path(builder, split, method).open("rb") as file:
             parts.append(dict(np.load(file)))
     seconds = np.concatenate([p["seconds"] for p in parts])
     return Proposals(ids=np.concatenate([p["ids"] for p in parts]),

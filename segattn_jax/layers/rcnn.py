@@ -36,6 +36,12 @@ def smooth_l1(x: Array, beta: float = 1.0) -> Array:
     return jnp.where(absolute < beta, 0.5 * x * x / beta, absolute - 0.5 * beta)
 
 
+def take_per_image(values: Array, indices: Array) -> Array:
+    """values (B, N, ...) at each image's `indices` (B, K) -> (B, K, ...)."""
+    indices = indices.reshape(indices.shape + (1,) * (values.ndim - 2))
+    return jnp.take_along_axis(values, indices, axis=1)
+
+
 def _mean_over(values: Array, weights: Array) -> Array:
     """Weighted mean with a zero denominator giving 0 (an image with nothing sampled)."""
     return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
@@ -95,13 +101,13 @@ def rpn_loss(key: Array, anchors: Array, objectness: Array, deltas: Array, gt_bo
     labels = jnp.where(inside_image(anchors_b, image_hw), labels, -1)
     indices, sampled = jax.vmap(lambda k, l: box_ops.sample(
         k, l, num_samples, foreground_fraction))(jax.random.split(key, batch), labels)
-    take = lambda x: jnp.take_along_axis(x, indices, axis=1)  # noqa: E731
-    labels, sampled = take(labels), sampled.astype(jnp.float32)
+    labels, sampled = take_per_image(labels, indices), sampled.astype(jnp.float32)
     is_fg = (labels == 1).astype(jnp.float32) * sampled
-    ce = optax.sigmoid_binary_cross_entropy(take(objectness), (labels == 1).astype(jnp.float32))
-    gt = jnp.take_along_axis(gt_boxes, take(matched)[..., None], axis=1)
-    targets = box_ops.encode(gt, jnp.take_along_axis(anchors_b, indices[..., None], axis=1))
-    predicted = jnp.take_along_axis(deltas, indices[..., None], axis=1)
+    ce = optax.sigmoid_binary_cross_entropy(take_per_image(objectness, indices),
+                                            (labels == 1).astype(jnp.float32))
+    gt = take_per_image(gt_boxes, take_per_image(matched, indices))
+    targets = box_ops.encode(gt, take_per_image(anchors_b, indices))
+    predicted = take_per_image(deltas, indices)
     regression = smooth_l1(predicted - targets, RPN_SMOOTH_L1_BETA).sum(-1) * is_fg
     count = jnp.maximum(jnp.sum(sampled), 1.0)
     return {"rpn_class": jnp.sum(ce * sampled) / count, "rpn_box": jnp.sum(regression) / count}
@@ -125,10 +131,10 @@ def propose(anchors: Array, objectness: Array, deltas: Array, image_hw: Array, *
     scores = jnp.where(size_ok, objectness, -jnp.inf)
     pre_nms = min(pre_nms, scores.shape[1])
     top_scores, top = jax.lax.top_k(scores, pre_nms)
-    top_boxes = jnp.take_along_axis(boxes, top[..., None], axis=1)
+    top_boxes = take_per_image(boxes, top)
     keep_index, keep = batched_nms(top_boxes, top_scores, iou_threshold=nms_threshold,
                                    max_output=post_nms, valid=jnp.isfinite(top_scores))
-    return jnp.take_along_axis(top_boxes, keep_index[..., None], axis=1), keep
+    return take_per_image(top_boxes, keep_index), keep
 
 
 # ---- Fast R-CNN box head ----------------------------------------------------------------------
@@ -195,11 +201,10 @@ def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: A
     labels = jnp.where(candidate_valid, labels, -1)
     indices, valid = jax.vmap(lambda k, l: box_ops.sample(
         k, l, num, foreground_fraction))(jax.random.split(key, proposals.shape[0]), labels)
-    take = lambda x: jnp.take_along_axis(x, indices, axis=1)  # noqa: E731
-    rois = jnp.take_along_axis(candidates, indices[..., None], axis=1)
-    matched, is_fg = take(matched), take(labels) == 1
-    classes = jnp.where(is_fg, jnp.take_along_axis(gt_classes, matched, axis=1) + 1, 0)
-    gt = jnp.take_along_axis(gt_boxes, matched[..., None], axis=1)
+    rois = take_per_image(candidates, indices)
+    matched, is_fg = take_per_image(matched, indices), take_per_image(labels, indices) == 1
+    classes = jnp.where(is_fg, take_per_image(gt_classes, matched) + 1, 0)
+    gt = take_per_image(gt_boxes, matched)
     return {"rois": jax.lax.stop_gradient(rois), "labels": classes,
             "targets": box_ops.encode(gt, rois, HEAD_BOX_WEIGHTS), "valid": valid}
 
@@ -241,10 +246,9 @@ def detect(rois: Array, roi_valid: Array, logits: Array, deltas: Array, image_hw
     index, keep = batched_nms(boxes, scores, iou_threshold=nms_threshold,
                               max_output=max_detections, score_threshold=score_threshold,
                               valid=valid, classes=classes)
-    take = lambda x: jnp.take_along_axis(x, index, axis=1)  # noqa: E731
-    return {"boxes": jnp.take_along_axis(boxes, index[..., None], axis=1),
-            "scores": jnp.where(keep, take(scores), 0.0), "classes": take(classes),
-            "valid": keep}
+    return {"boxes": take_per_image(boxes, index),
+            "scores": jnp.where(keep, take_per_image(scores, index), 0.0),
+            "classes": take_per_image(classes, index), "valid": keep}
 
 
 def check_anchor_config(scales: Sequence[float], ratios: Sequence[float]) -> int:

@@ -97,9 +97,9 @@ class DetectionTask(Task):
         image = pics.to_rgb_uint8(image)
         big = pics.upscale(image)
         factor = big.shape[0] / image.shape[0]
-        captions = [pics.class_name(self.class_names, int(k)) + ("" if scores is None
-                                                                  else f" {float(p):.2f}")
-                    for k, p in zip(classes, scores if scores is not None else classes)]
+        captions = [pics.class_name(self.class_names, int(k)) for k in classes]
+        if scores is not None:
+            captions = [f"{caption} {float(p):.2f}" for caption, p in zip(captions, scores)]
         # Object class k is drawn in VOC color k + 1 (color 0 is black).
         return pics.draw_boxes(big, np.asarray(boxes) * factor, captions,
                                [int(k) + 1 for k in classes])

@@ -61,9 +61,9 @@ def _load_proposals(config: ml_collections.ConfigDict) -> proposals_lib.Proposal
                                            max_proposals=settings.max_proposals)
     builder = pipeline.load_builder(config.dataset.name, config.dataset.data_dir)
     splits = [config.dataset.train_split, config.dataset.eval_split]
-    if jax.process_index() == 0:
-        proposals_lib.load(builder, splits, method)
     if jax.process_count() > 1:
+        if jax.process_index() == 0:
+            proposals_lib.compute_missing(builder, splits, method)
         multihost_utils.sync_global_devices("proposals computed")
     return proposals_lib.load(builder, splits, method)
 
