@@ -111,7 +111,9 @@ def examples(builder: tfds.core.DatasetBuilder, split) -> tf.data.Dataset:
                               read_config=tfds.ReadConfig(add_tfds_id=True))
 
 
-def _num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
+def num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
+    """The number of examples of `split` (a name or a tfds split expression) from the builder's
+    metadata."""
     return builder.info.splits[split].num_examples
 
 
@@ -147,12 +149,12 @@ def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproce
         raise ValueError(f"start_step must be >= 0, got {start_step}.")
     builder = load_builder(name, data_dir)
     shard = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
-    num_examples = _num_examples(builder, shard)
-    if num_examples == 0:
+    shard_size = num_examples(builder, shard)
+    if shard_size == 0:
         raise ValueError(f"Split {split!r} of {builder.info.full_name} has too few examples for "
                          f"{process_count} processes.")
     examples_in_shard = examples(builder, shard)
-    buffer = min(shuffle_buffer, num_examples)
+    buffer = min(shuffle_buffer, shard_size)
     shuffle_key = tf.constant([seed, _SHUFFLE_SALT], tf.int64)
 
     def epoch(index: tf.Tensor) -> tf.data.Dataset:
@@ -162,7 +164,7 @@ def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproce
 
     # Resume: start at the epoch holding step `start_step`, skip only within that epoch.
     start = start_step * local_batch
-    first_epoch, offset = divmod(start, num_examples)
+    first_epoch, offset = divmod(start, shard_size)
     stream = tf.data.Dataset.range(first_epoch, _INT64_MAX).flat_map(epoch).skip(offset)
     stream = tf.data.Dataset.zip((tf.data.Dataset.range(start, _INT64_MAX), stream))
     augment_key = tf.constant([seed, _AUGMENT_SALT], tf.int64)
@@ -198,7 +200,7 @@ def eval_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproces
     process_index, process_count = _process(process_index, process_count)
     local_batch = _local_batch_size(global_batch_size, process_count)
     builder = load_builder(name, data_dir)
-    largest_shard = math.ceil(_num_examples(builder, split) / process_count)
+    largest_shard = math.ceil(num_examples(builder, split) / process_count)
     num_batches = math.ceil(largest_shard / local_batch)
     shard = tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
     eval_key = tf.constant([0, _EVAL_SALT], tf.int64)

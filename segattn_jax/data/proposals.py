@@ -117,7 +117,7 @@ def _compute(builder: tfds.core.DatasetBuilder, split: str, method: SelectiveSea
             ids.append(example["tfds_id"])
             yield method, example["image"]
 
-    total = builder.info.splits[split].num_examples
+    total = pipeline.num_examples(builder, split)
     with multiprocessing.get_context("spawn").Pool(pipeline.available_cores()) as pool:
         for boxes, took in tqdm(pool.imap(_search_one, work(), chunksize=8), total=total,
                                 desc=f"selective search ({split})", unit="image"):

@@ -139,6 +139,35 @@ def propose(anchors: Array, objectness: Array, deltas: Array, image_hw: Array, *
 
 # ---- Fast R-CNN box head ----------------------------------------------------------------------
 
+def pool_rois(features: Array, rois: Array, *, pooling: str, output_size: int,
+              spatial_scale: float) -> Array:
+    """Each RoI's features on a fixed grid: RoIPool (Fast R-CNN) or RoIAlign (Mask R-CNN)."""
+    if pooling == "roi_pool":
+        return roi_pool(features, rois, output_size, spatial_scale=spatial_scale)
+    if pooling == "roi_align":
+        return roi_align(features, rois, output_size, spatial_scale=spatial_scale)
+    raise ValueError(f"Unknown pooling {pooling!r}; use 'roi_pool' or 'roi_align'.")
+
+
+class FullyConnected(nn.Module):
+    """VGG16's fc6 and fc7 over each region's features flattened: (B, R, ...) -> fc7 (B, R,
+    hidden), after its ReLU and before its dropout (which the caller applies where it trains a
+    classifier on top; R-CNN's SVMs read fc7 itself)."""
+
+    hidden: int = 4096
+    dropout_rate: float = 0.5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, regions: Array, *, train: bool) -> Array:
+        x = regions.reshape(*regions.shape[:2], -1).astype(self.dtype)
+        x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
+                             name="fc6")(x))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
+                                name="fc7")(x))
+
+
 class BoxHead(nn.Module):
     """Fast R-CNN's head: each RoI's features pooled to a fixed grid (RoIPool, or Mask R-CNN's
     RoIAlign), two fully connected layers (VGG16's fc6/fc7 with dropout), then sibling outputs:
@@ -157,17 +186,11 @@ class BoxHead(nn.Module):
 
     @nn.compact
     def __call__(self, features: Array, rois: Array, *, train: bool) -> tuple[Array, Array]:
-        if self.pooling == "roi_pool":
-            pooled = roi_pool(features, rois, self.output_size, spatial_scale=self.spatial_scale)
-        elif self.pooling == "roi_align":
-            pooled = roi_align(features, rois, self.output_size, spatial_scale=self.spatial_scale)
-        else:
-            raise ValueError(f"Unknown pooling {self.pooling!r}; use 'roi_pool' or 'roi_align'.")
-        batch, num_rois = rois.shape[:2]
-        x = pooled.reshape(batch, num_rois, -1).astype(self.dtype)
-        for name in ("fc6", "fc7"):
-            x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32, name=name)(x)
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
+        pooled = pool_rois(features, rois, pooling=self.pooling, output_size=self.output_size,
+                           spatial_scale=self.spatial_scale)
+        x = FullyConnected(self.hidden, self.dropout_rate, self.dtype, name="fc")(pooled,
+                                                                                   train=train)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         classes = self.num_classes + 1
         # The paper: zero-mean Gaussians, std 0.01 (scores) and 0.001 (box regression).
         logits = nn.Dense(classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
@@ -175,7 +198,7 @@ class BoxHead(nn.Module):
         deltas = nn.Dense(4 * classes, kernel_init=nn.initializers.normal(0.001),
                           dtype=self.dtype, param_dtype=jnp.float32, name="bbox_pred")(x)
         return (logits.astype(jnp.float32),
-                deltas.reshape(batch, num_rois, classes, 4).astype(jnp.float32))
+                deltas.reshape(*rois.shape[:2], classes, 4).astype(jnp.float32))
 
 
 def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: Array,
@@ -223,26 +246,25 @@ def box_head_loss(logits: Array, deltas: Array, samples: dict[str, Array]) -> di
             "head_accuracy": _mean_over((jnp.argmax(logits, -1) == labels), valid)}
 
 
-def detect(rois: Array, roi_valid: Array, logits: Array, deltas: Array, image_hw: Array, *,
-           score_threshold: float = 0.05, nms_threshold: float = 0.3,
-           max_detections: int = 100) -> dict[str, Array]:
-    """Test-time detections of the R-CNN family: for every RoI and object class, the class's
-    softmax score and its class-specific box (decoded and clipped); scores below
-    `score_threshold` dropped; per-class NMS (0.3 in Fast R-CNN); the `max_detections` best.
+def detect(rois: Array, roi_valid: Array, scores: Array, deltas: Array, image_hw: Array, *,
+           score_threshold: float = 0.05,
+           nms_threshold: float = 0.3, max_detections: int = 100) -> dict[str, Array]:
+    """Test-time detections of the R-CNN family: for every RoI (B, R, 4) and object class, its
+    score (B, R, K) (Fast R-CNN's softmax, R-CNN's SVM margin) and its class-specific box
+    (deltas (B, R, K, 4) coded with `HEAD_BOX_WEIGHTS`, decoded and clipped); scores below
+    `score_threshold` dropped; per-class NMS (0.3 in both papers); the `max_detections` best.
 
     Returns boxes (B, D, 4), scores (B, D), classes (B, D) (0-based object classes) and valid.
     """
-    batch, num_rois, classes_with_bg = logits.shape
-    scores = jax.nn.softmax(logits, axis=-1)[..., 1:]
-    references = jnp.broadcast_to(rois[:, :, None], (batch, num_rois, classes_with_bg - 1, 4))
-    boxes = box_ops.decode(deltas[:, :, 1:], references, HEAD_BOX_WEIGHTS)
+    batch, num_rois, num_classes = scores.shape
+    references = jnp.broadcast_to(rois[:, :, None], (batch, num_rois, num_classes, 4))
+    boxes = box_ops.decode(deltas, references, HEAD_BOX_WEIGHTS)
     hw = jnp.asarray(image_hw, jnp.float32)
     boxes = box_ops.clip(boxes.reshape(batch, -1, 4), hw[:, :1], hw[:, 1:])
     scores = scores.reshape(batch, -1)
-    classes = jnp.broadcast_to(jnp.arange(classes_with_bg - 1), (batch, num_rois,
-                                                                 classes_with_bg - 1))
+    classes = jnp.broadcast_to(jnp.arange(num_classes), (batch, num_rois, num_classes))
     classes = classes.reshape(batch, -1)
-    valid = jnp.repeat(roi_valid, classes_with_bg - 1, axis=1)
+    valid = jnp.repeat(roi_valid, num_classes, axis=1)
     index, keep = batched_nms(boxes, scores, iou_threshold=nms_threshold,
                               max_output=max_detections, score_threshold=score_threshold,
                               valid=valid, classes=classes)

@@ -117,3 +117,25 @@ def roi_pool(features: jax.Array, boxes: jax.Array, output_size: int | tuple[int
 
     return jax.vmap(one_image)(features, y_lo, y_hi, x_lo, x_hi)
 
+
+
+def warp_regions(images: jax.Array, boxes: jax.Array, size: int, *,
+                 context_padding: float = 0.0) -> jax.Array:
+    """R-CNN's region warping: each box dilated so that, once its region is warped
+    (anisotropically) to size x size, `context_padding` pixels of image context surround it
+    (the paper: 16 at 227), then resampled bilinearly (2x2 points per output pixel). Context
+    beyond the image reads the image's mean colour, as the paper fills it.
+
+    images (B, H, W, C), boxes (B, R, 4) in pixels -> (B, R, size, size, C).
+    """
+    if not 0 <= 2 * context_padding < size:
+        raise ValueError(f"context_padding must be in [0, size / 2); got {context_padding} for "
+                         f"size {size}.")
+    _check(images, boxes)
+    boxes = boxes.astype(jnp.float32)
+    centre = 0.5 * (boxes[..., :2] + boxes[..., 2:])
+    half = 0.5 * (boxes[..., 2:] - boxes[..., :2]) * (size / (size - 2 * context_padding))
+    dilated = jnp.concatenate([centre - half, centre + half], axis=-1)
+    mean = jnp.mean(images.astype(jnp.float32), axis=(1, 2), keepdims=True)  # (B, 1, 1, C)
+    warped = roi_align(images.astype(jnp.float32) - mean, dilated, size, spatial_scale=1.0)
+    return (warped + mean[:, None]).astype(images.dtype)

@@ -45,7 +45,7 @@ def test_more_objects_than_max_boxes_names_the_config_key(tiny_shapes):
         next(iter(ds))
 
 
-def _voc_like(num_examples, crowd_key):
+def voc_like(num_examples, crowd_key="is_difficult"):
     """Examples with the structure of TFDS voc/2007 (or coco/2017 with crowd_key='is_crowd'):
     a 375 x 500 image and consistent per-object fields (mock_data's random ones are not)."""
     rng = np.random.default_rng(0)
@@ -73,7 +73,7 @@ def test_real_datasets_resize_to_the_rcnn_protocol_into_a_fixed_canvas(name, cro
     assert {"bbox", "label", crowd_key} <= set(objects.keys())
 
     def as_dataset(self, split, **kwargs):
-        return _voc_like(4, crowd_key)
+        return voc_like(4, crowd_key)
 
     prep = lambda e: preprocess.detection(e, tf.constant([0, 0], tf.int64), False, max_boxes=5,
                                           canvas=(608, 1008))
@@ -84,7 +84,7 @@ def test_real_datasets_resize_to_the_rcnn_protocol_into_a_fixed_canvas(name, cro
     assert batch["image"].shape == (2, 608, 1008, 3)
     np.testing.assert_array_equal(batch["image_hw"], [[600, 800]] * 2)
     assert not batch["image"][:, 600:].any() and not batch["image"][:, :, 800:].any()
-    example = next(iter(_voc_like(4, crowd_key)))
+    example = next(iter(voc_like(4, crowd_key)))
     count = len(example["objects"]["label"])
     ymin, xmin, ymax, xmax = example["objects"]["bbox"].numpy().T
     np.testing.assert_allclose(batch["boxes"][0, :count],

@@ -84,8 +84,9 @@ def test_detect_keeps_the_confident_class_once_and_places_its_box():
     rois = jnp.array([[[10.0, 10.0, 30.0, 30.0], [11.0, 10.0, 31.0, 30.0], [40, 40, 60, 60]]])
     logits = jnp.array([[[0.0, 9.0, 0.0], [0.0, 8.0, 0.0], [9.0, 0.0, 0.0]]])  # bg, c0, c1
     deltas = jnp.zeros((1, 3, 3, 4)).at[0, 0, 1].set(jnp.array([1.0, 0.0, 0.0, 0.0]))
-    out = rcnn.detect(rois, jnp.ones((1, 3), bool), logits, deltas, HW, score_threshold=0.5,
-                      nms_threshold=0.3, max_detections=5)
+    out = rcnn.detect(rois, jnp.ones((1, 3), bool), jax.nn.softmax(logits)[..., 1:],
+                      deltas[:, :, 1:], HW, score_threshold=0.5, nms_threshold=0.3,
+                      max_detections=5)
     assert int(out["valid"].sum()) == 1  # the second RoI is suppressed, the third is background
     assert int(out["classes"][0, 0]) == 0
     # dx = 1 at weight 10: shifted by a tenth of the width (2 px).

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from segattn_jax.layers.roi import roi_align, roi_pool
+from segattn_jax.layers.roi import roi_align, roi_pool, warp_regions
 
 
 def _boxes_inside(rng, batch, count, height, width, scale):
@@ -104,3 +104,17 @@ def test_roi_ops_are_differentiable():
 def test_roi_ops_reject_unbatched_boxes():
     with pytest.raises(ValueError, match=r"boxes \(B, R, 4\)"):
         roi_align(np.zeros((1, 4, 4, 1)), np.zeros((3, 4)), 2, spatial_scale=1.0)
+
+
+def test_warp_regions_adds_context_and_fills_outside_with_the_mean():
+    """A 16 px white square warped to 20 px with 2 px of context: the inner 16x16 is white,
+    the ring around it is the black image, and a box hanging off the image reads its mean."""
+    image = jnp.zeros((1, 64, 64, 1)).at[0, 16:32, 16:32].set(1.0)
+    mean = float(image.mean())
+    boxes = jnp.array([[[16.0, 16.0, 32.0, 32.0], [-32.0, 16.0, 0.0, 48.0]]])
+    warped = np.asarray(warp_regions(image, boxes, 20, context_padding=2.0))[0, ..., 0]
+    np.testing.assert_allclose(warped[0, 3:17, 3:17], 1.0, atol=1e-6)
+    assert np.abs(warped[0, 0]).max() < 1e-6 and np.abs(warped[0, :, 0]).max() < 1e-6
+    np.testing.assert_allclose(warped[1, :, :8], mean, atol=1e-6)  # x < -1: off the image
+    with pytest.raises(ValueError, match="context_padding"):
+        warp_regions(image, boxes, 20, context_padding=10.0)
