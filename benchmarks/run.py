@@ -11,6 +11,7 @@ import jax  # noqa: E402
 import conv_passes  # noqa: E402
 import conv_transpose  # noqa: E402
 import detection_ops  # noqa: E402
+import faster_rcnn_train_step  # noqa: E402
 import fcn_train_step  # noqa: E402
 import loop_overhead  # noqa: E402
 
@@ -26,6 +27,8 @@ def main() -> None:
     loop_overhead.main()
     print()
     detection_ops.main()
+    print()
+    faster_rcnn_train_step.main()
 
 
 if __name__ == "__main__":

@@ -106,9 +106,22 @@ def _local_batch_size(global_batch_size: int, process_count: int) -> int:
 
 def examples(builder: tfds.core.DatasetBuilder, split) -> tf.data.Dataset:
     """The split's examples in file order, each with its `tfds_id` (what cached per-example data,
-    such as region proposals, is keyed by)."""
-    return builder.as_dataset(split=split, shuffle_files=False,
-                              read_config=tfds.ReadConfig(add_tfds_id=True))
+    such as region proposals, is keyed by), prefixed with the dataset's full name: TFDS's own
+    ids repeat across configs (voc/2007 and voc/2012 both name theirs 'voc-train...')."""
+    prefix = builder.info.full_name + ":"
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            read_config=tfds.ReadConfig(add_tfds_id=True))
+    return ds.map(lambda e: {**e, "tfds_id": tf.strings.join([prefix, e["tfds_id"]])})
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    """'voc/2012:train+validation' -> ('voc/2012', 'train+validation'): a dataset and split
+    (`config.dataset.extra_train`)."""
+    name, colon, split = source.rpartition(":")
+    if not colon or not name or not split:
+        raise ValueError(f"Extra training data {source!r} must be 'dataset:split', e.g. "
+                         "'voc/2012:train+validation' (--config.dataset.extra_train).")
+    return name, split
 
 
 def num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
@@ -140,20 +153,29 @@ def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproce
                    global_batch_size: int, seed: int, start_step: int = 0,
                    data_dir: str | None = None, shuffle_buffer: int = 10_000,
                    process_index: int | None = None, process_count: int | None = None,
-                   num_threads: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                   num_threads: int | None = None, extra: Iterable[str] = ()
+                   ) -> Iterator[dict[str, np.ndarray]]:
     """Endless, shuffled, augmented batches of this process's shard: global_batch_size //
-    process_count examples each, starting at `start_step` (resume) of the seeded stream."""
+    process_count examples each, starting at `start_step` (resume) of the seeded stream.
+
+    `extra` adds other datasets' splits ('dataset:split', e.g. the papers' VOC 07+12 training
+    set is voc/2007 trainval plus 'voc/2012:train+validation'); every epoch shuffles them all."""
     process_index, process_count = _process(process_index, process_count)
     local_batch = _local_batch_size(global_batch_size, process_count)
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}.")
-    builder = load_builder(name, data_dir)
-    shard = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]
-    shard_size = num_examples(builder, shard)
-    if shard_size == 0:
-        raise ValueError(f"Split {split!r} of {builder.info.full_name} has too few examples for "
-                         f"{process_count} processes.")
-    examples_in_shard = examples(builder, shard)
+    examples_in_shard, shard_size = None, 0
+    for source_name, source_split in [(name, split), *map(parse_source, extra)]:
+        builder = load_builder(source_name, data_dir)
+        shard = tfds.even_splits(source_split, n=process_count,
+                                 drop_remainder=True)[process_index]
+        size = num_examples(builder, shard)
+        if size == 0:
+            raise ValueError(f"Split {source_split!r} of {builder.info.full_name} has too few "
+                             f"examples for {process_count} processes.")
+        ds = examples(builder, shard)
+        examples_in_shard = ds if examples_in_shard is None else examples_in_shard.concatenate(ds)
+        shard_size += size
     buffer = min(shuffle_buffer, shard_size)
     shuffle_key = tf.constant([seed, _SHUFFLE_SALT], tf.int64)
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from segattn_jax.data import pipeline
 
 CACHE_DIR = "proposals"
+CACHE_VERSION = "v2"  # v2: ids prefixed with the dataset's full name (pipeline.examples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,7 @@ class SelectiveSearch:
     def cache_name(self, split: str) -> str:
         split = split.replace("/", "_").replace("[", "_").replace("]", "").replace(":", "-")
         return (f"selective_search_fast_x{self.upscale:g}_k{self.base_k}_"
-                f"n{self.max_proposals}_{split}.npz")
+                f"n{self.max_proposals}_{split}.{CACHE_VERSION}.npz")
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(N <= max_proposals, 4) normalized (ymin, xmin, ymax, xmax) boxes of a uint8 RGB
@@ -140,10 +141,10 @@ def _cache_path(builder: tfds.core.DatasetBuilder, split: str, method: Selective
     return epath.Path(builder.data_dir) / CACHE_DIR / method.cache_name(split)
 
 
-def compute_missing(builder: tfds.core.DatasetBuilder, splits: list[str],
+def compute_missing(sources: list[tuple[tfds.core.DatasetBuilder, str]],
                     method: SelectiveSearch) -> None:
-    """Computes and caches the proposals of those `splits` that have no cache yet."""
-    for split in dict.fromkeys(splits):
+    """Computes and caches the proposals of those (dataset, split) `sources` that have none."""
+    for builder, split in sources:
         path = _cache_path(builder, split, method)
         if not path.exists():
             logging.info("Computing %s proposals of %s %s once; cached in %s.", method,
@@ -151,12 +152,13 @@ def compute_missing(builder: tfds.core.DatasetBuilder, splits: list[str],
             _compute(builder, split, method, path)
 
 
-def load(builder: tfds.core.DatasetBuilder, splits: list[str], method: SelectiveSearch
+def load(sources: list[tuple[tfds.core.DatasetBuilder, str]], method: SelectiveSearch
          ) -> Proposals:
-    """The proposals of `splits`, computed (and cached in the dataset's directory) where missing."""
-    compute_missing(builder, splits, method)
+    """The proposals of the (dataset, split) `sources`, computed (and cached in each dataset's
+    directory) where missing."""
+    compute_missing(sources, method)
     parts = []
-    for split in dict.fromkeys(splits):
+    for builder, split in sources:
         with _cache_path(builder, split, method).open("rb") as file:
             parts.append(dict(np.load(file)))
     seconds = np.concatenate([p["seconds"] for p in parts])

@@ -2,7 +2,8 @@
 training targets and losses, and test-time detection (per-class box decoding + NMS).
 
 Fast R-CNN (Girshick 2015) and Faster R-CNN (Ren et al. 2015) are each a few lines on top of
-these; Mask R-CNN and MNC reuse the RPN and the box head. Everything has static shapes: a fixed
+these, and R-CNN (Girshick et al. 2014) shares their RoI sampling, fc6/fc7 and detection; Mask
+R-CNN and MNC reuse the RPN and the box head. Everything has static shapes: a fixed
 number of anchors, proposals, sampled RoIs and detections per image, with validity masks, so a
 whole train step is one jitted function. Box conventions are `ops.boxes`'s; ground-truth classes
 are 0-based object classes, and the head's class 0 is background (object class k is k + 1).
@@ -247,8 +248,8 @@ def box_head_loss(logits: Array, deltas: Array, samples: dict[str, Array]) -> di
 
 
 def detect(rois: Array, roi_valid: Array, scores: Array, deltas: Array, image_hw: Array, *,
-           score_threshold: float = 0.05,
-           nms_threshold: float = 0.3, max_detections: int = 100) -> dict[str, Array]:
+           score_threshold: float = 0.05, nms_threshold: float = 0.3,
+           max_detections: int = 100) -> dict[str, Array]:
     """Test-time detections of the R-CNN family: for every RoI (B, R, 4) and object class, its
     score (B, R, K) (Fast R-CNN's softmax, R-CNN's SVM margin) and its class-specific box
     (deltas (B, R, K, 4) coded with `HEAD_BOX_WEIGHTS`, decoded and clipped); scores below

@@ -28,6 +28,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
     c.dataset.train_split = "train"
     c.dataset.eval_split = "test"
+    # More training data from other datasets, as 'dataset:split' (the papers' VOC 07+12:
+    # ('voc/2012:train+validation',) beside voc/2007 trainval).
+    c.dataset.extra_train = ()
     # Keyword options of the task's preprocessor (data/preprocess.py), e.g. max_boxes, canvas.
     c.dataset.preprocess = ml_collections.ConfigDict()
     # Cached region proposals attached to each example (R-CNN, Fast R-CNN): data/proposals.py.

@@ -43,7 +43,9 @@ def _prepare_dataset_once(config: ml_collections.ConfigDict) -> None:
     """Process 0 generates an embedded dataset first, so processes sharing a data_dir don't
     write it concurrently; the others then find it (or, on their own disks, generate theirs)."""
     if jax.process_index() == 0:
-        pipeline.load_builder(config.dataset.name, config.dataset.data_dir)
+        extra = [pipeline.parse_source(source)[0] for source in config.dataset.extra_train]
+        for name in dict.fromkeys([config.dataset.name, *extra]):
+            pipeline.load_builder(name, config.dataset.data_dir)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("dataset prepared")
 
@@ -59,13 +61,16 @@ def _load_proposals(config: ml_collections.ConfigDict) -> proposals_lib.Proposal
                          "'' (none), 'selective_search'.")
     method = proposals_lib.SelectiveSearch(upscale=settings.upscale, base_k=settings.base_k,
                                            max_proposals=settings.max_proposals)
-    builder = pipeline.load_builder(config.dataset.name, config.dataset.data_dir)
-    splits = [config.dataset.train_split, config.dataset.eval_split]
+    data = config.dataset
+    sources = [(data.name, data.train_split), (data.name, data.eval_split),
+               *map(pipeline.parse_source, data.extra_train)]
+    sources = [(pipeline.load_builder(name, data.data_dir), split)
+               for name, split in dict.fromkeys(sources)]
     if jax.process_count() > 1:
         if jax.process_index() == 0:
-            proposals_lib.compute_missing(builder, splits, method)
+            proposals_lib.compute_missing(sources, method)
         multihost_utils.sync_global_devices("proposals computed")
-    return proposals_lib.load(builder, splits, method)
+    return proposals_lib.load(sources, method)
 
 
 def _rngs(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -343,7 +348,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         train_batches = pipeline.train_iterator(
             config.dataset.name, config.dataset.train_split, preprocess=exp.preprocess,
             global_batch_size=train.batch_size, seed=config.seed, start_step=start_step,
-            data_dir=config.dataset.data_dir)
+            data_dir=config.dataset.data_dir, extra=config.dataset.extra_train)
         pending = _PendingMetrics()
 
         clock = _StepClock(start_step)

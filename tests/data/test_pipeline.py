@@ -104,3 +104,26 @@ def test_load_builder_prepares_embedded_and_rejects_missing_real(tmp_path):
 
 def test_tensorflow_sees_no_gpu():
     assert not tf.config.get_visible_devices("GPU")
+
+
+def test_extra_training_data_joins_every_epoch(tfds_dir):
+    """The papers' 07+12 recipe on embedded data: shapes/tiny's train split plus, as extra
+    training data, its test split; each epoch is one permutation of both."""
+    builder = pipeline.load_builder("shapes/tiny", tfds_dir)
+    sizes = [pipeline.num_examples(builder, split) for split in ("train", "test")]
+    epoch = sum(sizes)
+    assert epoch % 4 == 0, sizes  # whole batches per epoch keep the check simple
+    batches = _take(pipeline.train_iterator(
+        "shapes/tiny", "train", preprocess=_identity, global_batch_size=4, seed=0,
+        process_index=0, process_count=1, data_dir=tfds_dir, extra=("shapes/tiny:test",)),
+        epoch // 4)
+    seen = sum((_ids(b["image"]) for b in batches), [])
+    every = [e["image"].tobytes() for split in ("train", "test")
+             for e in pipeline.examples(builder, split).as_numpy_iterator()]
+    assert sorted(seen) == sorted(every)
+    ids = {e["tfds_id"] for e in pipeline.examples(builder, "test").as_numpy_iterator()}
+    assert all(i.startswith(b"shapes/tiny/") for i in ids) and len(ids) == sizes[1]
+    with pytest.raises(ValueError, match="dataset:split"):
+        next(pipeline.train_iterator("shapes/tiny", "train", preprocess=_identity,
+                                     global_batch_size=4, seed=0, process_index=0,
+                                     process_count=1, data_dir=tfds_dir, extra=("voc/2012",)))

@@ -106,12 +106,12 @@ def mock_voc_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("mock_voc"))
 
 
-@pytest.mark.parametrize("row", ROWS)
+@pytest.mark.parametrize("row", [*ROWS, "Fast-R-CNN-07+12"])  # 07+12: voc/2012 proposals too
 def test_paper_scale_row_trains_and_evaluates_on_mock_voc(row, mock_voc_dir, tmp_path,
                                                           monkeypatch):
-    """The paper-scale config (voc/2007 trainval -> test, SGD, the papers' model settings,
-    selective search for R-CNN and Fast R-CNN) runs end to end offline on mocked VOC; only its
-    size is cut: VGG16 at 1/16 width, images resized into 160x240, 64 proposals."""
+    """The paper-scale config (voc/2007 trainval (+ voc/2012 trainval) -> test, SGD, the papers'
+    model settings, selective search for R-CNN and Fast R-CNN) runs end to end offline on mocked
+    VOC; only its size is cut: VGG16 at 1/16 width, images resized into 160x240, 64 proposals."""
     config = load_experiment(ROOT / "experiments" / "rcnn.py").get_config(row)
     config.update_from_flattened_dict({
         "model.width": 0.0625,
