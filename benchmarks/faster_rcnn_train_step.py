@@ -12,7 +12,6 @@ Run: `.venv/bin/python benchmarks/faster_rcnn_train_step.py` (a few minutes on 2
 """
 from __future__ import annotations
 
-import functools
 import resource
 from pathlib import Path
 
@@ -20,15 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fcn_train_step import matmul_gflops
-from report import best_seconds, markdown_table
+from report import best_seconds, compiled_train_step, markdown_table, matmul_gflops
 from segattn_jax.layers import rcnn
 from segattn_jax.layers.roi import roi_pool
+from segattn_jax.models import build_model
 from segattn_jax.models.fast_rcnn import feature_stride
 from segattn_jax.ops import boxes as box_ops
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
-from segattn_jax.train.loop import train_step
 from segattn_jax.train.optimizers import make_optimizer
 from segattn_jax.train.state import create_train_state
 
@@ -63,24 +61,12 @@ def train_step_fn(config) -> tuple:
     batch = jax.tree.map(jnp.asarray, _batch())
     state = jax.jit(lambda: create_train_state(task.init_params(
         jax.random.key(2), jax.tree.map(lambda x: x[:1], task.inputs(batch))), tx))()
-    compiled = jax.jit(functools.partial(train_step, task, tx, 0), donate_argnums=0).lower(
-        state, batch).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    memory = compiled.memory_analysis()
-    holder = [state]
-
-    def one_step():
-        holder[0], metrics = compiled(holder[0], batch)
-        metrics["loss"].block_until_ready()
-
-    return one_step, {"gflop": float(cost["flops"]) / 1e9,
-                      "xla_temp_mib": memory.temp_size_in_bytes / 2**20 if memory else None}
+    return compiled_train_step(task, tx, state, batch)
 
 
 def detection_op_fns(config) -> dict:
     """The step's detection-specific ops alone, jitted, on inputs of the step's shapes."""
-    m = config.model
+    m = build_model(config.model)  # the module's settings, defaults included
     stride = feature_stride(m.feature_layer)
     feature_hw = (HEIGHT // stride, WIDTH // stride)
     channels = 512

@@ -12,7 +12,6 @@ peak memory, and torch_over_ours (>= 1.0: ours is at least as fast). PyTorch is 
 """
 from __future__ import annotations
 
-import functools
 import resource
 from pathlib import Path
 
@@ -21,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import torch_fcn
-from report import best_seconds, import_torch, markdown_table
+from report import (best_seconds, compiled_train_step, import_torch, markdown_table,
+                    matmul_gflops)
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
-from segattn_jax.train.loop import train_step
 from segattn_jax.train.optimizers import make_optimizer
 from segattn_jax.train.state import create_train_state
 
@@ -34,15 +33,6 @@ SIZES = {
     "paper": (2, 224, 21, dict(width=1.0, first_padding=100, fc6_kernel=7)),
     "mini": (8, 64, 9, {}),
 }
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """This machine's measured fp32 matmul GFLOP/s (the practical peak for dense compute)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    matmul = jax.jit(jnp.dot)
-    seconds = best_seconds({"matmul": lambda: matmul(a, b).block_until_ready()}, repeats)["matmul"]
-    return 2 * n**3 / seconds / 1e9
 
 
 def _config(size: str):
@@ -66,22 +56,11 @@ def jax_step(size: str) -> tuple:
     task = build_task(config)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
     batch = jax.tree.map(jnp.asarray, _batch(batch_size, image_size, config.model.num_classes))
-    state = jax.jit(lambda: create_train_state(
-        task.init_params(jax.random.key(2), batch["image"][:1]), tx))()
-    compiled = jax.jit(functools.partial(train_step, task, tx, 0), donate_argnums=0).lower(
-        state, batch).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    memory = compiled.memory_analysis()
-    holder = [state]
-
-    def one_step():
-        holder[0], metrics = compiled(holder[0], batch)
-        metrics["loss"].block_until_ready()
-
-    return one_step, {"gflop": float(cost["flops"]) / 1e9,
-                      "params_millions": sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
-                      "xla_temp_mib": memory.temp_size_in_bytes / 2**20 if memory else float("nan")}
+    state = jax.jit(lambda: create_train_state(task.init_params(
+        jax.random.key(2), jax.tree.map(lambda x: x[:1], task.inputs(batch))), tx))()
+    one_step, info = compiled_train_step(task, tx, state, batch)
+    info["params_millions"] = sum(x.size for x in jax.tree.leaves(state.params)) / 1e6
+    return one_step, info
 
 
 def torch_step(size: str):

@@ -1,11 +1,17 @@
-"""What every benchmark shares: interleaved best-of-N timing, the optional PyTorch reference, and
-markdown tables."""
+"""What every benchmark shares: interleaved best-of-N timing, the measured matmul peak, the
+codebase's own train step compiled for a batch, the optional PyTorch reference, and markdown
+tables."""
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
 from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
 
 
 def best_seconds(steps: dict[str, Callable[[], object]], repeats: int,
@@ -53,3 +59,33 @@ def markdown_table(rows: list[dict], digits: int = 2) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(c, row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """This machine's measured fp32 matmul GFLOP/s (the practical peak for dense compute)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    matmul = jax.jit(jnp.dot)
+    seconds = best_seconds({"matmul": lambda: matmul(a, b).block_until_ready()}, repeats)["matmul"]
+    return 2 * n**3 / seconds / 1e9
+
+
+def compiled_train_step(task, tx, state, batch: dict[str, Any]
+                        ) -> tuple[Callable[[], None], dict[str, float | None]]:
+    """The codebase's own train step (train/loop.py) compiled for `batch`, with the state donated
+    as the loop donates it: (blocking step, {gflop: XLA's FLOP count, xla_temp_mib})."""
+    from segattn_jax.train.loop import train_step
+
+    compiled = jax.jit(functools.partial(train_step, task, tx, 0), donate_argnums=0).lower(
+        state, batch).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    memory = compiled.memory_analysis()
+    holder = [state]
+
+    def one_step():
+        holder[0], metrics = compiled(holder[0], batch)
+        metrics["loss"].block_until_ready()
+
+    return one_step, {"gflop": float(cost["flops"]) / 1e9,
+                      "xla_temp_mib": memory.temp_size_in_bytes / 2**20 if memory else None}

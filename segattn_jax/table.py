@@ -30,7 +30,10 @@ def finished_metrics(directory: epath.Path, num_steps: int) -> dict[str, float] 
 
 
 def _format(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    """One decimal (metrics in %), or 3 significant digits below 1 (seconds per image)."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
 
 
 def format_table(cells: list[tuple[ml_collections.ConfigDict, dict[str, float] | None]]) -> str:
