@@ -116,8 +116,8 @@ def examples(builder: tfds.core.DatasetBuilder, split) -> tf.data.Dataset:
 
 def parse_source(source: str) -> tuple[str, str]:
     """'voc/2012:train+validation' -> ('voc/2012', 'train+validation'): a dataset and split
-    (`config.dataset.extra_train`)."""
-    name, colon, split = source.rpartition(":")
+    (`config.dataset.extra_train`); the split may hold slices ('voc/2012:train[:50%]')."""
+    name, colon, split = source.partition(":")
     if not colon or not name or not split:
         raise ValueError(f"Extra training data {source!r} must be 'dataset:split', e.g. "
                          "'voc/2012:train+validation' (--config.dataset.extra_train).")

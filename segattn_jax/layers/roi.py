@@ -118,13 +118,12 @@ def roi_pool(features: jax.Array, boxes: jax.Array, output_size: int | tuple[int
     return jax.vmap(one_image)(features, y_lo, y_hi, x_lo, x_hi)
 
 
-
 def warp_regions(images: jax.Array, boxes: jax.Array, size: int, *,
                  context_padding: float = 0.0) -> jax.Array:
     """R-CNN's region warping: each box dilated so that, once its region is warped
     (anisotropically) to size x size, `context_padding` pixels of image context surround it
     (the paper: 16 at 227), then resampled bilinearly (2x2 points per output pixel). Context
-    beyond the image reads the image's mean colour, as the paper fills it.
+    beyond the image reads the image's mean color, as the paper fills it.
 
     images (B, H, W, C), boxes (B, R, 4) in pixels -> (B, R, size, size, C).
     """

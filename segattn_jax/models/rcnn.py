@@ -129,6 +129,7 @@ class RCNN(nn.Module):
         padded = -(-num // chunk) * chunk
         chunks = jnp.pad(boxes, ((0, 0), (0, padded - num), (0, 0)))
         chunks = jnp.moveaxis(chunks.reshape(boxes.shape[0], padded // chunk, chunk, 4), 1, 0)
+        # The bound network applied functionally, so lax.map can loop over the chunks.
         network, variables = self.network.clone(parent=None), self.network.variables
         pool5, fc7 = jax.lax.map(
             lambda b: network.apply(variables, self.warp(images, b), train=False), chunks)
@@ -140,7 +141,7 @@ class RCNN(nn.Module):
     def __call__(self, inputs: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
         proposals, valid = inputs["proposals"], inputs["proposal_valid"]
         pool5, fc7 = self.region_features(inputs["image"], proposals)
-        if self.is_initializing():
+        if self.is_initializing():  # the fine-tuning softmax is used in training only
             self.classifier(fc7)
         deltas = self.regressor(pool5).reshape(*proposals.shape[:2], self.num_classes, 4)
         return rcnn.detect(proposals, valid, self.svm(fc7), deltas, inputs["image_hw"],

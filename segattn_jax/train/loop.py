@@ -51,8 +51,9 @@ def _prepare_dataset_once(config: ml_collections.ConfigDict) -> None:
 
 
 def _load_proposals(config: ml_collections.ConfigDict) -> proposals_lib.Proposals | None:
-    """The cached region proposals of the train and eval splits, if the config asks for them
-    (computed on first use by process 0, as embedded datasets are generated)."""
+    """The cached region proposals of the train and eval splits and of any extra training data,
+    if the config asks for them (computed on first use by process 0, as embedded datasets are
+    generated)."""
     settings = config.dataset.proposals
     if not settings.method:
         return None
