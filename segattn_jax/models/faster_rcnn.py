@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import jax.numpy as jnp
-
 from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers import rcnn
 from segattn_jax.models.fast_rcnn import FastRCNN, feature_stride
