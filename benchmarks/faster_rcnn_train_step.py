@@ -59,7 +59,7 @@ def train_step_fn(config) -> tuple:
     task = build_task(config)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
     batch = jax.tree.map(jnp.asarray, _batch())
-    state = jax.jit(lambda: create_train_state(task.init_params(
+    state = jax.jit(lambda: create_train_state(task.init_variables(
         jax.random.key(2), jax.tree.map(lambda x: x[:1], task.inputs(batch))), tx))()
     return compiled_train_step(task, tx, state, batch)
 

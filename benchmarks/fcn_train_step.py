@@ -56,7 +56,7 @@ def jax_step(size: str) -> tuple:
     task = build_task(config)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
     batch = jax.tree.map(jnp.asarray, _batch(batch_size, image_size, config.model.num_classes))
-    state = jax.jit(lambda: create_train_state(task.init_params(
+    state = jax.jit(lambda: create_train_state(task.init_variables(
         jax.random.key(2), jax.tree.map(lambda x: x[:1], task.inputs(batch))), tx))()
     one_step, info = compiled_train_step(task, tx, state, batch)
     info["params_millions"] = sum(x.size for x in jax.tree.leaves(state.params)) / 1e6

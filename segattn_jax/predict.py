@@ -67,13 +67,13 @@ def predict_files(config: ml_collections.ConfigDict, workdir: str | epath.Path,
         if not exp.task.any_input_size and image.shape[:2] != (height, width):
             raise ValueError(f"{path} is {image.shape[1]}x{image.shape[0]} but this model takes "
                              f"{width}x{height} images; resize it first.")
-    params = exp.restore_params()
+    variables = exp.restore_variables()
     predict = jax.jit(exp.task.predict)
     out_dir = epath.Path(workdir) / "predictions"  # epath: gs:// workdirs too
     written = []
     for path, image in zip(paths, images):
         predictions = jax.tree.map(lambda x: np.asarray(x)[0],
-                                   predict(params, exp.task.inputs_for_image(image)))
+                                   predict(variables, exp.task.inputs_for_image(image)))
         target = out_dir / f"{Path(path).stem}.png"
         pics.save_png(target, exp.task.overlay(image, predictions))
         written.append(target)

@@ -13,7 +13,7 @@ import ml_collections
 from etils import epath
 
 from segattn_jax.train.config import load_experiment
-from segattn_jax.train.loop import METRICS_FILE, train_and_evaluate
+from segattn_jax.train.loop import EVAL_HISTORY_FILE, METRICS_FILE, train_and_evaluate
 
 
 def run_dir(workdir: epath.Path, run_arg: str) -> epath.Path:
@@ -66,11 +66,56 @@ def format_table(cells: list[tuple[ml_collections.ConfigDict, dict[str, float] |
     return "\n".join(lines)
 
 
+def eval_history(directory: epath.Path) -> list[dict[str, float]]:
+    """Every evaluation of the run in `directory`, by step (the last of repeated steps)."""
+    path = directory / EVAL_HISTORY_FILE
+    if not path.is_file():
+        return []
+    by_step = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            by_step[entry["step"]] = entry
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def plot_curves(runs: list[tuple[ml_collections.ConfigDict, epath.Path]], metric: str,
+                path: epath.Path) -> epath.Path | None:
+    """`metric` vs training step, one line per run that evaluated more than once, as a PNG
+    (the papers' training curves); None when no run has a curve."""
+    curves = [(config, [(e["step"], e[metric]) for e in eval_history(directory) if metric in e])
+              for config, directory in runs]
+    curves = [(config, points) for config, points in curves if len(points) > 1]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
+    for config, points in curves:
+        steps, values = zip(*points)
+        axes.plot(steps, values, marker="o", markersize=3,
+                  label=" ".join(filter(None, (config.row, config.column))))
+    axes.set_xlabel("training step")
+    axes.set_ylabel(f"{metric} (eval)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    with path.open("wb") as f:
+        figure.savefig(f, format="png")
+    plt.close(figure)
+    return path
+
+
 def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict[str, Any] | None = None,
               collect_only: bool = False) -> str:
-    """Trains every unfinished cell (resuming any partial run) unless `collect_only`."""
+    """Trains every unfinished cell (resuming any partial run) unless `collect_only`; draws the
+    first table metric's training curves to WORKDIR/curves.png when the runs evaluated along the
+    way."""
     module, workdir = load_experiment(path), epath.Path(workdir)
-    cells = []
+    cells, runs = [], []
     for run_arg in module.table_runs(arg):
         config = module.get_config(run_arg)
         if overrides:
@@ -84,4 +129,7 @@ def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict
                 return format_table(cells) + "\n\nStopped by SIGTERM; rerun to continue."
             measured = result["eval"]
         cells.append((config, measured))
-    return format_table(cells)
+        runs.append((config, directory))
+    table = format_table(cells)
+    curves = plot_curves(runs, cells[0][0].table_metrics[0], workdir / "curves.png")
+    return table + (f"\n\ncurves: {curves}" if curves else "")

@@ -21,6 +21,8 @@ _FAST = {"train.batch_size": 8, "eval.batch_size": 8, "train.log_every": 2,
 FAST_OVERRIDES = {
     "fcn": {**_FAST, "dataset.name": "shapes/tiny", "model.width": 0.0625},
     "stn": {**_FAST, "dataset.name": "distorted_digits/tiny_rts"},
+    "inception": {**_FAST, "dataset.name": "distorted_digits/tiny_rts", "model.width": 0.0625,
+                  "model.repeats": (1, 1, 1)},
     # shapes/tiny's 32x32 scenes at 64x64 (the mini rows' 2x), 16 selective-search boxes each.
     "rcnn": {**_FAST, "dataset.name": "shapes/tiny", "dataset.preprocess.canvas": (64, 64),
              "dataset.preprocess.min_side": 64.0, "dataset.preprocess.max_side": 64.0,

@@ -128,6 +128,9 @@ class VGG16(nn.Module):
       dropout_rate: dropout after fc6 and fc7 (Caffe's drop6/drop7), active only when training.
       last_layer: the layer the net stops after: 'fc7' (FCN), or e.g. 'conv5_3' for the R-CNN
         family's stride-16 feature map (their fc6/fc7 run on each RoI instead).
+      num_classes: after fc7, the ImageNet classifier fc8 as a 1x1 conv whose score map is
+        averaged over positions (VGG's dense evaluation; one position at 224x224 with
+        first_padding=1); 0 leaves it out.
       dtype: compute dtype; parameters stay float32.
     """
 
@@ -136,6 +139,7 @@ class VGG16(nn.Module):
     fc6_kernel: int = _FC6_KERNEL
     dropout_rate: float = 0.5
     last_layer: str = "fc7"
+    num_classes: int = 0
     dtype: Any = jnp.float32
 
     def layer_specs(self) -> tuple[LayerSpec, ...]:
@@ -183,4 +187,8 @@ class VGG16(nn.Module):
             if spec.name.startswith("fc"):
                 x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
                 intermediates[spec.name] = x
+        if self.num_classes and self.last_layer == "fc7":
+            scores = Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
+                          name="fc8")(x)
+            x = jnp.mean(scores.astype(jnp.float32), axis=(1, 2))
         return x, intermediates

@@ -43,11 +43,36 @@ def segmentation(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool) ->
     return {"image": image, "label": label}
 
 
-def classification(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool) -> dict[str, tf.Tensor]:
-    """{'image' float32 (H, W, C) in [0, 1], 'label' int32 ()}; no augmentation (digits aren't
-    mirror-symmetric, and the distorted sets carry their own distortions)."""
-    del seed, train
-    return {"image": to_float_image(example["image"]), "label": tf.cast(example["label"], tf.int32)}
+def classification(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
+                   size: int = 0, central_fraction: float = 1.0,
+                   value_range: tuple[float, float] = (0.0, 1.0), random_crop: bool = False,
+                   flip: bool = False, label_offset: int = 0) -> dict[str, tf.Tensor]:
+    """{'image' float32 (H, W, C) in `value_range`, 'label' int32 () + `label_offset`}.
+
+    The defaults keep the stored image in [0, 1] without augmentation (digits are not mirror-
+    symmetric, and the distorted sets carry their own distortions). ImageNet as TF-Slim's
+    Inception checkpoints expect it: at test the central 87.5% resized to `size` 299; in training
+    (`random_crop`, `flip`) a random crop covering 5-100% of the image with aspect ratio 3/4-4/3,
+    resized to `size`, mirrored half the time; scaled to [-1, 1]; `label_offset` 1 because their
+    class 0 is "background".
+    """
+    image = to_float_image(example["image"])
+    if train and random_crop:
+        begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image), tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.1,
+            aspect_ratio_range=(0.75, 1.33), area_range=(0.05, 1.0), max_attempts=100,
+            use_image_if_no_bounding_boxes=True)
+        image = tf.slice(image, begin, crop_size)
+    elif central_fraction < 1.0:
+        image = tf.image.central_crop(image, central_fraction)
+    if size:
+        image = tf.image.resize(image, (size, size), method="bilinear", antialias=False)
+    if train and flip:
+        (image,) = random_flip_left_right([image], tf.random.experimental.stateless_fold_in(
+            seed, 1))
+    low, high = value_range
+    return {"image": image * (high - low) + low,
+            "label": tf.cast(example["label"], tf.int32) + label_offset}
 
 
 def resize_scale(height: tf.Tensor, width: tf.Tensor, min_side: float, max_side: float,

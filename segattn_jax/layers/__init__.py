@@ -1,5 +1,6 @@
 """Reusable layers: convolution, pooling, upsampling, attention, sampling grids, RoI ops."""
-from segattn_jax.layers.conv import Conv, conv2d, conv2d_transpose
+from segattn_jax.layers.conv import Conv, ConvBN, conv2d, conv2d_transpose
+from segattn_jax.layers.normalization import FrozenBatchNorm
 from segattn_jax.layers.pooling import max_pool
 from segattn_jax.layers.roi import roi_align, roi_pool
 from segattn_jax.layers.sampling import bilinear_at

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from segattn_jax.layers.normalization import batch_norm
 from segattn_jax.layers.upsampling import _pair, conv_transpose_cropped
 
 _NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -237,3 +238,39 @@ class Conv(nn.Conv):
     kernel gradients on CPU, XLA's native convolution on GPU/TPU. Every backbone uses it."""
 
     conv_general_dilated: Any = conv_general_dilated
+
+
+class ConvBN(nn.Module):
+    """Convolution without bias, batch norm, then ReLU (or no activation): the unit every
+    Inception and ResNet layer is built from. The conv is `Conv` named "conv" and the norm is
+    named "bn", so converters map released checkpoints onto fixed paths.
+
+    Attributes:
+      kernel: (kh, kw); strides and padding as `flax.linen.Conv` takes them ('SAME', 'VALID' or
+        explicit pairs).
+      use_scale: batch norm's learned scale; TF-Slim's Inception checkpoints have none (the
+        following ReLU conv absorbs it), Keras/torchvision ResNets have one.
+      frozen_bn: batch norm as a fixed affine map of the stored statistics (`FrozenBatchNorm`).
+    """
+
+    features: int
+    kernel: tuple[int, int]
+    strides: int | tuple[int, int] = 1
+    padding: Padding = "SAME"
+    activation: bool = True
+    use_scale: bool = True
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+    frozen_bn: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        x = Conv(self.features, tuple(self.kernel), strides=self.strides, padding=self.padding,
+                 use_bias=False, kernel_init=nn.initializers.he_normal(), dtype=self.dtype,
+                 param_dtype=jnp.float32, name="conv")(x)
+        x = batch_norm(frozen=self.frozen_bn, train=train, use_scale=self.use_scale,
+                       momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype,
+                       name="bn")(x)
+        return nn.relu(x) if self.activation else x
+

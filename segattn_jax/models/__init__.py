@@ -12,6 +12,7 @@ import ml_collections
 MODELS = {
     "fcn": "segattn_jax.models.fcn:FCN",
     "stn": "segattn_jax.models.stn:STNClassifier",
+    "classifier": "segattn_jax.models.classifier:ImageClassifier",
     "rcnn": "segattn_jax.models.rcnn:RCNN",
     "fast_rcnn": "segattn_jax.models.fast_rcnn:FastRCNN",
     "faster_rcnn": "segattn_jax.models.faster_rcnn:FasterRCNN",

@@ -53,16 +53,27 @@ class Task(abc.ABC):
         """`predict`'s inputs for one image file (H, W, C), as a batch of one."""
         return {"image": image[None]}
 
-    def init_params(self, rng: jax.Array, inputs: Batch) -> Any:
-        """Parameters for inputs shaped like `inputs` (a batch of one)."""
-        return self.model.init({"params": rng}, inputs["image"], train=False)["params"]
+    def init_variables(self, rng: jax.Array, inputs: Batch) -> dict[str, Any]:
+        """The model's variables ({"params": ..., and "batch_stats" where it has batch norm}) for
+        inputs shaped like `inputs` (a batch of one)."""
+        return dict(self.model.init({"params": rng}, inputs["image"], train=False))
+
+    def apply_train(self, variables: dict[str, Any], *args, **kwargs) -> tuple[Any, dict[str, Any]]:
+        """`model.apply(variables, *args, **kwargs)` in training mode, and the updated non-param
+        collections (batch norm's running statistics; {} for models without any)."""
+        mutable = [name for name in variables if name != "params"]
+        if not mutable:
+            return self.model.apply(variables, *args, **kwargs), {}
+        return self.model.apply(variables, *args, mutable=mutable, **kwargs)
 
     @abc.abstractmethod
-    def loss(self, params: Any, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Training loss (scalar) and per-step scalar metrics to log."""
+    def loss(self, variables: dict[str, Any], batch: Batch, rng: jax.Array
+             ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
+        """Training loss (scalar), per-step scalar metrics to log, and the updated model state
+        (the second output of `apply_train`)."""
 
     @abc.abstractmethod
-    def predict(self, params: Any, inputs: Batch) -> dict[str, jax.Array]:
+    def predict(self, variables: dict[str, Any], inputs: Batch) -> dict[str, jax.Array]:
         """Per-example outputs used for eval statistics, pictures and the `predict` command."""
 
     @abc.abstractmethod

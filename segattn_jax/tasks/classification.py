@@ -1,7 +1,6 @@
 """Image classification (error %), with the attention modules' transformed inputs in pictures."""
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -17,15 +16,26 @@ TRANSFORMED = "transformed"  # name under which attention models sow what they a
 class ClassificationTask(Task):
     preprocess = "classification"
 
-    def loss(self, params, batch: Batch, rng):
-        logits = self.model.apply({"params": params}, batch["image"], train=True,
-                                  rngs={"dropout": rng})
-        loss = optax.softmax_cross_entropy_with_integer_labels(
-            logits.astype(jnp.float32), batch["label"]).mean()
-        return loss, {"accuracy": (jnp.argmax(logits, -1) == batch["label"]).mean()}
+    def loss(self, variables, batch: Batch, rng):
+        """Cross-entropy; plus `task.aux_loss_weight` times the auxiliary classifier's, for
+        models that return {"logits", "aux_logits"} in training (Inception)."""
+        outputs, model_state = self.apply_train(variables, batch["image"], train=True,
+                                                rngs={"dropout": rng})
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs
 
-    def predict(self, params, inputs):
-        logits, state = self.model.apply({"params": params}, inputs["image"], train=False,
+        def cross_entropy(logits):
+            return optax.softmax_cross_entropy_with_integer_labels(
+                logits.astype(jnp.float32), batch["label"]).mean()
+
+        loss = cross_entropy(logits)
+        metrics = {"accuracy": (jnp.argmax(logits, -1) == batch["label"]).mean()}
+        if isinstance(outputs, dict) and "aux_logits" in outputs:
+            metrics["aux_loss"] = cross_entropy(outputs["aux_logits"])
+            loss = loss + self.config.task.get("aux_loss_weight", 0.0) * metrics["aux_loss"]
+        return loss, metrics, model_state
+
+    def predict(self, variables, inputs):
+        logits, state = self.model.apply(variables, inputs["image"], train=False,
                                          mutable=["intermediates"])
         outputs = {"logits": logits, "label": jnp.argmax(logits, -1).astype(jnp.int32)}
         for path, value in traverse_util.flatten_dict(state.get("intermediates", {})).items():
@@ -34,11 +44,21 @@ class ClassificationTask(Task):
         return outputs
 
     def statistics(self, batch: Batch, predictions):
-        return correct_count(predictions["logits"], batch["label"], batch["valid"])
+        """Top-1 and top-5 counts (ILSVRC tables report both; top-5 only past 5 classes)."""
+        logits = predictions["logits"]
+        counts = {"top1": correct_count(logits, batch["label"], batch["valid"])}
+        if logits.shape[-1] > 5:
+            counts["top5"] = correct_count(logits, batch["label"], batch["valid"], top_k=5)
+        return counts
 
     def summarize(self, statistics) -> dict[str, float]:
-        metrics = classification_metrics(*statistics)
-        return {"accuracy": 100.0 * metrics["accuracy"], "error_percent": metrics["error_percent"]}
+        metrics = classification_metrics(*statistics["top1"])
+        summary = {"accuracy": 100.0 * metrics["accuracy"],
+                   "error_percent": metrics["error_percent"]}
+        if "top5" in statistics:
+            summary["top5_error_percent"] = classification_metrics(
+                *statistics["top5"])["error_percent"]
+        return summary
 
     @staticmethod
     def _input_and_attended(image: np.ndarray, transformed: np.ndarray | None) -> list[np.ndarray]:

@@ -49,21 +49,21 @@ class DetectionTask(Task):
                              "`predict` on image files gives only the image.")
         return {"image": image[None], "image_hw": np.array([image.shape[:2]], np.int32)}
 
-    def init_params(self, rng, inputs):
-        return self.model.init({"params": rng}, inputs)["params"]
+    def init_variables(self, rng, inputs):
+        return dict(self.model.init({"params": rng}, inputs))
 
-    def loss(self, params, batch: Batch, rng):
+    def loss(self, variables, batch: Batch, rng):
         sample_rng, dropout_rng = jax.random.split(rng)
         targets = {key: batch[key] for key in TARGET_KEYS}
         # Objects marked difficult (VOC) or crowd (COCO) are not trained on, as in the papers.
         targets["box_valid"] = batch["box_valid"] & ~batch["difficult"]
-        losses, metrics = self.model.apply(
-            {"params": params}, self.inputs(batch), targets, method="losses",
+        (losses, metrics), model_state = self.apply_train(
+            variables, self.inputs(batch), targets, method="losses",
             rngs={"sample": sample_rng, "dropout": dropout_rng})
-        return sum(losses.values()), {**losses, **metrics}
+        return sum(losses.values()), {**losses, **metrics}, model_state
 
-    def predict(self, params, inputs):
-        return self.model.apply({"params": params}, inputs)
+    def predict(self, variables, inputs):
+        return self.model.apply(variables, inputs)
 
     def statistics(self, batch: Batch, predictions) -> dict[str, jax.Array]:
         return {**predictions, "gt_boxes": batch["boxes"], "gt_classes": batch["classes"],

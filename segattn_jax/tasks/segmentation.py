@@ -33,16 +33,16 @@ class SegmentationTask(Task):
     def ignore_label(self) -> int:
         return self.config.task.ignore_label
 
-    def loss(self, params, batch: Batch, rng):
-        logits = self.model.apply({"params": params}, batch["image"], train=True,
-                                  rngs={"dropout": rng})
+    def loss(self, variables, batch: Batch, rng):
+        logits, model_state = self.apply_train(variables, batch["image"], train=True,
+                                               rngs={"dropout": rng})
         loss = pixel_cross_entropy(logits, batch["label"], self.ignore_label)
         valid = batch["label"] != self.ignore_label
         correct = (jnp.argmax(logits, -1) == batch["label"]) & valid
-        return loss, {"pixel_accuracy": correct.sum() / jnp.maximum(valid.sum(), 1)}
+        return loss, {"pixel_accuracy": correct.sum() / jnp.maximum(valid.sum(), 1)}, model_state
 
-    def predict(self, params, inputs):
-        logits = self.model.apply({"params": params}, inputs["image"], train=False)
+    def predict(self, variables, inputs):
+        logits = self.model.apply(variables, inputs["image"], train=False)
         return {"label_map": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
 
     def statistics(self, batch: Batch, predictions) -> Any:

@@ -112,7 +112,7 @@ class Checkpointer:
             problem = self._metadata_problem(step, abstract_state)
             if problem is None:
                 try:
-                    state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+                    state = self._restore(step, abstract_state)
                 except Exception as e:  # noqa: BLE001  (tensorstore/orbax raise many types)
                     problem = f"array data unreadable ({_first_line(e)})"
             if problem is None:
@@ -124,6 +124,20 @@ class Checkpointer:
         if unreadable:
             raise NoIntactCheckpointError(self.directory, unreadable)
         return None, unreadable
+
+    def _restore(self, step: int, abstract_state: Any) -> Any:
+        """Restores `step` into `abstract_state`. Checkpoints written before the train state had
+        `model_state` (every model without batch norm, whose model_state is empty) lack that
+        field: they are restored without it, so existing runs resume."""
+        saved = self._manager.item_metadata(step)
+        saved = getattr(saved, "tree", saved)
+        model_state = getattr(abstract_state, "model_state", None)
+        if (isinstance(saved, dict) and "model_state" not in saved and model_state is not None
+                and not jax.tree.leaves(model_state)):
+            fields = {name: getattr(abstract_state, name) for name in saved}
+            restored = self._manager.restore(step, args=ocp.args.StandardRestore(fields))
+            return abstract_state.replace(**restored)
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
     def _metadata_problem(self, step: int, abstract_state: Any) -> str | None:
         """None if `step`'s metadata is readable and matches; a reason if unreadable."""

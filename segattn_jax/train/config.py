@@ -45,6 +45,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.task.ignore_label = 255
 
     c.model = ml_collections.ConfigDict()  # name (segattn_jax.models.MODELS) + constructor args
+    # Start from converted pretrained weights (a directory written by
+    # `python -m segattn_jax.backbones.pretrained`): the model subtree they match is loaded when
+    # a run starts from scratch. init_from_skip: regex of variable paths not to load (e.g.
+    # "Logits" to fine-tune an ImageNet classifier on other classes).
+    c.init_from = ""
+    c.init_from_skip = ""
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "sgd"   # sgd | adam | adamw

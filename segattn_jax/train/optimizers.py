@@ -4,8 +4,8 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "cosine", "step", "exponential")
 
 
 def make_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
@@ -18,6 +18,10 @@ def make_schedule(config: ml_collections.ConfigDict, num_steps: int) -> optax.Sc
         # Multiply by `decay_factor` at each fraction of training in `decay_at` (e.g. (0.5, 0.75)).
         boundaries = {int(f * num_steps) - warmup: config.decay_factor for f in config.decay_at}
         main = optax.piecewise_constant_schedule(lr, boundaries)
+    elif config.schedule == "exponential":
+        # Multiply by `decay_factor` every `decay_every` steps (Inception: 0.94 every 2 epochs).
+        main = optax.exponential_decay(lr, transition_steps=config.decay_every,
+                                       decay_rate=config.decay_factor, staircase=True)
     else:
         raise ValueError(f"Unknown optimizer.schedule {config.schedule!r}; valid: {SCHEDULES}.")
     if warmup:
@@ -35,6 +39,12 @@ def make_optimizer(config: ml_collections.ConfigDict, num_steps: int) -> optax.G
         opt = optax.adam(schedule)
     elif config.name == "adamw":
         opt = optax.adamw(schedule, weight_decay=config.weight_decay)
+    elif config.name == "rmsprop":
+        # TensorFlow's RMSProp, as the Inception papers trained: epsilon inside the square root,
+        # mean square starting at 1, momentum on the scaled step.
+        opt = optax.rmsprop(schedule, decay=config.get("rmsprop_decay", 0.9),
+                            eps=config.get("rmsprop_epsilon", 1.0), initial_scale=1.0,
+                            eps_in_sqrt=True, momentum=config.get("momentum") or None)
     else:
         raise ValueError(f"Unknown optimizer.name {config.name!r}; valid: {OPTIMIZERS}.")
     chain = []

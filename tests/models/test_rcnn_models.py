@@ -45,12 +45,16 @@ def test_train_step_with_an_empty_image_and_degenerate_boxes_is_finite(row, tfds
     config = experiment_config("rcnn", f"{row},mini", tfds_dir)
     task = build_task(config)
     batch = _batch(with_proposals=row != "Faster-R-CNN")
-    params = task.init_params(jax.random.key(0), task.inputs(batch))
-    (loss, metrics), grads = jax.jit(jax.value_and_grad(task.loss, has_aux=True))(
-        params, batch, jax.random.key(1))
+    variables = task.init_variables(jax.random.key(0), task.inputs(batch))
+
+    def loss(params):
+        loss, metrics, _ = task.loss({"params": params}, batch, jax.random.key(1))
+        return loss, metrics
+
+    (loss, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
     assert np.isfinite(float(loss)), metrics
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
-    detections = jax.jit(task.predict)(params, task.inputs(batch))
+    detections = jax.jit(task.predict)(variables, task.inputs(batch))
     assert detections["boxes"].shape == (2, config.model.max_detections, 4)
     kept = np.asarray(detections["boxes"][1])[np.asarray(detections["valid"][1])]
     assert (kept[:, [1, 3]] <= 48).all()  # clipped to the second image's real height
@@ -142,7 +146,7 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_voc(row, mock_voc_dir, tmp
             config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
             global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
         state, metrics = experiment.train_step(state, batch)
-        result = experiment.evaluate(state.params)
+        result = experiment.evaluate(state.variables)
     assert np.isfinite(float(metrics["loss"])), metrics
     assert 0.0 <= result["mAP"] <= 100.0 and result["seconds_per_image"] > 0
     assert "AP/person" in result  # VOC's class names, from the real builder's features
@@ -157,13 +161,13 @@ def test_faster_rcnn_learns_to_detect_the_objects_of_a_batch(tfds_dir, tmp_path)
     batch = next(experiment.eval_batches())
     task = experiment.task
 
-    def batch_map(params):
-        predictions = jax.device_get(jax.jit(task.predict)(params, task.inputs(batch)))
+    def batch_map(variables):
+        predictions = jax.device_get(jax.jit(task.predict)(variables, task.inputs(batch)))
         return task.summarize(task.accumulate(None, task.statistics(batch, predictions)))["mAP"]
 
     state = experiment.new_state()
-    before = batch_map(state.params)
+    before = batch_map(state.variables)
     for _ in range(150):
         state, _ = experiment.train_step(state, batch)
-    after = batch_map(state.params)
+    after = batch_map(state.variables)
     assert before < 5.0 and after > 25.0, (before, after)

@@ -22,3 +22,24 @@ def test_unretrieved_read_errors_under_the_checkpoint_directory_are_dropped(tmp_
         gc.collect()
     logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert len(logged) == 1 and "elsewhere" in logged[0], logged
+
+
+def test_checkpoints_written_before_model_state_existed_still_restore(tmp_path):
+    """Runs saved before the train state had `model_state` (no batch norm) resume unchanged."""
+    import jax
+    import numpy as np
+    import optax
+
+    from segattn_jax.train.state import create_train_state
+
+    tx = optax.sgd(0.1, momentum=0.9)
+    state = create_train_state({"params": {"w": np.arange(3.0, dtype=np.float32)}}, tx)
+    old = {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+    checkpointer = Checkpointer(tmp_path / "checkpoints", keep=1)
+    checkpointer.save(5, old)
+    checkpointer.close()
+    checkpointer = Checkpointer(tmp_path / "checkpoints", keep=1)
+    restored, unreadable = checkpointer.restore_latest(jax.eval_shape(lambda: state))
+    checkpointer.close()
+    assert unreadable == {} and restored.model_state == {}
+    np.testing.assert_array_equal(restored.params["w"], state.params["w"])

@@ -49,10 +49,10 @@ def test_sharded_eval_counts_every_example_once(tfds_dir, tmp_path):
                                **{"train.num_steps": 2, "eval.batch_size": 24})
     result = loop.train_and_evaluate(config, tmp_path / "one")  # trained params, 1 device
     one = loop.Experiment(config, tmp_path / "one")
-    params = one.restore_params()
+    variables = one.restore_variables()
     config.mesh.data = 8
     eight = loop.Experiment(config, tmp_path / "one")
-    assert (without_timing(eight.evaluate(params)) == without_timing(one.evaluate(params))
+    assert (without_timing(eight.evaluate(variables)) == without_timing(one.evaluate(variables))
             == without_timing(result["eval"]))
 
 
@@ -98,13 +98,13 @@ def test_segmentation_learns(tfds_dir):
     tx = make_optimizer(config.optimizer, 150)
     rng = np.random.default_rng(0)
     state = create_train_state(
-        task.init_params(jax.random.key(0), {"image": np.zeros((1, 32, 32, 3))}), tx)
+        task.init_variables(jax.random.key(0), {"image": np.zeros((1, 32, 32, 3))}), tx)
     step = jax.jit(functools.partial(loop.train_step, task, tx, config.seed))
     for _ in range(150):
         batch = _coloured_boxes(rng, 8)
         state, _ = step(state, {"image": batch["image"], "label": batch["label"]})
     test = _coloured_boxes(np.random.default_rng(1), 32)
-    confusion = task.statistics(test, jax.jit(task.predict)(state.params, task.inputs(test)))
+    confusion = task.statistics(test, jax.jit(task.predict)(state.variables, task.inputs(test)))
     assert task.summarize(confusion)["mean_iou"] > 70.0, task.summarize(confusion)
 
 

@@ -1,0 +1,384 @@
+r"""Released ImageNet weights -> this codebase's backbones, and `init_from` for any experiment.
+
+Sources (files the user downloads; nothing is fetched here):
+- TF-Slim checkpoints (`--format=slim`): Inception-v4 and Inception-ResNet-v2 as released with
+  the paper (`inception_v4.ckpt`, `inception_resnet_v2_2016_08_30.ckpt`; 1001 classes, inputs in
+  [-1, 1]). Variables are matched by name: the backbones use the slim definitions' scope names.
+- Keras `.h5` files (`--format=keras_h5`): `keras.applications` VGG16, ResNet50/101 and
+  InceptionResNetV2 (the files `weights="imagenet"` downloads, e.g.
+  `resnet50_weights_tf_dim_ordering_tf_kernels.h5`, or any `model.save("x.h5")`). Keras' conv
+  biases before a batch norm are folded into the norm's mean, which is exact.
+
+Convert once, then start any experiment from the result with `--config.init_from=DIR`:
+
+  python -m segattn_jax.backbones.pretrained --backbone=inception_v4 --format=slim \
+      --weights=inception_v4.ckpt --output=weights/inception_v4
+
+The output is an orbax checkpoint of the backbone's variables ({"params", "batch_stats"}) plus
+`pretrained.json` (what was converted and what the file did not have). `init_from` finds the
+subtree of the experiment's model that the checkpoint matches (the model itself, or its backbone
+submodule), loads it, and logs what it loaded and what it left initialized.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from etils import epath
+
+from segattn_jax.backbones import BACKBONES, build_backbone
+
+FORMATS = ("slim", "keras_h5")
+INFO_FILE = "pretrained.json"
+# Input size each backbone's variables are traced at (shapes do not depend on it, except the
+# Inception auxiliary head, which needs the paper's 299x299).
+_TEMPLATE_SIZE = {"inception_v4": 299, "inception_resnet_v2": 299}
+_SLIM_SCOPE = {"inception_v4": "InceptionV4", "inception_resnet_v2": "InceptionResnetV2"}
+_SLIM_REPEATS = {"block35": "Repeat", "block17": "Repeat_1", "block8": "Repeat_2"}
+_BATCH_NORM_NAMES = {"scale": "gamma", "bias": "beta", "mean": "moving_mean",
+                     "var": "moving_variance"}
+
+Path = tuple[str, ...]  # (collection, *module path, variable name)
+
+
+def variables_template(backbone: str, num_classes: int, **kwargs: Any) -> dict[Path, Any]:
+    """Every variable of the backbone (with its ImageNet head) as flat path -> ShapeDtypeStruct,
+    traced, not computed."""
+    model = build_backbone(backbone, num_classes=num_classes, **kwargs)
+    size = _TEMPLATE_SIZE.get(backbone, 224)
+    variables = jax.eval_shape(
+        lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                           jnp.zeros((1, size, size, 3)), train=True))
+    return flax.traverse_util.flatten_dict(dict(variables))
+
+
+# ---- TF-Slim checkpoints --------------------------------------------------------------------
+
+
+def slim_name(backbone: str, path: Path) -> str:
+    """The TF-Slim variable name of one of our variables, e.g. ('params', 'block35_1',
+    'Branch_0', 'Conv2d_1x1', 'conv', 'kernel') -> 'InceptionResnetV2/Repeat/block35_1/Branch_0/
+    Conv2d_1x1/weights'."""
+    _, *modules, leaf = path
+    if modules and modules[0].split("_")[0] in _SLIM_REPEATS and modules[0] != "Block8":
+        modules = [_SLIM_REPEATS[modules[0].split("_")[0]], *modules]
+    if modules == ["Logits"]:  # slim's fully_connected 'Logits' inside the 'Logits' scope
+        modules = ["Logits", "Logits"]
+    if modules[-1] == "bn":
+        return "/".join([_SLIM_SCOPE[backbone], *modules[:-1], "BatchNorm",
+                         _BATCH_NORM_NAMES[leaf]])
+    if modules[-1] == "conv":
+        modules = modules[:-1]
+    return "/".join([_SLIM_SCOPE[backbone], *modules, {"kernel": "weights", "bias": "biases"}[leaf]])
+
+
+def from_slim(backbone: str, checkpoint: str, template: dict[Path, Any]
+              ) -> tuple[dict[Path, np.ndarray], dict[str, list[str]]]:
+    """Our variables from a TF-Slim checkpoint (read with TensorFlow's checkpoint reader)."""
+    import tensorflow as tf  # only for reading the checkpoint
+
+    if backbone not in _SLIM_SCOPE:
+        raise ValueError(f"TF-Slim checkpoints are read for {sorted(_SLIM_SCOPE)}, not "
+                         f"{backbone!r}; use --format=keras_h5.")
+    try:
+        reader = tf.train.load_checkpoint(checkpoint)
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
+        raise FileNotFoundError(f"{checkpoint} is not a readable TF checkpoint (give the prefix, "
+                                f"e.g. inception_v4.ckpt): {str(e).splitlines()[0]}") from None
+    available = reader.get_variable_to_shape_map()
+    variables, missing = {}, []
+    for path, spec in template.items():
+        name = slim_name(backbone, path)
+        if name not in available:
+            missing.append(name)
+            continue
+        variables[path] = _checked(path, reader.get_tensor(name), spec, source=name)
+    if not variables:
+        raise ValueError(f"{checkpoint} has none of {backbone}'s variables (expected names like "
+                         f"{slim_name(backbone, next(iter(template)))!r}; it has e.g. "
+                         f"{sorted(available)[:3]}): not a TF-Slim {backbone} checkpoint.")
+    used = {slim_name(backbone, path) for path in variables}
+    return variables, {"missing_in_file": missing,
+                       "unused_in_file": sorted(n for n in available if n not in used
+                                                and not _is_training_bookkeeping(n))}
+
+
+def _is_training_bookkeeping(name: str) -> bool:
+    """Optimizer slots, moving averages of weights and the step counter in slim checkpoints."""
+    return bool(re.search(r"(RMSProp|Momentum|Adam|ExponentialMovingAverage|global_step)", name))
+
+
+# ---- Keras .h5 --------------------------------------------------------------------------------
+
+
+def read_keras_h5(path: str) -> dict[str, dict[str, np.ndarray]]:
+    """Layer name -> {weight name ('kernel', 'bias', 'gamma', ...): array} from a legacy Keras
+    HDF5 file: a weights file (`weights="imagenet"` downloads) or a whole saved model."""
+    import h5py
+
+    try:
+        file = h5py.File(path, "r")
+    except OSError as e:
+        raise FileNotFoundError(f"{path} is not a readable HDF5 file: {e}") from None
+    with file:
+        root = file["model_weights"] if "model_weights" in file else file
+        if "layer_names" not in root.attrs:
+            raise ValueError(f"{path} is not a Keras HDF5 weights file (no 'layer_names'); "
+                             "save the model with model.save('x.h5') or use the released "
+                             "*_tf_dim_ordering_tf_kernels.h5 files.")
+        layers = {}
+        for layer in root.attrs["layer_names"]:
+            layer = layer.decode() if isinstance(layer, bytes) else str(layer)
+            group = root[layer]
+            names = [n.decode() if isinstance(n, bytes) else str(n)
+                     for n in group.attrs.get("weight_names", [])]
+            if names:  # 'conv1_conv/kernel:0' (Keras 2) or 'conv1_conv/kernel' (Keras 3)
+                layers[layer] = {n.split("/")[-1].split(":")[0]: np.asarray(group[n])
+                                 for n in names}
+        return layers
+
+
+def _keras_units_vgg16(template: dict[Path, Any]) -> Iterable[tuple[tuple[str, ...], str, str]]:
+    """(our module path, Keras layer, Keras batch-norm layer or '') for VGG16."""
+    renames = {"fc6": "fc1", "fc7": "fc2", "fc8": "predictions"}
+    for module in sorted({path[1] for path in template}):
+        stage_conv = re.fullmatch(r"conv(\d)_(\d)", module)
+        keras = f"block{stage_conv[1]}_conv{stage_conv[2]}" if stage_conv else renames[module]
+        yield (module,), keras, ""
+
+
+def _keras_units_resnet(template: dict[Path, Any]) -> Iterable[tuple[tuple[str, ...], str, str]]:
+    for path in sorted({path[1:-2] for path in template if path[-2] in ("conv", "bn")}):
+        keras = path[0] if len(path) == 1 else f"{path[0]}_{path[1].removeprefix('conv_bn_')}"
+        yield path, f"{keras}_conv", f"{keras}_bn"
+    yield ("predictions",), "predictions", ""
+
+
+def _keras_units_inception_resnet_v2(template: dict[Path, Any]
+                                     ) -> Iterable[tuple[tuple[str, ...], str, str]]:
+    """Keras names most IR-v2 layers by creation order (conv2d_1, batch_normalization_1, ...):
+    they are matched to our layers in the order the net applies them."""
+    from segattn_jax.backbones.inception import conv_bn_paths, inception_resnet_v2_blocks
+
+    ordered = [p for p in conv_bn_paths(inception_resnet_v2_blocks()) if p != ("Conv2d_7b_1x1",)]
+    for i, path in enumerate(ordered):
+        yield path, f"#conv2d:{i}", f"#batch_normalization:{i}"
+    for module in sorted({path[1] for path in template}):
+        if re.fullmatch(r"block(35|17|8)_\d+|Block8", module):
+            keras = "block8_10" if module == "Block8" else module
+            yield (module, "Conv2d_1x1"), f"{keras}_conv", ""
+    yield ("Conv2d_7b_1x1",), "conv_7b", "conv_7b_bn"
+    yield ("Logits",), "predictions", ""
+
+
+_KERAS_UNITS: dict[str, Callable] = {
+    "vgg16": _keras_units_vgg16,
+    "resnet50": _keras_units_resnet,
+    "resnet101": _keras_units_resnet,
+    "inception_resnet_v2": _keras_units_inception_resnet_v2,
+}
+
+
+def _auto_named(layers: dict[str, Any], base: str) -> list[str]:
+    """Keras' auto-named layers `base`, `base_1`, `base_2` ... in creation order."""
+    names = [n for n in layers if re.fullmatch(rf"{base}(_\d+)?", n)]
+    return sorted(names, key=lambda n: int(n.rpartition("_")[2]) if n != base else 0)
+
+
+def from_keras_h5(backbone: str, path: str, template: dict[Path, Any]
+                  ) -> tuple[dict[Path, np.ndarray], dict[str, list[str]]]:
+    """Our variables from a Keras `.h5` file of the same architecture."""
+    if backbone not in _KERAS_UNITS:
+        raise ValueError(f"Keras .h5 files are read for {sorted(_KERAS_UNITS)}, not "
+                         f"{backbone!r}; use --format=slim.")
+    layers = read_keras_h5(path)
+    ordered = {base: _auto_named(layers, base) for base in ("conv2d", "batch_normalization")}
+
+    def layer(name: str) -> dict[str, np.ndarray]:
+        if name.startswith("#"):
+            base, index = name[1:].split(":")
+            if int(index) >= len(ordered[base]):
+                raise ValueError(f"{path} has {len(ordered[base])} '{base}' layers, fewer than "
+                                 f"{backbone} needs: not a Keras {backbone} file.")
+            name = ordered[base][int(index)]
+        if name not in layers:
+            raise ValueError(f"{path} has no layer {name!r}: not a Keras {backbone} file (its "
+                             f"layers include {list(layers)[:5]}).")
+        used.add(name)
+        return layers[name]
+
+    variables, used = {}, set()
+    for module, conv_name, bn_name in _KERAS_UNITS[backbone](template):
+        conv = layer(conv_name)
+        prefix = module + ("conv",) if bn_name else module
+        variables[("params", *prefix, "kernel")] = conv["kernel"]
+        if not bn_name:
+            if "bias" in conv:
+                variables[("params", *module, "bias")] = conv["bias"]
+            continue
+        bn = layer(bn_name)
+        # conv(x) + b then batch norm == conv(x) then batch norm with mean - b.
+        variables[("batch_stats", *module, "bn", "mean")] = bn["moving_mean"] - conv.get("bias", 0)
+        variables[("batch_stats", *module, "bn", "var")] = bn["moving_variance"]
+        variables[("params", *module, "bn", "bias")] = bn["beta"]
+        if "gamma" in bn:
+            variables[("params", *module, "bn", "scale")] = bn["gamma"]
+    checked = {}
+    for key, value in variables.items():
+        if key not in template:
+            raise ValueError(f"{path}: our {backbone} has no variable {'/'.join(key)} (its "
+                             "conversion assumes the Keras layout of another version).")
+        checked[key] = _checked(key, value, template[key], source=f"{path}")
+    return checked, {"missing_in_file": ["/".join(k) for k in template if k not in checked],
+                     "unused_in_file": sorted(set(layers) - used)}
+
+
+def _checked(path: Path, value: np.ndarray, spec: Any, source: str) -> np.ndarray:
+    """`value` in our variable's shape; Keras' Dense kernels become our fc-as-conv kernels."""
+    value = np.asarray(value, np.float32)
+    if value.shape != spec.shape:
+        if value.size != int(np.prod(spec.shape)) or value.ndim != 2:
+            raise ValueError(f"{source}: {'/'.join(path)} has shape {value.shape} in the weights "
+                             f"file but {spec.shape} in the model: the file is another "
+                             "architecture, width or number of classes.")
+        value = value.reshape(spec.shape)
+    return value
+
+
+# ---- convert, save, load ------------------------------------------------------------------------
+
+
+def convert(backbone: str, fmt: str, weights: str, num_classes: int | None = None
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(variables {"params", "batch_stats"} of the backbone with its ImageNet head, info)."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"Unknown backbone {backbone!r}; valid: {sorted(BACKBONES)}.")
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown weights format {fmt!r}; valid: {FORMATS}.")
+    if not epath.Path(weights).exists() and not epath.Path(f"{weights}.index").exists():
+        raise FileNotFoundError(f"No weights file {weights} (the converter's --weights).")
+    if num_classes is None:
+        num_classes = 1001 if fmt == "slim" else 1000
+    template = variables_template(backbone, num_classes)
+    reader = from_slim if fmt == "slim" else from_keras_h5
+    flat, report = reader(backbone, weights, template)
+    info = {"backbone": backbone, "format": fmt, "weights": str(weights),
+            "num_classes": num_classes, "converted": len(flat), **report}
+    return flax.traverse_util.unflatten_dict(flat), info
+
+
+def save(variables: dict[str, Any], directory: str | epath.Path, info: dict[str, Any]) -> None:
+    """Writes `variables` as an orbax checkpoint in `directory` and `info` beside it."""
+    import orbax.checkpoint as ocp
+
+    directory = epath.Path(directory).absolute() if "://" not in str(directory) else \
+        epath.Path(directory)
+    if directory.exists():
+        raise FileExistsError(f"{directory} exists; choose a new --output (nothing was written).")
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(directory / "variables", variables)
+    checkpointer.wait_until_finished()
+    (directory / INFO_FILE).write_text(json.dumps(info, indent=2))
+
+
+def load(directory: str | epath.Path) -> dict[str, Any]:
+    """The variables a `save` wrote, as numpy arrays."""
+    import orbax.checkpoint as ocp
+
+    directory = epath.Path(directory)
+    if not (directory / "variables").exists():
+        raise FileNotFoundError(
+            f"config.init_from={str(directory)!r}: no converted weights there (expected "
+            f"{directory / 'variables'}). Convert released weights first: python -m "
+            "segattn_jax.backbones.pretrained --backbone=... --format=... --weights=... "
+            f"--output={directory}")
+    metadata = ocp.StandardCheckpointer().metadata(directory / "variables")
+    metadata = getattr(metadata, "item_metadata", metadata)
+    metadata = getattr(metadata, "tree", metadata)
+    target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), metadata)
+    return ocp.StandardCheckpointer().restore(directory / "variables", target)
+
+
+def _subtree_match(model: dict[Path, Any], loaded: dict[Path, Any], prefix: Path) -> int:
+    return sum((path[0], *prefix, *path[1:]) in model for path in loaded)
+
+
+def init_from(variables: dict[str, Any], directory: str | epath.Path, skip: str = ""
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`variables` with the subtree that the checkpoint in `directory` matches replaced by it.
+
+    The subtree is the module path P (the model root, or e.g. its "backbone") under which the
+    most of the checkpoint's variables exist. Variables whose path matches the regex `skip`
+    (e.g. "Logits" to fine-tune on other classes) are not loaded. Returns (variables, report).
+    """
+    model = flax.traverse_util.flatten_dict(dict(variables))
+    loaded = {path: value for path, value in
+              flax.traverse_util.flatten_dict(dict(load(directory))).items()
+              if not (skip and re.search(skip, "/".join(path[1:])))}
+    prefixes = {path[1:i] for path in model for i in range(1, len(path) - 1)}
+    prefix = max(sorted(prefixes), key=lambda p: _subtree_match(model, loaded, p))
+    if not loaded or not _subtree_match(model, loaded, prefix):
+        theirs = sorted({path[1] for path in loaded})[:8]
+        ours = sorted({path[1] for path in model})[:8]
+        raise ValueError(
+            f"config.init_from={str(directory)!r}: no subtree of the model matches the "
+            f"checkpoint (its modules: {theirs}; the model's: {ours}). It was converted for "
+            "another backbone than this model's.")
+    for path, value in loaded.items():
+        target = (path[0], *prefix, *path[1:])
+        if target in model and tuple(model[target].shape) != tuple(value.shape):
+            raise ValueError(
+                f"config.init_from={str(directory)!r}: {'/'.join(target[1:])} has shape "
+                f"{tuple(value.shape)} in the checkpoint but {tuple(model[target].shape)} in the "
+                "model (other width or number of classes?). Skip it with "
+                "--config.init_from_skip=REGEX, or match the model to the weights.")
+    for path, value in loaded.items():
+        target = (path[0], *prefix, *path[1:])
+        if target in model:
+            model[target] = jnp.asarray(value, model[target].dtype)
+    loaded_targets = {(p[0], *prefix, *p[1:]) for p in loaded}
+    left = ["/".join(p) for p in model if p[1:1 + len(prefix)] == prefix
+            and p not in loaded_targets]
+    report = {"subtree": "/".join(prefix) or "(model root)",
+              "loaded": len(loaded_targets & set(model)),
+              "left_initialized": left,
+              "not_in_model": ["/".join(p) for p in loaded
+                               if (p[0], *prefix, *p[1:]) not in model]}
+    logging.info("init_from %s into %s: loaded %d variables; left initialized %d (%s); %d in the "
+                 "checkpoint not in the model (%s).", directory, report["subtree"],
+                 report["loaded"], len(left), ", ".join(left[:6]), len(report["not_in_model"]),
+                 ", ".join(report["not_in_model"][:6]))
+    return flax.traverse_util.unflatten_dict(model), report
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from absl import flags
+
+    f = flags.FLAGS
+    variables, info = convert(f.backbone, f.format, f.weights, f.num_classes)
+    save(variables, f.output, info)
+    print(f"Converted {info['converted']} variables of {f.backbone} from {f.weights} into "
+          f"{f.output}; not in the file (left initialized when loaded): "
+          f"{len(info['missing_in_file'])}; in the file but unused: "
+          f"{len(info['unused_in_file'])}. Details: {epath.Path(f.output) / INFO_FILE}")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_enum("backbone", None, sorted(BACKBONES), "Which backbone the file holds.")
+    flags.DEFINE_enum("format", None, list(FORMATS), "slim (TF-Slim checkpoint) or keras_h5.")
+    flags.DEFINE_string("weights", None, "The released weights file (slim: checkpoint prefix).")
+    flags.DEFINE_string("output", None, "New directory for the converted orbax checkpoint.")
+    flags.DEFINE_integer("num_classes", None, "Classes of the file's classifier (default: 1001 "
+                         "for slim, 1000 for Keras).")
+    flags.mark_flags_as_required(["backbone", "format", "weights", "output"])
+    app.run(main)

@@ -1,0 +1,120 @@
+"""ResNet-50/101 (He, Zhang, Ren & Sun 2016), bottleneck version, as the released weights lay it out.
+
+Layer names follow Keras' `keras.applications` ResNet (`conv3_block2` holding `conv_1..3`/`bn_1..3`,
+`conv_0`/`bn_0` for the projection shortcut), the stage outputs conv2..conv5 are the intermediates
+that detectors and FPN tap (strides 4, 8, 16, 32). Two layouts of the released weights exist:
+the original MSRA/Caffe one (Keras, Detectron) strides the first 1x1 conv of a stage, torchvision's
+"v1.5" strides the 3x3; `stride_in_1x1` picks. `frozen_bn` is the detection papers' frozen batch
+norm (`layers.normalization.FrozenBatchNorm`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from segattn_jax.backbones.vgg import scaled_features
+from segattn_jax.layers.conv import ConvBN
+
+Array = Any
+# Bottleneck blocks per stage conv2..conv5.
+RESNET_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+_STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck width; the block outputs 4x this
+KERAS_BATCH_NORM = dict(use_scale=True, momentum=0.99, epsilon=1.001e-5)
+
+
+class Bottleneck(nn.Module):
+    """1x1 (width) -> 3x3 (width) -> 1x1 (4 x width), plus the shortcut, then ReLU."""
+
+    width: int
+    strides: int = 1
+    stride_in_1x1: bool = True
+    frozen_bn: bool = False
+    dtype: Any = jnp.float32
+
+    def _conv_bn(self, features, kernel, strides, padding, index, activation=True):
+        return ConvBN(features, (kernel, kernel), strides, padding, activation=activation,
+                      frozen_bn=self.frozen_bn, dtype=self.dtype, name=f"conv_bn_{index}",
+                      **KERAS_BATCH_NORM)
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> Array:
+        out_features = 4 * self.width
+        shortcut = x
+        if x.shape[-1] != out_features or self.strides != 1:
+            shortcut = self._conv_bn(out_features, 1, self.strides, "VALID", 0,
+                                     activation=False)(x, train=train)
+        first, middle = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
+        y = self._conv_bn(self.width, 1, first, "VALID", 1)(x, train=train)
+        y = self._conv_bn(self.width, 3, middle, ((1, 1), (1, 1)), 2)(y, train=train)
+        y = self._conv_bn(out_features, 1, 1, "VALID", 3, activation=False)(y, train=train)
+        return nn.relu(shortcut + y)
+
+
+class ResNet(nn.Module):
+    """ResNet-50/101/152 (bottleneck blocks), Keras/MSRA layer layout.
+
+    Attributes:
+      depth: 50, 101 or 152.
+      num_classes: ImageNet classifier after global average pooling ("predictions"); 0 leaves it
+        out and returns the conv5 map.
+      width: multiplier on every channel count, for slim CPU variants.
+      stride_in_1x1: True for MSRA/Keras/Detectron weights, False for torchvision's.
+      frozen_bn: batch norm frozen to the stored statistics (detection fine-tuning).
+      last_stage: stop after this stage ("conv4" gives the stride-16 map of Faster R-CNN's C4).
+      dtype: compute dtype; parameters stay float32.
+    """
+
+    depth: int = 50
+    num_classes: int = 1000
+    width: float = 1.0
+    stride_in_1x1: bool = True
+    frozen_bn: bool = False
+    last_stage: str = "conv5"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
+        """Images (N, H, W, 3) -> (logits or the last map, {conv1, pool1, conv2..conv5,
+        "pre_logits"})."""
+        if self.depth not in RESNET_DEPTHS:
+            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}; got "
+                             f"{self.depth}.")
+        stages = [f"conv{i}" for i in range(2, 6)]
+        if self.last_stage not in stages:
+            raise ValueError(f"last_stage must be one of {stages}; got {self.last_stage!r}.")
+        if x.ndim != 4:
+            raise ValueError(f"ResNet expects images of shape (N, H, W, C); got {x.shape}.")
+        x = x.astype(self.dtype)
+        x = ConvBN(scaled_features(64, self.width), (7, 7), 2, ((3, 3), (3, 3)),
+                   frozen_bn=self.frozen_bn, dtype=self.dtype, name="conv1",
+                   **KERAS_BATCH_NORM)(x, train=train)
+        intermediates = {"conv1": x}
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        intermediates["pool1"] = x
+        for stage, (blocks, width) in enumerate(zip(RESNET_DEPTHS[self.depth], _STAGE_WIDTHS),
+                                                start=2):
+            for block in range(1, blocks + 1):
+                strides = 2 if block == 1 and stage > 2 else 1
+                x = Bottleneck(scaled_features(width, self.width), strides, self.stride_in_1x1,
+                               self.frozen_bn, self.dtype,
+                               name=f"conv{stage}_block{block}")(x, train=train)
+            intermediates[f"conv{stage}"] = x
+            if f"conv{stage}" == self.last_stage:
+                break
+        if not self.num_classes or self.last_stage != "conv5":
+            return x, intermediates
+        x = jnp.mean(x, axis=(1, 2))
+        intermediates["pre_logits"] = x
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
+                          name="predictions")(x)
+        return logits.astype(jnp.float32), intermediates
+
+
+def resnet50(**kwargs) -> ResNet:
+    return ResNet(depth=50, **kwargs)
+
+
+def resnet101(**kwargs) -> ResNet:
+    return ResNet(depth=101, **kwargs)

@@ -1,0 +1,175 @@
+"""Weight converters against reference implementations nobody here wrote, and `init_from`.
+
+Keras: `keras.applications` VGG16 / ResNet50 / InceptionResNetV2 with random weights (batch-norm
+statistics and conv biases included, so the bias folding is exercised) are saved as `.h5`,
+converted, and must give Keras' logits and intermediate features. TF-Slim: the variable names and
+shapes of the authors' slim definitions (fixtures) must be exactly ours, and a checkpoint written
+under those names must convert back to the same values.
+"""
+import json
+import pathlib
+
+import flax
+import jax
+import numpy as np
+import pytest
+
+from segattn_jax.backbones import build_backbone, pretrained
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+CLASSES = 7
+
+
+def _randomize(model, seed=0):
+    """Random weights of sensible scale, positive variances: every converted number matters."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        shape, name = tuple(weight.shape), weight.path
+        if "moving_variance" in name:
+            value = rng.uniform(0.5, 2.0, shape)
+        elif "gamma" in name:
+            value = rng.uniform(0.5, 1.5, shape)
+        elif len(shape) >= 2:
+            value = rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape)
+        else:
+            value = rng.normal(0, 0.1, shape)
+        weight.assign(value.astype(np.float32))
+
+
+def _keras_case(tmp_path, arch, size, feature_layer):
+    import keras
+
+    constructor = {"vgg16": keras.applications.VGG16, "resnet50": keras.applications.ResNet50,
+                   "inception_resnet_v2": keras.applications.InceptionResNetV2}[arch]
+    model = constructor(weights=None, input_shape=(size, size, 3), classes=CLASSES,
+                        classifier_activation=None)
+    _randomize(model)
+    path = tmp_path / f"{arch}.h5"
+    model.save(path)
+    images = np.random.default_rng(1).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+    features = keras.Model(model.input, model.get_layer(feature_layer).output)
+    return path, images, model.predict(images, verbose=0), features.predict(images, verbose=0)
+
+
+@pytest.mark.parametrize("arch, size, keras_layer, our_layer, kwargs", [
+    ("resnet50", 64, "conv4_block6_out", "conv4", {}),
+    ("vgg16", 224, "block4_pool", "pool4", {"first_padding": 1}),
+    ("inception_resnet_v2", 75, "mixed_6a", "Mixed_6a", {}),
+])
+def test_keras_h5_converts_to_the_same_logits_and_features(
+        tmp_path, arch, size, keras_layer, our_layer, kwargs):
+    path, images, logits, features = _keras_case(tmp_path, arch, size, keras_layer)
+    variables, info = pretrained.convert(arch, "keras_h5", str(path), num_classes=CLASSES)
+    assert info["unused_in_file"] == []
+    # Only IR-v2's auxiliary head (not in Keras) is left to initialize.
+    assert all("AuxLogits" in name for name in info["missing_in_file"])
+    model = build_backbone(arch, num_classes=CLASSES, **kwargs)
+    ours, intermediates = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+    scale = np.abs(logits).max()
+    np.testing.assert_allclose(ours, logits, atol=2e-5 * scale)
+    np.testing.assert_allclose(intermediates[our_layer], features,
+                               atol=2e-5 * np.abs(features).max())
+
+
+@pytest.mark.parametrize("arch", ["inception_v4", "inception_resnet_v2"])
+def test_variable_names_and_shapes_are_the_slim_definitions(arch):
+    slim = json.loads((FIXTURES / f"{arch}_slim_variables.json").read_text())["variables"]
+    template = pretrained.variables_template(arch, 1001)
+    ours = {pretrained.slim_name(arch, path): list(spec.shape) for path, spec in template.items()}
+    assert ours == slim
+
+
+def _write_slim_checkpoint(prefix, values):
+    import tensorflow as tf
+
+    names = sorted(values)
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(values[n]) for n in names])
+
+
+def test_slim_checkpoint_round_trip_and_bookkeeping_ignored(tmp_path):
+    slim = json.loads((FIXTURES / "inception_v4_slim_variables.json").read_text())["variables"]
+    rng = np.random.default_rng(0)
+    values = {name: rng.normal(size=shape).astype(np.float32) for name, shape in slim.items()}
+    values["global_step"] = np.array(7, np.int64)
+    values["InceptionV4/Logits/Logits/weights/RMSProp"] = np.zeros((1536, 1001), np.float32)
+    _write_slim_checkpoint(tmp_path / "model.ckpt", values)
+    variables, info = pretrained.convert("inception_v4", "slim", str(tmp_path / "model.ckpt"))
+    assert info["missing_in_file"] == [] and info["unused_in_file"] == []
+    flat = flax.traverse_util.flatten_dict(variables)
+    assert len(flat) == len(slim)
+    for path, value in flat.items():
+        np.testing.assert_array_equal(value, values[pretrained.slim_name("inception_v4", path)])
+
+
+def test_slim_checkpoint_of_another_shape_names_the_parameter_and_both_shapes(tmp_path):
+    slim = json.loads((FIXTURES / "inception_v4_slim_variables.json").read_text())["variables"]
+    values = {name: np.zeros(shape, np.float32) for name, shape in slim.items()}
+    values["InceptionV4/Conv2d_1a_3x3/weights"] = np.zeros((3, 3, 3, 16), np.float32)
+    _write_slim_checkpoint(tmp_path / "model.ckpt", values)
+    with pytest.raises(ValueError, match=r"Conv2d_1a_3x3/conv/kernel has shape \(3, 3, 3, 16\) "
+                                         r"in the weights file but \(3, 3, 3, 32\)"):
+        pretrained.convert("inception_v4", "slim", str(tmp_path / "model.ckpt"))
+
+
+def test_wrong_architecture_and_missing_files_say_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no_such.h5"):
+        pretrained.convert("resnet50", "keras_h5", str(tmp_path / "no_such.h5"))
+    _write_slim_checkpoint(tmp_path / "other.ckpt", {"resnet_v1_50/conv1/weights": np.zeros(3)})
+    with pytest.raises(ValueError, match="not a TF-Slim inception_resnet_v2 checkpoint"):
+        pretrained.convert("inception_resnet_v2", "slim", str(tmp_path / "other.ckpt"))
+    with pytest.raises(ValueError, match="use --format=keras_h5"):
+        pretrained.convert("resnet50", "slim", str(tmp_path / "other.ckpt"))
+
+
+SMALL_VGG = dict(width=1 / 16, first_padding=1, last_layer="fc7", fc6_kernel=2)
+
+
+def _init(model):
+    # An rbg key: initializing with the default threefry key compiles ~5x longer on CPU.
+    key = jax.random.key(1, impl="rbg")
+    return jax.jit(lambda: model.init(key, np.zeros((1, 64, 64, 3)), train=False))()
+
+
+def _small_vgg_weights(tmp_path):
+    variables = _init(build_backbone("vgg16", num_classes=5, **SMALL_VGG))
+    variables = jax.tree.map(lambda x: x + 0.5, variables)  # not the model's initial values
+    pretrained.save(variables, tmp_path / "weights", {"backbone": "vgg16"})
+    return variables
+
+
+def test_init_from_loads_the_matching_subtree_and_reports_the_rest(tmp_path):
+    saved = _small_vgg_weights(tmp_path)
+
+    class Detector(flax.linen.Module):  # a model holding the backbone as a submodule
+        @flax.linen.compact
+        def __call__(self, x, train):
+            features, _ = build_backbone("vgg16", **{**SMALL_VGG, "last_layer": "conv5_3"},
+                                         name="backbone")(x, train=train)
+            return flax.linen.Dense(3, name="head")(features)
+
+    variables = _init(Detector())
+    loaded, report = pretrained.init_from(variables, tmp_path / "weights")
+    assert report["subtree"] == "backbone"
+    assert report["not_in_model"] == [f"params/{layer}/{leaf}" for layer in ("fc6", "fc7", "fc8")
+                                      for leaf in ("bias", "kernel")]
+    assert report["left_initialized"] == []
+    np.testing.assert_array_equal(loaded["params"]["backbone"]["conv4_2"]["kernel"],
+                                  saved["params"]["conv4_2"]["kernel"])
+    np.testing.assert_array_equal(loaded["params"]["head"]["kernel"],
+                                  variables["params"]["head"]["kernel"])
+
+
+def test_init_from_mismatches_fail_naming_what_did_not_match(tmp_path):
+    _small_vgg_weights(tmp_path)
+    other_classes = _init(build_backbone("vgg16", num_classes=9, **SMALL_VGG))
+    with pytest.raises(ValueError, match=r"fc8/bias has shape \(5,\) in the checkpoint but "
+                                         r"\(9,\) in the model.*init_from_skip"):
+        pretrained.init_from(other_classes, tmp_path / "weights")
+    loaded, report = pretrained.init_from(other_classes, tmp_path / "weights", skip="fc8")
+    assert report["left_initialized"] == ["params/fc8/bias", "params/fc8/kernel"]
+    resnet = _init(build_backbone("resnet50", num_classes=0, width=1 / 16, last_stage="conv2"))
+    with pytest.raises(ValueError, match=r"no subtree of the model matches.*conv1_1"):
+        pretrained.init_from(resnet, tmp_path / "weights")
+    with pytest.raises(FileNotFoundError, match=r"config.init_from=.*nowhere.*Convert"):
+        pretrained.init_from(resnet, tmp_path / "nowhere")

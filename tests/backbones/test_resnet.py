@@ -1,0 +1,56 @@
+"""ResNet: stage strides, the two stride placements, batch-norm state, and frozen batch norm."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segattn_jax.backbones.resnet import ResNet
+from segattn_jax.layers.normalization import FrozenBatchNorm
+
+RBG = jax.random.key(0, impl="rbg")
+
+
+def test_stage_strides_and_stride_placement():
+    x = jnp.zeros((1, 64, 64, 3))
+    msra, torchvision = ResNet(depth=50, width=1 / 16), ResNet(50, width=1 / 16,
+                                                                stride_in_1x1=False)
+    variables = jax.eval_shape(lambda: msra.init(RBG, x, train=False))
+    assert jax.tree.map(lambda a: a.shape, variables) == jax.tree.map(
+        lambda a: a.shape, jax.eval_shape(lambda: torchvision.init(RBG, x, train=False)))
+    _, intermediates = jax.eval_shape(lambda v: msra.apply(v, x, train=False), variables)
+    for stage, stride in {"conv2": 4, "conv3": 8, "conv4": 16, "conv5": 32}.items():
+        assert intermediates[stage].shape[1] == 64 // stride, stage
+    assert intermediates["conv5"].shape[-1] == 2048 // 16
+    assert sum(1 for k in variables["params"] if k.startswith("conv4_block")) == 6
+    assert sum(1 for k in jax.eval_shape(lambda: ResNet(101, width=1 / 16).init(
+        RBG, x, train=False))["params"] if k.startswith("conv4_block")) == 23
+
+
+def test_training_updates_running_statistics_and_frozen_bn_trains_nothing():
+    x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3)) * 3 + 1
+    model = ResNet(depth=50, width=1 / 16, last_stage="conv2", num_classes=0)
+    variables = jax.jit(lambda: model.init(RBG, x, train=False))()
+    _, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    before = variables["batch_stats"]["conv1"]["bn"]["mean"]
+    assert not np.allclose(updated["batch_stats"]["conv1"]["bn"]["mean"], before)
+
+    frozen = ResNet(depth=50, width=1 / 16, last_stage="conv2", num_classes=0, frozen_bn=True)
+    assert jax.tree.map(jnp.shape, jax.eval_shape(lambda: frozen.init(RBG, x, train=False))) == \
+        jax.tree.map(jnp.shape, variables)  # the same checkpoint loads into either
+
+    def loss(params):
+        out, _ = frozen.apply({**variables, "params": params}, x, train=True)
+        return jnp.sum(out ** 2)
+
+    grads = jax.grad(loss)(variables["params"])
+    assert np.all(grads["conv1"]["bn"]["scale"] == 0) and np.all(grads["conv1"]["bn"]["bias"] == 0)
+    assert np.any(grads["conv1"]["conv"]["kernel"] != 0)
+
+
+def test_frozen_batch_norm_is_batch_norm_with_running_averages():
+    x = jax.random.normal(jax.random.key(2), (3, 5, 5, 8))
+    variables = {"params": {"scale": jnp.linspace(0.5, 2, 8), "bias": jnp.linspace(-1, 1, 8)},
+                 "batch_stats": {"mean": jnp.linspace(-0.3, 0.3, 8), "var": jnp.linspace(0.5, 3, 8)}}
+    reference = nn.BatchNorm(use_running_average=True, epsilon=1e-5).apply(variables, x)
+    np.testing.assert_allclose(FrozenBatchNorm(epsilon=1e-5).apply(variables, x), reference,
+                               rtol=1e-5, atol=1e-6)

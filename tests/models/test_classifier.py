@@ -1,0 +1,85 @@
+"""The Inception experiment: a mini row through the CLI (batch-norm state trained, checkpointed and
+restored), the paper-scale rows on mocked ImageNet, and `init_from` through the loop."""
+import json
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from segattn_jax.backbones import build_backbone, pretrained
+from segattn_jax.data import pipeline
+from segattn_jax.train import loop
+from segattn_jax.train.config import load_experiment
+from tests import cli
+from tests.conftest import ROOT, cli_overrides, experiment_config, without_timing
+
+
+def test_mini_row_trains_and_evaluates_through_the_cli_and_eval_restores_it(tfds_dir, tmp_path):
+    result = cli.run(["train", "--config", "experiments/inception.py:Inception-ResNet-v2,mini",
+                      "--workdir", str(tmp_path), *cli_overrides(
+                          "inception", tfds_dir, **{"train.num_steps": 2})], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((tmp_path / "metrics.json").read_text())["eval"]
+    assert 0.0 <= trained["error_percent"] <= 100.0
+    assert 0.0 <= trained["top5_error_percent"] <= trained["error_percent"]
+    assert (tmp_path / "pictures" / "step_000002.png").is_file()
+    # `eval` restores the parameters and the batch-norm statistics the run trained.
+    result = cli.run(["eval", "--config", "experiments/inception.py:Inception-ResNet-v2,mini",
+                      "--workdir", str(tmp_path), *cli_overrides("inception", tfds_dir)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert without_timing(json.loads(result.stdout)) == without_timing(trained)
+
+
+def _imagenet_like(split, read_config=None, **kwargs):
+    """Two 333x500 JPEG-sized images per split, with TFDS ids when the pipeline asks."""
+    rng = np.random.default_rng(0)
+    ds = tf.data.Dataset.from_tensor_slices({
+        "image": rng.integers(0, 255, (2, 333, 500, 3), np.uint8),
+        "label": rng.integers(0, 1000, 2), "file_name": ["a.JPEG", "b.JPEG"]})
+    if read_config is not None and read_config.add_tfds_id:
+        ds = ds.enumerate().map(lambda i, e: {
+            **e, "tfds_id": tf.strings.join([str(split)[:5], tf.strings.as_string(i)], "__")})
+    return ds
+
+
+@pytest.mark.parametrize("row", ["Inception-v4", "Inception-ResNet-v2"])
+def test_paper_scale_row_builds_and_evaluates_on_mock_imagenet(row, tmp_path, monkeypatch):
+    """The paper-scale config (imagenet2012, 299x299 with TF-Slim's preprocessing, 1001
+    classes, the auxiliary head and its loss, RMSProp) trains a step and evaluates offline on
+    mocked ImageNet; only the size is cut for CPU: 1/16 width, one block of each kind."""
+    config = load_experiment(ROOT / "experiments" / "inception.py").get_config(row)
+    config.update_from_flattened_dict({"model.width": 0.0625, "model.repeats": (1, 1, 1),
+                                       "train.batch_size": 2, "eval.batch_size": 2,
+                                       "mesh.data": 1})
+    monkeypatch.setattr(pipeline, "num_examples", lambda builder, split: 2)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    with tfds.testing.mock_data(num_examples=2, as_dataset_fn=lambda self, split, **kwargs:
+                                _imagenet_like(split, **kwargs)):
+        experiment = loop.Experiment(config, tmp_path)
+        state = experiment.new_state()
+        batch = next(pipeline.train_iterator(
+            config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
+            global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
+        assert batch["image"].shape == (2, 299, 299, 3)
+        assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+        state, metrics = experiment.train_step(state, batch)
+        result = experiment.evaluate(state.variables)
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["aux_loss"]) > 0, metrics
+    assert 0.0 <= result["top5_error_percent"] <= result["error_percent"] <= 100.0
+
+
+def test_init_from_loads_converted_weights_when_a_run_starts(tfds_dir, tmp_path):
+    """A VGG16 checkpoint written by the converter's `save` lands in FCN's backbone."""
+    config = experiment_config("fcn", "FCN-8s,mini", tfds_dir)
+    vgg = build_backbone("vgg16", width=config.model.width, fc6_kernel=config.model.fc6_kernel)
+    weights = jax.jit(lambda: vgg.init(jax.random.key(3, impl="rbg"), np.zeros((1, 64, 64, 3)),
+                                       train=False))()
+    weights = jax.tree.map(lambda x: x + 1.0, weights)
+    pretrained.save(weights, tmp_path / "vgg16", {"backbone": "vgg16"})
+    config.init_from = str(tmp_path / "vgg16")
+    state = loop.Experiment(config, tmp_path / "run").new_state()
+    np.testing.assert_array_equal(state.params["backbone"]["conv1_1"]["kernel"],
+                                  weights["params"]["conv1_1"]["kernel"])
+    assert int(state.step) == 0
