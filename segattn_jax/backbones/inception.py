@@ -20,7 +20,6 @@ from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers.conv import Conv, ConvBN
 
 Array = Any
-SLIM_BATCH_NORM = dict(use_scale=False, momentum=0.9997, epsilon=1e-3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,17 +261,27 @@ def _pool(x: Array, spec: PoolSpec) -> Array:
     return nn.avg_pool(x, window, strides=strides, padding=spec.padding, count_include_pad=False)
 
 
-def _conv_bn(spec: ConvSpec, width: float, dtype: Any, name: str) -> ConvBN:
-    return ConvBN(scaled_features(spec.features, width), spec.kernel, spec.stride, spec.padding,
-                  dtype=dtype, name=name, **SLIM_BATCH_NORM)
+@dataclasses.dataclass(frozen=True)
+class ConvBNOptions:
+    """How every conv -> batch norm -> ReLU of a net is built: channel multiplier, compute
+    dtype, and batch norm as TF-Slim's (no scale, epsilon 1e-3, running averages decaying by
+    `bn_momentum` per step: 0.9997 for runs of 100k+ steps, less for short ones)."""
+
+    width: float = 1.0
+    bn_momentum: float = 0.9997
+    dtype: Any = jnp.float32
+
+    def __call__(self, spec: ConvSpec, name: str) -> ConvBN:
+        return ConvBN(scaled_features(spec.features, self.width), spec.kernel, spec.stride,
+                      spec.padding, use_scale=False, momentum=self.bn_momentum, epsilon=1e-3,
+                      dtype=self.dtype, name=name)
 
 
 class Branch(nn.Module):
     """One branch of a block: its convs are submodules named by their TF-Slim scopes."""
 
     steps: BranchSpec
-    width: float = 1.0
-    dtype: Any = jnp.float32
+    options: ConvBNOptions = ConvBNOptions()
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
@@ -280,10 +289,10 @@ class Branch(nn.Module):
             if isinstance(step, PoolSpec):
                 x = _pool(x, step)
             elif isinstance(step, ConvSpec):
-                x = _conv_bn(step, self.width, self.dtype, step.name)(x, train=train)
+                x = self.options(step, step.name)(x, train=train)
             else:
-                x = jnp.concatenate([_conv_bn(s, self.width, self.dtype, s.name)(x, train=train)
-                                     for s in step], axis=-1)
+                x = jnp.concatenate([self.options(s, s.name)(x, train=train) for s in step],
+                                    axis=-1)
         return x
 
 
@@ -291,19 +300,18 @@ class Block(nn.Module):
     """A multi-branch `BlockSpec`: branches `Branch_<i>` concatenated, plus the residual sum."""
 
     spec: BlockSpec
-    width: float = 1.0
-    dtype: Any = jnp.float32
+    options: ConvBNOptions = ConvBNOptions()
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
         spec = self.spec
         mixed = jnp.concatenate(
-            [Branch(steps, self.width, self.dtype, name=f"Branch_{i}")(x, train=train)
+            [Branch(steps, self.options, name=f"Branch_{i}")(x, train=train)
              for i, steps in enumerate(spec.branches)], axis=-1)
         if not spec.residual_scale:
             return mixed
-        up = Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.dtype, param_dtype=jnp.float32,
-                  name="Conv2d_1x1")(mixed)
+        up = Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.options.dtype,
+                  param_dtype=jnp.float32, name="Conv2d_1x1")(mixed)
         x = x + spec.residual_scale * up
         return nn.relu(x) if spec.final_activation else x
 
@@ -313,8 +321,7 @@ class AuxHead(nn.Module):
 
     spec: AuxHeadSpec
     num_classes: int
-    width: float = 1.0
-    dtype: Any = jnp.float32
+    options: ConvBNOptions = ConvBNOptions()
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
@@ -324,12 +331,11 @@ class AuxHead(nn.Module):
                              "build the net without the auxiliary head (aux=False; "
                              "model.aux_logits=False in a config).")
         x = _pool(x, PoolSpec("avg", 5, 3, "VALID"))
-        x = _conv_bn(ConvSpec("Conv2d_1b_1x1", 128, (1, 1)), self.width, self.dtype,
-                     "Conv2d_1b_1x1")(x, train=train)
-        x = _conv_bn(ConvSpec(self.spec.conv_name, 768, (5, 5), padding="VALID"), self.width,
-                     self.dtype, self.spec.conv_name)(x, train=train)
+        x = self.options(ConvSpec("Conv2d_1b_1x1", 128, (1, 1)), "Conv2d_1b_1x1")(x, train=train)
+        x = self.options(ConvSpec(self.spec.conv_name, 768, (5, 5), padding="VALID"),
+                         self.spec.conv_name)(x, train=train)
         x = x.reshape(x.shape[0], -1)
-        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
+        return nn.Dense(self.num_classes, dtype=self.options.dtype, param_dtype=jnp.float32,
                         name=self.spec.logits_name)(x).astype(jnp.float32)
 
 
@@ -343,6 +349,9 @@ class Inception(nn.Module):
       aux_head: the auxiliary classifier (training only, as in the paper); None leaves it out.
       dropout_rate: before the logits (the paper's "keep 0.8").
       width: multiplier on every channel count, for slim CPU variants.
+      bn_momentum: decay of batch norm's running averages per step (TF-Slim's 0.9997 suits
+        the paper's 100k+ steps; a 1000-step run needs ~0.99 for its averages to forget the
+        initial statistics).
       last_block: stop after this block (e.g. "Mixed_6h" for a stride-16 map).
       dtype: compute dtype; parameters stay float32.
     """
@@ -352,6 +361,7 @@ class Inception(nn.Module):
     aux_head: AuxHeadSpec | None = None
     dropout_rate: float = 0.2
     width: float = 1.0
+    bn_momentum: float = 0.9997
     last_block: str = ""
     dtype: Any = jnp.float32
 
@@ -365,14 +375,15 @@ class Inception(nn.Module):
         if self.last_block and self.last_block not in names:
             raise ValueError(f"No block {self.last_block!r}; valid: {names}.")
         x = x.astype(self.dtype)
+        options = ConvBNOptions(self.width, self.bn_momentum, self.dtype)
         intermediates = {}
         for spec in self.blocks:
             if len(spec.branches) > 1:
-                x = Block(spec, self.width, self.dtype, name=spec.name)(x, train=train)
+                x = Block(spec, options, name=spec.name)(x, train=train)
             elif isinstance(step := spec.branches[0][0], PoolSpec):
                 x = _pool(x, step)
             else:
-                x = _conv_bn(step, self.width, self.dtype, spec.name)(x, train=train)
+                x = options(step, spec.name)(x, train=train)
             intermediates[spec.name] = x
             if spec.name == self.last_block:
                 return x, intermediates
@@ -380,7 +391,7 @@ class Inception(nn.Module):
         # train=False) on, so that a model's variables do not depend on how it was initialized.
         if self.aux_head is not None and self.num_classes and (train or self.is_initializing()):
             intermediates["AuxLogits"] = AuxHead(
-                self.aux_head, self.num_classes, self.width, self.dtype, name="AuxLogits")(
+                self.aux_head, self.num_classes, options, name="AuxLogits")(
                     intermediates[self.aux_head.source], train=train)
         if not self.num_classes:
             return x, intermediates

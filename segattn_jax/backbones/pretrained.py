@@ -288,10 +288,8 @@ def save(variables: dict[str, Any], directory: str | epath.Path, info: dict[str,
     (directory / INFO_FILE).write_text(json.dumps(info, indent=2))
 
 
-def load(directory: str | epath.Path) -> dict[str, Any]:
-    """The variables a `save` wrote, as numpy arrays."""
-    import orbax.checkpoint as ocp
-
+def check_converted(directory: str | epath.Path) -> None:
+    """Fails, saying how to make them, unless `directory` holds weights `save` wrote."""
     directory = epath.Path(directory)
     if not (directory / "variables").exists():
         raise FileNotFoundError(
@@ -299,6 +297,14 @@ def load(directory: str | epath.Path) -> dict[str, Any]:
             f"{directory / 'variables'}). Convert released weights first: python -m "
             "segattn_jax.backbones.pretrained --backbone=... --format=... --weights=... "
             f"--output={directory}")
+
+
+def load(directory: str | epath.Path) -> dict[str, Any]:
+    """The variables a `save` wrote, as numpy arrays."""
+    import orbax.checkpoint as ocp
+
+    check_converted(directory)
+    directory = epath.Path(directory)
     metadata = ocp.StandardCheckpointer().metadata(directory / "variables")
     metadata = getattr(metadata, "item_metadata", metadata)
     metadata = getattr(metadata, "tree", metadata)
@@ -360,11 +366,16 @@ def init_from(variables: dict[str, Any], directory: str | epath.Path, skip: str 
 
 def main(argv: list[str]) -> None:
     del argv
+    import sys
+
     from absl import flags
 
     f = flags.FLAGS
-    variables, info = convert(f.backbone, f.format, f.weights, f.num_classes)
-    save(variables, f.output, info)
+    try:
+        variables, info = convert(f.backbone, f.format, f.weights, f.num_classes)
+        save(variables, f.output, info)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:  # bad input: one clear line
+        sys.exit(f"error: {e}")
     print(f"Converted {info['converted']} variables of {f.backbone} from {f.weights} into "
           f"{f.output}; not in the file (left initialized when loaded): "
           f"{len(info['missing_in_file'])}; in the file but unused: "

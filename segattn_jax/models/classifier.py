@@ -24,6 +24,7 @@ class ImageClassifier(nn.Module):
       aux_logits: keep an Inception net's auxiliary classifier (needs 299x299 inputs).
       repeats: an Inception net's number of blocks of each kind (A, B, C or block35/17/8);
         empty for the paper's. Fewer only make small test nets.
+      bn_momentum: an Inception net's batch-norm decay (0 keeps TF-Slim's 0.9997).
       dtype: compute dtype; parameters stay float32.
     """
 
@@ -32,6 +33,7 @@ class ImageClassifier(nn.Module):
     width: float = 1.0
     aux_logits: bool = True
     repeats: tuple[int, ...] = ()
+    bn_momentum: float = 0.0
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -41,6 +43,8 @@ class ImageClassifier(nn.Module):
             kwargs["aux"] = self.aux_logits
             if self.repeats:
                 kwargs["repeats"] = tuple(self.repeats)
+            if self.bn_momentum:
+                kwargs["bn_momentum"] = self.bn_momentum
         net = build_backbone(self.backbone, num_classes=self.num_classes, width=self.width,
                              dtype=self.dtype, name="backbone", **kwargs)
         logits, intermediates = net(images, train=train)

@@ -93,6 +93,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ValueError(f"--config.{key}={value} must be at least 1.")
+    if config.get("init_from"):
+        from segattn_jax.backbones.pretrained import check_converted
+
+        check_converted(config.init_from)
     if config.train.eval_every < 0:
         raise ValueError(f"--config.train.eval_every={config.train.eval_every} must be >= 0 "
                          "(0 = evaluate only at the end).")

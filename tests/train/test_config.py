@@ -52,3 +52,14 @@ def test_table_cells_selects_rows_and_columns():
     assert table_cells("B", axes) == ["B,X", "B,Y"]
     with pytest.raises(ValueError, match="rows: A, B; columns: X, Y"):
         table_cells("Z,mini", axes)
+
+
+def test_init_from_without_converted_weights_fails_at_start_saying_how_to_convert(tmp_path):
+    from segattn_jax.train.config import validate
+
+    config = load_experiment(ROOT / "experiments" / "inception.py").get_config(
+        "Inception-v4,mini")
+    config.init_from = str(tmp_path / "weights")
+    with pytest.raises(FileNotFoundError, match=r"config.init_from=.*weights.*python -m "
+                                                r"segattn_jax.backbones.pretrained"):
+        validate(config)
