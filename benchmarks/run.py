@@ -13,6 +13,7 @@ import conv_transpose  # noqa: E402
 import detection_ops  # noqa: E402
 import faster_rcnn_train_step  # noqa: E402
 import fcn_train_step  # noqa: E402
+import inception_step  # noqa: E402
 import loop_overhead  # noqa: E402
 
 
@@ -29,6 +30,8 @@ def main() -> None:
     detection_ops.main()
     print()
     faster_rcnn_train_step.main()
+    print()
+    inception_step.main()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ ILSVRC2012_img_val.tar in <data_dir>/downloads/manual/), 299x299, the paper's re
 decay 0.9, epsilon 1.0, learning rate 0.045 decayed by 0.94 every two epochs). To evaluate the
 released TF-Slim checkpoints instead (their accuracy: 80.2 / 95.2 and 80.4 / 95.3 top-1 / top-5),
 convert them (python -m segattn_jax.backbones.pretrained ... --output=weights/inception_v4) and
-run `train` with --config.init_from=weights/inception_v4 --config.train.num_steps=1
---config.optimizer.learning_rate=0 (one step that changes nothing, then the full evaluation).
+`eval` a new workdir with --config.init_from=weights/inception_v4 (no checkpoint there: the
+imported weights are evaluated as they are).
 ',mini' trains a slim net (1/8 width, no auxiliary head) on the embedded distorted digits (RTS,
 42x42 upscaled to 75x75, the smallest input the nets' valid convolutions take).
 

@@ -153,9 +153,10 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_voc(row, mock_voc_dir, tmp
 
 
 def test_faster_rcnn_learns_to_detect_the_objects_of_a_batch(tfds_dir, tmp_path):
-    """The learning test of the detection task: 150 steps on one batch of shapes/tiny scenes
+    """The learning test of the detection task: 200 steps on one batch of shapes/tiny scenes
     (RPN, RoI sampling, head, losses and optimizer together) take the batch's VOC07 mAP from 0
-    to 40 (measured; the bar is 25). The mini table (README) measures generalization."""
+    to 65 (measured; 59-78 over seeds 0-2, while after 150 steps it was 22-57, too close to
+    chance for a bar; the bar is 40). The mini table (README) measures generalization."""
     config = experiment_config("rcnn", "Faster-R-CNN,mini", tfds_dir)
     experiment = loop.Experiment(config, tmp_path)
     batch = next(experiment.eval_batches())
@@ -167,7 +168,7 @@ def test_faster_rcnn_learns_to_detect_the_objects_of_a_batch(tfds_dir, tmp_path)
 
     state = experiment.new_state()
     before = batch_map(state.variables)
-    for _ in range(150):
+    for _ in range(200):
         state, _ = experiment.train_step(state, batch)
     after = batch_map(state.variables)
-    assert before < 5.0 and after > 25.0, (before, after)
+    assert before < 5.0 and after > 40.0, (before, after)
