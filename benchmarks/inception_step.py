@@ -45,8 +45,8 @@ def jax_steps(row: str, width: float = 1.0) -> tuple[dict, dict]:
     key = jax.random.key(0, impl="rbg")  # the default key's init compiles ~5x longer on CPU
     state = jax.jit(lambda: create_train_state(task.init_variables(
         key, {"image": batch["image"][:1]}), tx))()
-    predict = jax.jit(task.predict).lower(state.variables, {"image": batch["image"]}).compile()
-    variables = state.variables
+    variables = jax.tree.map(jnp.copy, state.variables)  # the train step donates the state's
+    predict = jax.jit(task.predict).lower(variables, {"image": batch["image"]}).compile()
     train, info = compiled_train_step(task, tx, state, batch)
     cost = predict.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
