@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import best_seconds, compiled_train_step, markdown_table, matmul_gflops
+from report import best_seconds, compiled_train_step, markdown_table, matmul_gflops, xla_gflop
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.optimizers import make_optimizer
@@ -48,12 +48,10 @@ def jax_steps(row: str, width: float = 1.0) -> tuple[dict, dict]:
     variables = jax.tree.map(jnp.copy, state.variables)  # the train step donates the state's
     predict = jax.jit(task.predict).lower(variables, {"image": batch["image"]}).compile()
     train, info = compiled_train_step(task, tx, state, batch)
-    cost = predict.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return ({"forward": lambda: jax.block_until_ready(predict(variables,
                                                               {"image": batch["image"]})),
              "train step": train},
-            {"forward": float(cost["flops"]) / 1e9, "train step": info["gflop"],
+            {"forward": xla_gflop(predict), "train step": info["gflop"],
              "xla_temp_MiB": info["xla_temp_mib"]})
 
 

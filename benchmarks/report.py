@@ -70,6 +70,13 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / seconds / 1e9
 
 
+def xla_gflop(compiled) -> float:
+    """XLA's FLOP count of one call of a compiled function, in GFLOP."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) / 1e9
+
+
 def compiled_train_step(task, tx, state, batch: dict[str, Any]
                         ) -> tuple[Callable[[], None], dict[str, float | None]]:
     """The codebase's own train step (train/loop.py) compiled for `batch`, with the state donated
@@ -78,8 +85,6 @@ def compiled_train_step(task, tx, state, batch: dict[str, Any]
 
     compiled = jax.jit(functools.partial(train_step, task, tx, 0), donate_argnums=0).lower(
         state, batch).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     memory = compiled.memory_analysis()
     holder = [state]
 
@@ -87,5 +92,5 @@ def compiled_train_step(task, tx, state, batch: dict[str, Any]
         holder[0], metrics = compiled(holder[0], batch)
         metrics["loss"].block_until_ready()
 
-    return one_step, {"gflop": float(cost["flops"]) / 1e9,
+    return one_step, {"gflop": xla_gflop(compiled),
                       "xla_temp_mib": memory.temp_size_in_bytes / 2**20 if memory else None}

@@ -48,10 +48,10 @@ _BATCH_NORM_NAMES = {"scale": "gamma", "bias": "beta", "mean": "moving_mean",
 Path = tuple[str, ...]  # (collection, *module path, variable name)
 
 
-def variables_template(backbone: str, num_classes: int, **kwargs: Any) -> dict[Path, Any]:
+def variables_template(backbone: str, num_classes: int) -> dict[Path, Any]:
     """Every variable of the backbone (with its ImageNet head) as flat path -> ShapeDtypeStruct,
     traced, not computed."""
-    model = build_backbone(backbone, num_classes=num_classes, **kwargs)
+    model = build_backbone(backbone, num_classes=num_classes)
     size = _TEMPLATE_SIZE.get(backbone, 224)
     variables = jax.eval_shape(
         lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
@@ -93,18 +93,18 @@ def from_slim(backbone: str, checkpoint: str, template: dict[Path, Any]
         raise FileNotFoundError(f"{checkpoint} is not a readable TF checkpoint (give the prefix, "
                                 f"e.g. inception_v4.ckpt): {str(e).splitlines()[0]}") from None
     available = reader.get_variable_to_shape_map()
-    variables, missing = {}, []
+    variables, missing, used = {}, [], set()
     for path, spec in template.items():
         name = slim_name(backbone, path)
         if name not in available:
             missing.append(name)
             continue
         variables[path] = _checked(path, reader.get_tensor(name), spec, source=name)
+        used.add(name)
     if not variables:
         raise ValueError(f"{checkpoint} has none of {backbone}'s variables (expected names like "
                          f"{slim_name(backbone, next(iter(template)))!r}; it has e.g. "
                          f"{sorted(available)[:3]}): not a TF-Slim {backbone} checkpoint.")
-    used = {slim_name(backbone, path) for path in variables}
     return variables, {"missing_in_file": missing,
                        "unused_in_file": sorted(n for n in available if n not in used
                                                 and not _is_training_bookkeeping(n))}
@@ -337,26 +337,25 @@ def init_from(variables: dict[str, Any], directory: str | epath.Path, skip: str 
             f"config.init_from={str(directory)!r}: no subtree of the model matches the "
             f"checkpoint (its modules: {theirs}; the model's: {ours}). It was converted for "
             "another backbone than this model's.")
-    for path, value in loaded.items():
-        target = (path[0], *prefix, *path[1:])
-        if target in model and tuple(model[target].shape) != tuple(value.shape):
+    # Checkpoint path -> the model path it goes to, for those the model has.
+    targets = {path: (path[0], *prefix, *path[1:]) for path in loaded}
+    matched = {path: target for path, target in targets.items() if target in model}
+    for path, target in matched.items():
+        if tuple(model[target].shape) != tuple(loaded[path].shape):
             raise ValueError(
                 f"config.init_from={str(directory)!r}: {'/'.join(target[1:])} has shape "
-                f"{tuple(value.shape)} in the checkpoint but {tuple(model[target].shape)} in the "
-                "model (other width or number of classes?). Skip it with "
+                f"{tuple(loaded[path].shape)} in the checkpoint but {tuple(model[target].shape)} "
+                "in the model (other width or number of classes?). Skip it with "
                 "--config.init_from_skip=REGEX, or match the model to the weights.")
-    for path, value in loaded.items():
-        target = (path[0], *prefix, *path[1:])
-        if target in model:
-            model[target] = jnp.asarray(value, model[target].dtype)
-    loaded_targets = {(p[0], *prefix, *p[1:]) for p in loaded}
+    for path, target in matched.items():
+        model[target] = jnp.asarray(loaded[path], model[target].dtype)
+    loaded_targets = set(matched.values())
     left = ["/".join(p) for p in model if p[1:1 + len(prefix)] == prefix
             and p not in loaded_targets]
     report = {"subtree": "/".join(prefix) or "(model root)",
-              "loaded": len(loaded_targets & set(model)),
+              "loaded": len(matched),
               "left_initialized": left,
-              "not_in_model": ["/".join(p) for p in loaded
-                               if (p[0], *prefix, *p[1:]) not in model]}
+              "not_in_model": ["/".join(p) for p in loaded if p not in matched]}
     logging.info("init_from %s into %s: loaded %d variables; left initialized %d (%s); %d in the "
                  "checkpoint not in the model (%s).", directory, report["subtree"],
                  report["loaded"], len(left), ", ".join(left[:6]), len(report["not_in_model"]),
