@@ -15,6 +15,7 @@ import faster_rcnn_train_step  # noqa: E402
 import fcn_train_step  # noqa: E402
 import inception_step  # noqa: E402
 import loop_overhead  # noqa: E402
+import show_attend_tell_step  # noqa: E402
 
 
 def main() -> None:
@@ -32,6 +33,8 @@ def main() -> None:
     faster_rcnn_train_step.main()
     print()
     inception_step.main()
+    print()
+    show_attend_tell_step.main()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ FAST_OVERRIDES = {
     "rcnn": {**_FAST, "dataset.name": "shapes/tiny", "dataset.preprocess.canvas": (64, 64),
              "dataset.preprocess.min_side": 64.0, "dataset.preprocess.max_side": 64.0,
              "dataset.proposals.max_proposals": 16, "model.width": 0.0625},
+    # Java-free metrics (BLEU, CIDEr; METEOR has its own test) and a small decoder.
+    "show_attend_tell": {**_FAST, "dataset.name": "shapes/tiny", "task.java_metrics": False,
+                         "model.encoder_channels": (8, 16, 16), "model.embed_dim": 32,
+                         "model.lstm_dim": 64, "model.attention_dim": 32},
 }
 
 

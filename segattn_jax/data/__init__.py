@@ -1,10 +1,11 @@
 """Datasets (TFDS builders) and the input pipeline; importing this package registers the builders
-('shapes', 'distorted_digits')."""
+('shapes', 'distorted_digits', 'flickr')."""
 from segattn_jax.data import pipeline  # first: hides GPUs from TensorFlow before anything else runs
 from segattn_jax.data import preprocess
 from segattn_jax.data.distorted_digits import DistortedDigits
+from segattn_jax.data.flickr import Flickr
 from segattn_jax.data.pipeline import eval_iterator, load_builder, train_iterator
 from segattn_jax.data.shapes import Shapes
 
-__all__ = ["DistortedDigits", "Shapes", "eval_iterator", "load_builder", "pipeline", "preprocess",
+__all__ = ["DistortedDigits", "Flickr", "Shapes", "eval_iterator", "load_builder", "pipeline", "preprocess",
            "train_iterator"]

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import tensorflow as tf
 
+from segattn_jax.data.captions import caption_texts
+
 if TYPE_CHECKING:  # data.proposals reads datasets through data.pipeline, which imports this
+    from segattn_jax.data.captions import CaptionEncoder
     from segattn_jax.data.proposals import Proposals
 
 Preprocess = Callable[[dict[str, tf.Tensor], tf.Tensor, bool], dict[str, tf.Tensor]]
@@ -157,10 +160,64 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     return out
 
 
+def resize_and_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Shorter side resized to `size`, then the central size x size square (the captioning and
+    VGG evaluation crop)."""
+    hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    scaled = tf.cast(tf.math.ceil(hw * size / tf.reduce_min(hw)), tf.int32)
+    image = tf.image.resize(image, scaled, method="bilinear", antialias=True)
+    top, left = (scaled[0] - size) // 2, (scaled[1] - size) // 2
+    return tf.ensure_shape(image[top:top + size, left:left + size], [size, size, None])
+
+
+def captioning(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
+               captions: CaptionEncoder | None = None, size: int = 0,
+               value_range: tuple[float, float] = (0.0, 1.0), max_references: int = 5,
+               reference_bytes: int = 256, max_objects: int = 0) -> dict[str, tf.Tensor]:
+    """Images with one caption to learn from and every reference sentence to score against.
+
+    Returns image float32 (H, W, 3) in `value_range` (`size` > 0: shorter side resized to it and
+    centre-cropped square); caption int32 (max_length + 2,) from `captions` (the run's
+    vocabulary; the captioning task supplies it): in training a random one of the example's
+    references, at eval the first; references uint8 (max_references, reference_bytes), the raw
+    UTF-8 sentences zero-padded, as bytes so they travel with the batch to every process.
+    `max_objects` > 0 adds object_boxes (normalized ymin, xmin, ymax, xmax), object_classes and
+    object_valid, each max_objects long, for measuring where attention looks.
+    """
+    if captions is None:
+        raise ValueError("The captioning preprocessor needs `captions` (a CaptionEncoder); the "
+                         "captioning task makes it from the run's vocabulary.")
+    image = to_float_image(example["image"])
+    if size:
+        image = resize_and_center_crop(image, size)
+    texts = caption_texts(example)
+    count = tf.shape(texts)[0]
+    chosen = tf.random.stateless_uniform([], seed=seed, maxval=count, dtype=tf.int32) if train else 0
+    references = tf.pad(texts[:max_references], [[0, tf.maximum(0, max_references - count)]])
+    low, high = value_range
+    out = {"image": image * (high - low) + low,
+           "caption": captions.encode(texts[chosen]),
+           "references": tf.ensure_shape(tf.io.decode_raw(
+               references, tf.uint8, fixed_length=reference_bytes),
+               [max_references, reference_bytes])}
+    if max_objects:
+        objects = example["objects"]
+        num = tf.shape(objects["label"])[0]
+        check = tf.debugging.assert_less_equal(
+            num, max_objects, message=f"An image has more objects than {max_objects}: raise "
+            "--config.dataset.preprocess.max_objects.")
+        out["object_boxes"] = _pad_to(tf.reshape(objects["bbox"], [-1, 4]), num, max_objects, check)
+        out["object_classes"] = _pad_to(tf.cast(objects["label"], tf.int32), num, max_objects,
+                                        check)
+        out["object_valid"] = _pad_to(tf.ones([num], tf.bool), num, max_objects, check)
+    return out
+
+
 PREPROCESSORS: dict[str, Preprocess] = {
     "segmentation": segmentation,
     "classification": classification,
     "detection": detection,
+    "captioning": captioning,
 }
 
 

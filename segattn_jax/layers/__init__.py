@@ -1,4 +1,5 @@
 """Reusable layers: convolution, pooling, upsampling, attention, sampling grids, RoI ops."""
+from segattn_jax.layers.attention import AdditiveAttention, expected_context, sampled_context
 from segattn_jax.layers.conv import Conv, ConvBN, conv2d, conv2d_transpose
 from segattn_jax.layers.normalization import FrozenBatchNorm
 from segattn_jax.layers.pooling import max_pool

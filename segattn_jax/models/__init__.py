@@ -16,6 +16,7 @@ MODELS = {
     "rcnn": "segattn_jax.models.rcnn:RCNN",
     "fast_rcnn": "segattn_jax.models.fast_rcnn:FastRCNN",
     "faster_rcnn": "segattn_jax.models.faster_rcnn:FasterRCNN",
+    "show_attend_tell": "segattn_jax.models.show_attend_tell:ShowAttendTell",
 }
 
 
@@ -27,13 +28,14 @@ def compute_dtype(name: str) -> jnp.dtype:
     return jnp.dtype(name)
 
 
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """`config.name` picks the class; every other field is a constructor argument."""
+def build_model(config: ml_collections.ConfigDict, **derived) -> nn.Module:
+    """`config.name` picks the class; every other field is a constructor argument, as are
+    `derived` ones that the task computes from the data (a captioning vocabulary's size)."""
     if config.name not in MODELS:
         raise ValueError(f"Unknown model.name {config.name!r}; valid: {sorted(MODELS)}.")
     module_name, class_name = MODELS[config.name].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    kwargs = {k: v for k, v in config.items() if k != "name"}
+    kwargs = {**{k: v for k, v in config.items() if k != "name"}, **derived}
     if "dtype" in kwargs:
         kwargs["dtype"] = compute_dtype(kwargs["dtype"])
     fields = sorted(f for f in cls.__dataclass_fields__ if f not in ("parent", "name"))

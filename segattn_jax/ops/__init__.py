@@ -1,1 +1,2 @@
-"""Non-learned ops: boxes and anchors (`boxes`), NMS (`nms`), images, thin-plate splines."""
+"""Non-learned ops: boxes and anchors (`boxes`), NMS (`nms`), beam search (`beam_search`),
+images, thin-plate splines."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ml_collections
 
 from segattn_jax.tasks.base import Task
+from segattn_jax.tasks.captioning import CaptioningTask
 from segattn_jax.tasks.classification import ClassificationTask
 from segattn_jax.tasks.detection import DetectionTask
 from segattn_jax.tasks.segmentation import SegmentationTask
@@ -12,6 +13,7 @@ TASKS: dict[str, type[Task]] = {
     "segmentation": SegmentationTask,
     "classification": ClassificationTask,
     "detection": DetectionTask,
+    "captioning": CaptioningTask,
 }
 
 

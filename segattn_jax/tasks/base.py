@@ -45,6 +45,12 @@ class Task(abc.ABC):
         return pipeline.label_names(self.config.dataset.name, self.preprocess,
                                     self.config.dataset.data_dir)
 
+    def prepare(self, workdir, training: bool) -> dict[str, Any]:
+        """Run-level state the task derives before anything runs (a caption vocabulary, saved in
+        the workdir by training and read back by eval/predict), returned as extra options for
+        its preprocessor. Called once by the Experiment; none by default."""
+        return {}
+
     def inputs(self, batch: Batch) -> Batch:
         """The part of a batch that `predict` reads."""
         return {key: batch[key] for key in self.input_keys}

@@ -242,6 +242,23 @@ def overlay(
     return np.where(tinted[..., None], np.round(blended), image).astype(np.uint8)
 
 
+def attention_overlay(image: np.ndarray, attention: np.ndarray, hard: bool = False) -> np.ndarray:
+    """Show, Attend and Tell's figure: the image lit where one word's attention (h, w) falls and
+    dimmed elsewhere. Soft attention is drawn as its heat map (bilinearly upsampled, scaled to
+    its maximum); hard attention as the one location it picks (the map's most likely cell)."""
+    import skimage.transform
+
+    image = to_rgb_uint8(image).astype(np.float32)
+    attention = np.asarray(attention, np.float32)
+    if hard:
+        attention = (attention == attention.max()).astype(np.float32)
+        light = resize_nearest(attention, *image.shape[:2])
+    else:
+        light = skimage.transform.resize(attention, image.shape[:2], order=1, mode="edge")
+    light = light / max(float(light.max()), 1e-12)
+    return np.round(image * (0.2 + 0.8 * light[..., None])).astype(np.uint8)
+
+
 def save_png(path: str | os.PathLike, array: np.ndarray) -> str:
     """Writes an (H, W) / (H, W, 1) / (H, W, 3) float [0, 1] or uint8 image as PNG, creating the
     parent directories. Goes through etils.epath (as orbax does), so a gs:// workdir on a TPU pod

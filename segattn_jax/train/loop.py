@@ -102,9 +102,13 @@ def train_step(task: Task, tx: optax.GradientTransformation, seed: int, state: T
 
 
 class Experiment:
-    """Everything a command needs, built once from a config: mesh, task, optimizer, data, steps."""
+    """Everything a command needs, built once from a config: mesh, task, optimizer, data, steps.
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str | epath.Path):
+    `training` lets the task create what a run keeps in its workdir (a caption vocabulary);
+    eval and predict only read it."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | epath.Path, *,
+                 training: bool = False):
         validate(config)
         self.config = config
         self.workdir = epath.Path(workdir)
@@ -115,7 +119,7 @@ class Experiment:
         self.tx = make_optimizer(config.optimizer, config.train.num_steps)
         _prepare_dataset_once(config)
         self.proposals = _load_proposals(config)
-        options = dict(config.dataset.preprocess)
+        options = {**config.dataset.preprocess, **self.task.prepare(self.workdir, training)}
         if self.proposals is not None:
             options["proposals"] = self.proposals
         self.preprocess = make_preprocess(self.task.preprocess, options)
@@ -361,7 +365,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
     Returns the final metrics, or None when stopped by SIGTERM (after saving a checkpoint).
     """
-    exp = Experiment(config, workdir)
+    exp = Experiment(config, workdir, training=True)
     train = config.train
     is_main = jax.process_index() == 0
     checkpointer = exp.checkpointer()

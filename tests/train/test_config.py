@@ -18,7 +18,9 @@ def test_every_table_cell_has_a_valid_config(name):
     for run in runs:
         config = module.get_config(run)
         assert config.model.name in MODELS and config.task.name in TASKS
-        assert set(config.table_metrics) == set(config.paper), run
+        # Every paper number is shown; a table may add measured-only columns (e.g. CIDEr,
+        # which Show, Attend and Tell's paper does not report).
+        assert set(config.paper) <= set(config.table_metrics), run
         assert config.row in module.ROWS
 
 
