@@ -11,6 +11,7 @@ import collections
 import re
 from typing import Iterable
 
+import jax
 import numpy as np
 from absl import logging
 from etils import epath
@@ -148,8 +149,6 @@ def vocabulary_for_run(workdir: str | epath.Path, builder, split: str, *, min_co
                  len(vocabulary) - len(SPECIAL), min_count, len(sentences), split,
                  int((lengths > max_length).sum()), 100 * float((lengths > max_length).mean()),
                  max_length)
-    import jax
-
     if jax.process_index() == 0:
         logging.info("Saved the vocabulary to %s.", vocabulary.save(workdir))
     return vocabulary

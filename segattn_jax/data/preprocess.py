@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import tensorflow as tf
 
-from segattn_jax.data.captions import caption_texts
+from segattn_jax.data.captions import CaptionEncoder, caption_texts
 
 if TYPE_CHECKING:  # data.proposals reads datasets through data.pipeline, which imports this
-    from segattn_jax.data.captions import CaptionEncoder
     from segattn_jax.data.proposals import Proposals
 
 Preprocess = Callable[[dict[str, tf.Tensor], tf.Tensor, bool], dict[str, tf.Tensor]]
@@ -180,7 +179,8 @@ def captioning(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     centre-cropped square); caption int32 (max_length + 2,) from `captions` (the run's
     vocabulary; the captioning task supplies it): in training a random one of the example's
     references, at eval the first; references uint8 (max_references, reference_bytes), the raw
-    UTF-8 sentences zero-padded, as bytes so they travel with the batch to every process.
+    UTF-8 sentences zero-padded (cut at reference_bytes), as bytes so they travel with the
+    batch to every process.
     `max_objects` > 0 adds object_boxes (normalized ymin, xmin, ymax, xmax), object_classes and
     object_valid, each max_objects long, for measuring where attention looks.
     """

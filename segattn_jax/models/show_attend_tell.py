@@ -146,16 +146,18 @@ class ShowAttendTell(nn.Module):
             state["keys"] = self.attend.project(flat)
         return state
 
-    def step(self, state: dict[str, Array], tokens: Array, *, train: bool = False,
-             use_sample: Array | bool = False) -> tuple[dict[str, Array], dict[str, Array]]:
-        """One word: previous tokens (B,) -> (new state, {'logits' (B, V), 'alpha' (B, L),
+    def recur(self, state: dict[str, Array], tokens: Array, *, train: bool = False,
+              use_sample: Array | bool = False) -> tuple[dict[str, Array], dict[str, Array]]:
+        """The recurrent part of one word: previous tokens (B,) -> (new state, {'previous' (B, E)
+        their embedding, 'hidden' (B, H) h_t, 'context' (B, D) z_t, 'alpha' (B, L),
         'sample_log_prob' (B,)}). With hard attention and `use_sample` (training), the context
         is a sampled location (the 'sample' RNG stream); otherwise its expectation."""
         previous = self.embed(tokens)
         hidden, memory = state["hidden"], state["memory"]
-        batch = tokens.shape[0]
-        length = state["annotations"].shape[1]
-        outputs = {"alpha": jnp.zeros((batch, length), jnp.float32),
+        batch, length, channels = state["annotations"].shape
+        outputs = {"previous": previous,
+                   "context": jnp.zeros((batch, channels), previous.dtype),
+                   "alpha": jnp.zeros((batch, length), jnp.float32),
                    "sample_log_prob": jnp.zeros((batch,), jnp.float32)}
         inputs = [previous]
         if self.attention != "none":
@@ -169,32 +171,50 @@ class ShowAttendTell(nn.Module):
                 outputs["sample_log_prob"] = jnp.where(use_sample, log_prob, 0.0)
             if self.selector:
                 context = context * jax.nn.sigmoid(self.beta(hidden))
-            outputs["alpha"] = alpha
+            outputs.update(alpha=alpha, context=context)
             inputs.append(context)
         i, f, o, g = jnp.split(self.gates(jnp.concatenate([*inputs, hidden], axis=-1)), 4, axis=-1)
         memory = jax.nn.sigmoid(f) * memory + jax.nn.sigmoid(i) * jnp.tanh(g)
         hidden = jax.nn.sigmoid(o) * jnp.tanh(memory)
+        outputs["hidden"] = hidden
+        return {**state, "hidden": hidden, "memory": memory}, outputs
+
+    def readout(self, previous: Array, hidden: Array, context: Array, *, train: bool = False
+                ) -> Array:
+        """The deep output layer: word logits (..., V) from E y_{t-1}, h_t and z_t (any leading
+        axes: teacher forcing runs it once over all steps, outside the recurrence)."""
         deep = self.out_hidden(hidden) + previous
         if self.attention != "none":
             deep = deep + self.out_context(context)
         deep = self.dropout(jnp.tanh(deep), deterministic=not train)
-        outputs["logits"] = self.out_words(deep).astype(jnp.float32)
-        return {**state, "hidden": hidden, "memory": memory}, outputs
+        return self.out_words(deep).astype(jnp.float32)
+
+    def step(self, state: dict[str, Array], tokens: Array) -> tuple[dict[str, Array],
+                                                                    dict[str, Array]]:
+        """One decoding step (test time): `recur` then `readout`; outputs add 'logits' (B, V)."""
+        state, outputs = self.recur(state, tokens)
+        logits = self.readout(outputs["previous"], outputs["hidden"], outputs["context"])
+        return state, {**outputs, "logits": logits}
 
     # ---- training: teacher forcing over the whole caption ------------------------------------
     def __call__(self, images: Array, tokens: Array, *, train: bool,
                  use_sample: Array | bool = False) -> dict[str, Array]:
         """Images (B, H, W, C) and input tokens (B, T) (<start> w1 ... w_{T-1}) ->
-        logits (B, T, V), alpha (B, T, L), sample_log_prob (B, T), attention_grid (h, w) shape
-        (static, in the 'grid' entry as a tuple)."""
+        logits (B, T, V), alpha (B, T, L), sample_log_prob (B, T), and 'grid': the annotations'
+        (h, w) (static). The recurrence runs under `nn.scan`; the output layer, which needs no
+        recurrence under teacher forcing, runs once on all steps (one large matmul instead of T
+        small ones)."""
         annotations = self.encode(images, train)
         state = self.initial_state(annotations)
 
         def body(module, state, token):
-            return module.step(state, token, train=train, use_sample=use_sample)
+            return module.recur(state, token, train=train, use_sample=use_sample)
 
         scan = nn.scan(body, variable_broadcast="params",
                        split_rngs={"params": False, "dropout": True, "sample": True},
                        in_axes=1, out_axes=1)
         _, outputs = scan(self, state, tokens)
-        return {**outputs, "grid": annotations.shape[1:3]}
+        logits = self.readout(outputs["previous"], outputs["hidden"], outputs["context"],
+                              train=train)
+        return {"logits": logits, "alpha": outputs["alpha"],
+                "sample_log_prob": outputs["sample_log_prob"], "grid": annotations.shape[1:3]}

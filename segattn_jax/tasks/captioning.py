@@ -99,12 +99,13 @@ class CaptioningTask(Task):
         """Per-caption negative log-likelihood (summed over words, averaged over captions, as the
         reference code), plus: soft attention's doubly stochastic penalty
         lambda * sum_i (1 - sum_t alpha_ti)^2; hard attention's REINFORCE surrogate with the
-        log-likelihood as reward, the moving-average baseline and an entropy bonus, sampling
-        with probability `task.sample_probability` per step (the expected context otherwise)."""
+        log-likelihood as reward, the moving-average baseline and an entropy bonus; a training
+        step samples locations with probability `task.sample_probability` and uses the expected
+        context otherwise (the reference code's h_sampling_mask, one coin per minibatch)."""
         task = self.config.task
         tokens = batch["caption"]
-        targets, mask = tokens[:, 1:], (tokens[:, 1:] != captions_lib.SPECIAL.index(
-            captions_lib.PAD)).astype(jnp.float32)
+        targets = tokens[:, 1:]
+        mask = (targets != self.vocabulary.pad).astype(jnp.float32)
         dropout_rng, sample_rng, coin_rng = jax.random.split(rng, 3)
         use_sample = jax.random.bernoulli(coin_rng, task.sample_probability) if self._hard else False
         model_variables = {k: v for k, v in variables.items() if k != BASELINE}
@@ -170,7 +171,7 @@ class CaptioningTask(Task):
     def statistics(self, batch: Batch, predictions):
         stats = {"tokens": predictions["tokens"], "references": batch["references"],
                  "valid": batch["valid"]}
-        if "object_boxes" in batch:
+        if "object_boxes" in batch and self.model.attention != "none":
             ratio_sum, words = attention_in_boxes(
                 predictions["alpha"], predictions["tokens"], jnp.asarray(self._word_classes()),
                 batch["object_boxes"], batch["object_classes"],
