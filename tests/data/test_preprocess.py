@@ -44,7 +44,8 @@ def test_classification():
     assert out["image"].dtype == tf.float32 and out["image"].shape == (8, 6, 3)
     assert float(tf.reduce_max(out["image"])) <= 1.0
     assert out["label"].dtype == tf.int32 and int(out["label"]) == 7
-    assert set(preprocess.PREPROCESSORS) == {"segmentation", "classification", "detection"}
+    assert set(preprocess.PREPROCESSORS) == {"segmentation", "classification", "detection",
+                                             "captioning"}
 
 
 def test_make_preprocess_passes_options_and_rejects_unknown_ones():

@@ -123,12 +123,12 @@ def test_hard_row_through_the_cli_with_predict_and_bad_inputs(tfds_dir, tmp_path
     assert not (workdir / "vocabulary.txt").exists()  # eval never writes a new one
 
 
-def test_paper_scale_row_trains_and_evaluates_on_mock_coco(tmp_path, monkeypatch):
-    """The COCO config (VGG16 conv5_3 at 224x224, frozen; LSTM 1800; Karpathy train + restval;
-    beam 3) runs a step and an evaluation offline on mocked coco_captions; only the vocabulary
-    threshold is lowered for mock data's random words."""
-    config = load_experiment(ROOT / "experiments" / "show_attend_tell.py").get_config(
-        "Hard-attention,COCO")
+@pytest.mark.parametrize("cell", ["Hard-attention,COCO", "Soft-attention,Flickr8k"])
+def test_paper_scale_row_trains_and_evaluates_on_mock_data(cell, tmp_path, monkeypatch):
+    """The paper-scale configs (VGG16 conv5_3 at 224x224, frozen; LSTM 1800; beam 3; COCO with
+    Karpathy's train + restval) run a step and an evaluation offline on mocked coco_captions /
+    flickr/8k; only the vocabulary threshold is lowered for mock data's random words."""
+    config = load_experiment(ROOT / "experiments" / "show_attend_tell.py").get_config(cell)
     config.update_from_flattened_dict({"task.min_word_count": 1, "task.java_metrics": False,
                                        "train.batch_size": 2, "eval.batch_size": 2,
                                        "mesh.data": 1})
