@@ -150,14 +150,20 @@ class CaptioningTask(Task):
         batch, beams = annotations.shape[0], task.beam_size
 
         never = jnp.zeros(len(v)).at[jnp.array([v.pad, v.start])].set(-jnp.inf)
+        # The annotations and their keys are the same for every hypothesis of an image: closed
+        # over, not carried, so beam search does not regroup them at every step.
+        state = repeat_for_beams(state, beams)
+        fixed = {k: state.pop(k) for k in ("annotations", "keys") if k in state}
 
-        def step(state, tokens):
-            state, outputs = self.model.apply(model_variables, state, tokens, method="step")
-            return jax.nn.log_softmax(outputs["logits"] + never), state, outputs["alpha"]
+        def step(lstm, tokens):
+            new, outputs = self.model.apply(model_variables, {**fixed, **lstm}, tokens,
+                                            method="step")
+            lstm = {k: new[k] for k in lstm}
+            return jax.nn.log_softmax(outputs["logits"] + never), lstm, outputs["alpha"]
 
-        best = beam_search(step, repeat_for_beams(state, beams), batch_size=batch,
-                           beam_size=beams, max_length=task.max_length + 1, start_id=v.start,
-                           end_id=v.end, pad_id=v.pad)
+        best = beam_search(step, state, batch_size=batch, beam_size=beams,
+                           max_length=task.max_length + 1, start_id=v.start, end_id=v.end,
+                           pad_id=v.pad)
         alpha = best["outputs"].reshape(batch, task.max_length + 1, *annotations.shape[1:3])
         return {"tokens": best["tokens"], "score": best["score"], "alpha": alpha}
 
@@ -187,8 +193,7 @@ class CaptioningTask(Task):
                                              statistics["valid"]):
             if valid:
                 total["candidates"].append(self.vocabulary.decode(tokens))
-                total["references"].append([bytes(r).rstrip(b"\0").decode("utf-8", "replace")
-                                            for r in references])
+                total["references"].append([_text(r) for r in references])
         if "box_words" in statistics:
             total["box_ratio_sum"] += float(statistics["box_ratio_sum"])
             total["box_words"] += int(statistics["box_words"])
@@ -224,7 +229,7 @@ class CaptioningTask(Task):
         rows = []
         for i, image in enumerate(batch["image"]):
             row = self._attention_row(image, predictions["tokens"][i], predictions["alpha"][i])
-            reference = bytes(batch["references"][i][0]).rstrip(b"\0").decode("utf-8", "replace")
+            reference = _text(batch["references"][i][0])
             row.append(pics.text_panel([("reference:", pics.TEXT_COLOR),
                                         *[(line, pics.TEXT_COLOR) for line in _wrap(reference)]],
                                        height=row[1].shape[0] if len(row) > 1 else 128))
@@ -235,6 +240,11 @@ class CaptioningTask(Task):
         """The caption and each word's attention map for one image (the `predict` command)."""
         return pics.image_grid([self._attention_row(image, predictions["tokens"],
                                                     predictions["alpha"])])
+
+
+def _text(reference: np.ndarray) -> str:
+    """A reference sentence from the preprocessor's zero-padded UTF-8 bytes."""
+    return bytes(reference).rstrip(b"\0").decode("utf-8", "replace")
 
 
 def _wrap(text: str, width: int = 36) -> list[str]:
