@@ -10,6 +10,7 @@ import jax  # noqa: E402
 
 import conv_passes  # noqa: E402
 import conv_transpose  # noqa: E402
+import densecap_train_step  # noqa: E402
 import detection_ops  # noqa: E402
 import faster_rcnn_train_step  # noqa: E402
 import fcn_train_step  # noqa: E402
@@ -35,6 +36,8 @@ def main() -> None:
     inception_step.main()
     print()
     show_attend_tell_step.main()
+    print()
+    densecap_train_step.main()
 
 
 if __name__ == "__main__":

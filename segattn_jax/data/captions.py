@@ -41,6 +41,14 @@ def caption_texts(example: dict) -> object:
                      f"{sorted(example)}); captioning needs one.")
 
 
+def phrase_texts(example: dict) -> object:
+    """An example's region phrases (dense captioning): `objects/phrase`, one per box."""
+    if "phrase" not in example.get("objects", {}):
+        raise ValueError(f"The dataset has no 'objects/phrase' feature (it has {sorted(example)}); "
+                         "dense captioning needs one phrase per region box.")
+    return example["objects"]["phrase"]
+
+
 class Vocabulary:
     """Words <-> ids: the special tokens first, then words by decreasing training count."""
 
@@ -112,36 +120,44 @@ class CaptionEncoder:
         self.vocabulary, self.max_length = vocabulary, max_length
         self._table = vocabulary.table()
 
+    @staticmethod
+    def words(text):
+        """A string tensor (any shape) -> its words, as `words` splits them (ragged)."""
+        import tensorflow as tf
+
+        return tf.strings.split(tf.strings.regex_replace(tf.strings.lower(text), _DROP, " "))
+
     def encode(self, text):
         """A scalar string tensor -> int32 (max_length + 2,)."""
         import tensorflow as tf
 
-        normalized = tf.strings.regex_replace(tf.strings.lower(text), _DROP, " ")
-        ids = self._table.lookup(tf.strings.split(normalized))[:self.max_length]
+        ids = self._table.lookup(self.words(text))[:self.max_length]
         v = self.vocabulary
         ids = tf.concat([[v.start], ids, [v.end]], axis=0)
         ids = tf.pad(ids, [[0, self.max_length + 2 - tf.shape(ids)[0]]], constant_values=v.pad)
         return tf.ensure_shape(tf.cast(ids, tf.int32), [self.max_length + 2])
 
 
-def training_sentences(builder, split: str) -> list[str]:
-    """Every reference sentence of `split` (decoded), read once to build the vocabulary."""
+def training_sentences(builder, split: str, texts=caption_texts) -> list[str]:
+    """Every sentence `texts(example)` gives in `split` (decoded), read once to build the
+    vocabulary."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
     ds = builder.as_dataset(split=split, shuffle_files=False)
-    ds = ds.map(lambda e: caption_texts(e), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(texts, num_parallel_calls=tf.data.AUTOTUNE)
     return [s.decode() for batch in tfds.as_numpy(ds) for s in np.atleast_1d(batch)]
 
 
 def vocabulary_for_run(workdir: str | epath.Path, builder, split: str, *, min_count: int,
-                       max_length: int, create: bool) -> Vocabulary:
+                       max_length: int, create: bool, texts=caption_texts) -> Vocabulary:
     """The run's vocabulary: the workdir's if it has one; else (when `create`, i.e. training)
-    built from `split`'s captions and saved there. Logs how many captions the preprocessor will
-    truncate to `max_length` words."""
+    built from the sentences `texts` gives in `split` (captions, or dense captioning's region
+    phrases) and saved there. Logs how many the preprocessor will truncate to `max_length`
+    words."""
     if (epath.Path(workdir) / VOCABULARY_FILE).exists() or not create:
         return Vocabulary.load(workdir)
-    sentences = training_sentences(builder, split)
+    sentences = training_sentences(builder, split, texts)
     vocabulary = Vocabulary.build(sentences, min_count)
     lengths = np.array([len(words(s)) for s in sentences])
     logging.info("Vocabulary: %d words seen >= %d times in %d training captions (%s); %d captions "

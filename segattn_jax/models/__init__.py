@@ -17,6 +17,7 @@ MODELS = {
     "fast_rcnn": "segattn_jax.models.fast_rcnn:FastRCNN",
     "faster_rcnn": "segattn_jax.models.faster_rcnn:FasterRCNN",
     "show_attend_tell": "segattn_jax.models.show_attend_tell:ShowAttendTell",
+    "densecap": "segattn_jax.models.densecap:DenseCap",
 }
 
 

@@ -6,6 +6,7 @@ import ml_collections
 from segattn_jax.tasks.base import Task
 from segattn_jax.tasks.captioning import CaptioningTask
 from segattn_jax.tasks.classification import ClassificationTask
+from segattn_jax.tasks.dense_captioning import DenseCaptioningTask
 from segattn_jax.tasks.detection import DetectionTask
 from segattn_jax.tasks.segmentation import SegmentationTask
 
@@ -14,6 +15,7 @@ TASKS: dict[str, type[Task]] = {
     "classification": ClassificationTask,
     "detection": DetectionTask,
     "captioning": CaptioningTask,
+    "dense_captioning": DenseCaptioningTask,
 }
 
 

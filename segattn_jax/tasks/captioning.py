@@ -7,7 +7,7 @@ words it was trained on.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,29 @@ def attention_in_boxes(alpha: jax.Array, tokens: jax.Array, word_class: jax.Arra
     counted = (named >= 0) & (share > 0)
     ratio = jnp.sum(alpha * region, axis=(-2, -1)) / jnp.where(counted, share, 1.0)
     return jnp.sum(jnp.where(counted, ratio, 0.0)), jnp.sum(counted)
+
+
+def decode_captions(step: Callable, state: dict[str, jax.Array], *,
+                    vocabulary: captions_lib.Vocabulary, beam_size: int, max_length: int
+                    ) -> dict[str, jax.Array]:
+    """Beam search (`beam_size` 1: greedy) of a caption decoder for `max_length` words plus
+    <end>; <pad> and <start> are never generated. `step(state, tokens)` -> (state, outputs with
+    'logits' and 'alpha') is the decoder's step; state leaves 'annotations' and 'keys', the same
+    for every hypothesis of an example, are closed over instead of carried, so beam search does
+    not regroup them at every step. Returns `beam_search`'s best hypothesis per example."""
+    v = vocabulary
+    batch = next(iter(state.values())).shape[0]
+    never = jnp.zeros(len(v)).at[jnp.array([v.pad, v.start])].set(-jnp.inf)
+    state = repeat_for_beams(state, beam_size)
+    fixed = {k: state.pop(k) for k in ("annotations", "keys") if k in state}
+
+    def beam_step(lstm, tokens):
+        new, outputs = step({**fixed, **lstm}, tokens)
+        lstm = {k: new[k] for k in lstm}
+        return jax.nn.log_softmax(outputs["logits"] + never), lstm, outputs["alpha"]
+
+    return beam_search(beam_step, state, batch_size=batch, beam_size=beam_size,
+                       max_length=max_length + 1, start_id=v.start, end_id=v.end, pad_id=v.pad)
 
 
 class CaptioningTask(Task):
@@ -143,27 +166,15 @@ class CaptioningTask(Task):
         hard attention decodes with the expected context (no sampling at test time). Returns
         tokens (B, T), score (B,) and alpha (B, T, h, w): the attention of each generated word.
         <pad> and <start> are never generated."""
-        task, v = self.config.task, self.vocabulary
+        task = self.config.task
         model_variables = {"params": variables["params"]}
         annotations = self.model.apply(model_variables, inputs["image"], method="encode")
         state = self.model.apply(model_variables, annotations, method="initial_state")
-        batch, beams = annotations.shape[0], task.beam_size
-
-        never = jnp.zeros(len(v)).at[jnp.array([v.pad, v.start])].set(-jnp.inf)
-        # The annotations and their keys are the same for every hypothesis of an image: closed
-        # over, not carried, so beam search does not regroup them at every step.
-        state = repeat_for_beams(state, beams)
-        fixed = {k: state.pop(k) for k in ("annotations", "keys") if k in state}
-
-        def step(lstm, tokens):
-            new, outputs = self.model.apply(model_variables, {**fixed, **lstm}, tokens,
-                                            method="step")
-            lstm = {k: new[k] for k in lstm}
-            return jax.nn.log_softmax(outputs["logits"] + never), lstm, outputs["alpha"]
-
-        best = beam_search(step, state, batch_size=batch, beam_size=beams,
-                           max_length=task.max_length + 1, start_id=v.start, end_id=v.end,
-                           pad_id=v.pad)
+        best = decode_captions(
+            lambda state, tokens: self.model.apply(model_variables, state, tokens, method="step"),
+            state, vocabulary=self.vocabulary, beam_size=task.beam_size,
+            max_length=task.max_length)
+        batch = annotations.shape[0]
         alpha = best["outputs"].reshape(batch, task.max_length + 1, *annotations.shape[1:3])
         return {"tokens": best["tokens"], "score": best["score"], "alpha": alpha}
 
@@ -193,7 +204,7 @@ class CaptioningTask(Task):
                                              statistics["valid"]):
             if valid:
                 total["candidates"].append(self.vocabulary.decode(tokens))
-                total["references"].append([_text(r) for r in references])
+                total["references"].append([text_from_bytes(r) for r in references])
         if "box_words" in statistics:
             total["box_ratio_sum"] += float(statistics["box_ratio_sum"])
             total["box_words"] += int(statistics["box_words"])
@@ -229,7 +240,7 @@ class CaptioningTask(Task):
         rows = []
         for i, image in enumerate(batch["image"]):
             row = self._attention_row(image, predictions["tokens"][i], predictions["alpha"][i])
-            reference = _text(batch["references"][i][0])
+            reference = text_from_bytes(batch["references"][i][0])
             row.append(pics.text_panel([("reference:", pics.TEXT_COLOR),
                                         *[(line, pics.TEXT_COLOR) for line in _wrap(reference)]],
                                        height=row[1].shape[0] if len(row) > 1 else 128))
@@ -242,7 +253,7 @@ class CaptioningTask(Task):
                                                     predictions["alpha"])])
 
 
-def _text(reference: np.ndarray) -> str:
+def text_from_bytes(reference: np.ndarray) -> str:
     """A reference sentence from the preprocessor's zero-padded UTF-8 bytes."""
     return bytes(reference).rstrip(b"\0").decode("utf-8", "replace")
 
