@@ -45,7 +45,7 @@ def test_classification():
     assert float(tf.reduce_max(out["image"])) <= 1.0
     assert out["label"].dtype == tf.int32 and int(out["label"]) == 7
     assert set(preprocess.PREPROCESSORS) == {"segmentation", "classification", "detection",
-                                             "captioning"}
+                                             "captioning", "dense_captioning"}
 
 
 def test_make_preprocess_passes_options_and_rejects_unknown_ones():
