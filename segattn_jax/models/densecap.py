@@ -57,6 +57,8 @@ class DenseCap(nn.Module):
       width / feature_layer: VGG16's channel multiplier and the layer the regions read (conv5_3,
         stride 16, in the paper).
       pooling: 'bilinear' (the paper) or 'roi_pool' (Fast R-CNN's, no gradient to the boxes).
+      box_gradient: with bilinear pooling, whether the recognition network's gradient flows into
+        the box coordinates (the paper: yes); False keeps bilinear features but stops it there.
       caption_source: 'region' (the paper) or 'image': the language model reads the code of the
         whole image for every region (the mini table's full-image baseline).
       anchor_size / anchor_scales / anchor_ratios: the paper's 12 anchors per position: sides
@@ -80,6 +82,7 @@ class DenseCap(nn.Module):
     width: float = 1.0
     feature_layer: str = "conv5_3"
     pooling: str = "bilinear"
+    box_gradient: bool = True
     caption_source: str = "region"
     anchor_size: float = 16.0
     anchor_scales: Sequence[float] = (4.0, 8.0, 16.0, 32.0)
@@ -148,6 +151,8 @@ class DenseCap(nn.Module):
         differentiable in the box coordinates; RoI pooling is not."""
         scale = 1.0 / feature_stride(self.feature_layer)
         if self.pooling == "bilinear":
+            if not self.box_gradient:
+                boxes = jax.lax.stop_gradient(boxes)
             grid = roi_align(features, boxes, self.output_size, spatial_scale=scale,
                              sampling_ratio=1)
         else:

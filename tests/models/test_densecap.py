@@ -1,20 +1,13 @@
-"""DenseCap: the gradient through bilinear interpolation to the boxes, the mini rows through the
-loop and the CLI, learning, bad inputs, and the paper-scale row on Visual Genome fixture data."""
+"""DenseCap's model: the gradient through bilinear interpolation to the boxes, images without
+regions, and learning (the CLI and the paper-scale row: test_densecap_runs.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
-from PIL import Image
 
-from segattn_jax.data import pipeline
-from segattn_jax.data.visual_genome import VisualGenome
 from segattn_jax.models.densecap import DenseCap
 from segattn_jax.train import loop
-from segattn_jax.train.config import load_experiment
-from tests import cli
-from tests.conftest import ROOT, cli_overrides, experiment_config
-from tests.data.test_visual_genome import write_visual_genome
+from tests.conftest import experiment_config
 
 _SMALL = dict(vocab_size=12, width=0.0625, feature_layer="conv4_3", anchor_scales=(1.0, 2.0),
               samples=32, proposals=10, max_detections=5, embed_dim=8, lstm_dim=16)
@@ -69,19 +62,6 @@ def test_only_bilinear_interpolation_sends_the_recognition_gradient_to_the_boxes
     assert float(values["caption"]) == 0.0 and float(values["positive_regions"]) == 0.0
 
 
-@pytest.mark.parametrize("row", ["Full-image-RNN", "FCLN-RoI-pool"])  # FCLN: CLI and learning
-def test_row_runs_a_few_steps_and_evaluates(row, tfds_dir, tmp_path):
-    config = experiment_config("densecap", f"{row},mini", tfds_dir, **{"train.num_steps": 2})
-    experiment = loop.Experiment(config, tmp_path, training=True)
-    state = experiment.new_state()
-    batch = {k: v for k, v in next(experiment.eval_batches()).items() if k != "valid"}
-    for _ in range(2):
-        state, metrics = experiment.train_step(state, batch)
-    assert np.isfinite(float(metrics["loss"]))
-    result = experiment.evaluate(state.variables)
-    assert 0.0 <= result["mAP_unigram_f1"] <= result["detection_mAP"] <= 100.0
-
-
 def test_fcln_learns_the_phrases_of_a_batch(tfds_dir, tmp_path):
     """The learning test: 200 Adam steps on one batch of 8 shapes/tiny scenes (objects of 4-28
     px at 64x64) take the phrases' word accuracy on the sampled regions from ~0.1 to 1.0 and
@@ -107,50 +87,3 @@ def test_fcln_learns_the_phrases_of_a_batch(tfds_dir, tmp_path):
     after = batch_ap(state.variables)
     assert float(metrics["word_accuracy"]) > 0.95, float(metrics["word_accuracy"])
     assert before < 2.0 and after > 5.0, (before, after)
-
-
-def test_fcln_through_the_cli_with_predict(tfds_dir, tmp_path):
-    overrides = cli_overrides("densecap", tfds_dir, **{"train.num_steps": 2})
-    config_arg = ["--config", "experiments/densecap.py:FCLN,mini"]
-    workdir = tmp_path / "run"
-    result = cli.run(["train", *config_arg, "--workdir", str(workdir), *overrides], timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (workdir / "vocabulary.txt").is_file()
-    assert (workdir / "pictures" / "step_000002.png").is_file()
-    image = tmp_path / "scene.png"
-    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(image)
-    result = cli.run(["predict", *config_arg, "--workdir", str(workdir), *overrides,
-                      "--images", str(image)])
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (workdir / "predictions" / "scene.png").is_file()
-
-
-def test_paper_scale_row_trains_and_evaluates_on_visual_genome_fixture_data(tmp_path):
-    """The paper-scale FCLN (full VGG16 conv5_3, 12 anchors, 256 sampled regions, 300
-    proposals, LSTM 512, the paper's loss weights) on the Visual Genome builder's fixture: one
-    step and an evaluation, at 224 px instead of 720 to keep the test short. Phrases longer than
-    max_length (lowered to 3 here) are truncated and counted; rare words become <unk>."""
-    manual = tmp_path / "data" / "downloads" / "manual"
-    write_visual_genome(manual)
-    config = load_experiment(ROOT / "experiments" / "densecap.py").get_config("FCLN")
-    config.update_from_flattened_dict({
-        "dataset.data_dir": str(tmp_path / "data"), "dataset.preprocess.canvas": (224, 224),
-        "dataset.preprocess.min_side": 224.0, "dataset.preprocess.max_side": 224.0,
-        "task.max_length": 3, "task.min_word_count": 2, "task.phrase_score": "unigram_f1",
-        "train.batch_size": 1, "eval.batch_size": 1, "mesh.data": 1})
-    VisualGenome(data_dir=config.dataset.data_dir).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-    experiment = loop.Experiment(config, tmp_path / "run", training=True)
-    # Only "the" is seen twice in the training phrases: every other word is <unk>.
-    assert experiment.task.vocabulary.tokens[4:] == ("the",)
-    state = experiment.new_state()
-    batch = next(pipeline.train_iterator(config.dataset.name, "train",
-                                         preprocess=experiment.preprocess, global_batch_size=1,
-                                         seed=0, data_dir=config.dataset.data_dir))
-    state, metrics = experiment.train_step(state, batch)
-    assert np.isfinite(float(metrics["loss"]))
-    assert int(metrics["truncated_phrases"]) == 1  # "the man s hat on the left"
-    result = experiment.evaluate(state.variables)
-    assert 0.0 <= result["detection_mAP"] <= 100.0
-    model = experiment.task.model
-    assert (model.samples, model.proposals, model.lstm_dim, model.width) == (256, 300, 512, 1.0)

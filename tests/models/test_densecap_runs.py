@@ -1,0 +1,62 @@
+"""DenseCap runs: a mini row through the CLI (train, evaluate, predict) and the paper-scale row
+on Visual Genome fixture data (truncated phrases, unknown words)."""
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from segattn_jax.data import pipeline
+from segattn_jax.data.visual_genome import VisualGenome
+from segattn_jax.train import loop
+from segattn_jax.train.config import load_experiment
+from tests import cli
+from tests.conftest import ROOT, cli_overrides
+from tests.data.test_visual_genome import write_visual_genome
+
+
+def test_full_image_row_through_the_cli_with_predict(tfds_dir, tmp_path):
+    """train (2 steps and an evaluation) -> predict on an image file, as a user runs them, on the
+    full-image baseline row (FCLN's steps: the learning test; RoI pooling's: the gradient test)."""
+    overrides = cli_overrides("densecap", tfds_dir, **{"train.num_steps": 2})
+    config_arg = ["--config", "experiments/densecap.py:Full-image-RNN,mini"]
+    workdir = tmp_path / "run"
+    result = cli.run(["train", *config_arg, "--workdir", str(workdir), *overrides], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / "vocabulary.txt").is_file()
+    assert (workdir / "pictures" / "step_000002.png").is_file()
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(image)
+    result = cli.run(["predict", *config_arg, "--workdir", str(workdir), *overrides,
+                      "--images", str(image)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / "predictions" / "scene.png").is_file()
+
+
+def test_paper_scale_row_trains_and_evaluates_on_visual_genome_fixture_data(tmp_path):
+    """The paper-scale FCLN (full VGG16 conv5_3, 12 anchors, 256 sampled regions, 300
+    proposals, LSTM 512, the paper's loss weights) on the Visual Genome builder's fixture: one
+    step and an evaluation, at 128 px instead of 720 to keep the test short. Phrases longer than
+    max_length (lowered to 3 here) are truncated and counted; rare words become <unk>."""
+    manual = tmp_path / "data" / "downloads" / "manual"
+    write_visual_genome(manual)
+    config = load_experiment(ROOT / "experiments" / "densecap.py").get_config("FCLN")
+    config.update_from_flattened_dict({
+        "dataset.data_dir": str(tmp_path / "data"), "dataset.preprocess.canvas": (128, 128),
+        "dataset.preprocess.min_side": 128.0, "dataset.preprocess.max_side": 128.0,
+        "task.max_length": 3, "task.min_word_count": 2, "task.phrase_score": "unigram_f1",
+        "train.batch_size": 1, "eval.batch_size": 1, "mesh.data": 1})
+    VisualGenome(data_dir=config.dataset.data_dir).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    experiment = loop.Experiment(config, tmp_path / "run", training=True)
+    # Only "the" is seen twice in the training phrases: every other word is <unk>.
+    assert experiment.task.vocabulary.tokens[4:] == ("the",)
+    state = experiment.new_state()
+    batch = next(pipeline.train_iterator(config.dataset.name, "train",
+                                         preprocess=experiment.preprocess, global_batch_size=1,
+                                         seed=0, data_dir=config.dataset.data_dir))
+    state, metrics = experiment.train_step(state, batch)
+    assert np.isfinite(float(metrics["loss"]))
+    assert int(metrics["truncated_phrases"]) == 1  # "the man s hat on the left"
+    result = experiment.evaluate(state.variables)
+    assert 0.0 <= result["detection_mAP"] <= 100.0
+    model = experiment.task.model
+    assert (model.samples, model.proposals, model.lstm_dim, model.width) == (256, 300, 512, 1.0)
