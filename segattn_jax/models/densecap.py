@@ -14,9 +14,10 @@ localization layer, 0.1 and 0.1 in the recognition network, captioning 1.
 
 The language model is the captioning decoder (`models/show_attend_tell.py`, without attention):
 the region code sets its initial state, where the released code feeds a projection of the code as
-the LSTM's first input from a zero state; both condition every word on the region. Sampling, box coding, NMS and proposal selection are the
-R-CNN family's (`ops/boxes.py`, `layers/rcnn.py`); bilinear interpolation is `layers/roi.py`'s
-RoIAlign with one sample per bin, built on the spatial transformer's sampler.
+the LSTM's first input from a zero state; both condition every word on the region. Sampling,
+box coding, NMS and proposal selection are the R-CNN family's (`ops/boxes.py`, `layers/rcnn.py`);
+bilinear interpolation is `layers/roi.py`'s RoIAlign with one sample per bin, built on the spatial
+transformer's sampler.
 """
 from __future__ import annotations
 
@@ -56,9 +57,11 @@ class DenseCap(nn.Module):
       vocab_size: words of the language model (the task sets it from the run's vocabulary).
       width / feature_layer: VGG16's channel multiplier and the layer the regions read (conv5_3,
         stride 16, in the paper).
-      pooling: 'bilinear' (the paper) or 'roi_pool' (Fast R-CNN's, no gradient to the boxes).
-      box_gradient: with bilinear pooling, whether the recognition network's gradient flows into
-        the box coordinates (the paper: yes); False keeps bilinear features but stops it there.
+      pooling: 'bilinear' (the paper) or 'roi_pool' (Fast R-CNN's: its features pass no gradient
+        to the boxes).
+      box_gradient: whether the recognition network's gradient flows into the box coordinates
+        (the paper: yes), through bilinear features and the refinement's target; False stops it
+        there.
       caption_source: 'region' (the paper) or 'image': the language model reads the code of the
         whole image for every region (the mini table's full-image baseline).
       anchor_size / anchor_scales / anchor_ratios: the paper's 12 anchors per position: sides
@@ -231,9 +234,11 @@ class DenseCap(nn.Module):
         sampled, positive_f = sampled.astype(jnp.float32), positive.astype(jnp.float32)
         gt = take(rcnn.take_per_image(gt_boxes, matched))
 
-        mid_objectness = _mean(optax.sigmoid_binary_cross_entropy(take(objectness), positive_f),
-                               sampled)
-        mid_box = _mean(rcnn.smooth_l1(take(offsets) - box_ops.encode(gt, take(anchors))).sum(-1),
+        # The released code's criteria: the positives' and the negatives' objectness losses are
+        # averaged separately and added; smooth L1 is averaged over the four coordinates.
+        mid_bce = optax.sigmoid_binary_cross_entropy(take(objectness), positive_f)
+        mid_objectness = _mean(mid_bce, positive_f) + _mean(mid_bce, sampled - positive_f)
+        mid_box = _mean(rcnn.smooth_l1(take(offsets) - box_ops.encode(gt, take(anchors))).mean(-1),
                         positive_f)
         regions = take(boxes)
         # fc7's dropout (VGG16's), before everything that reads the codes.
@@ -243,8 +248,12 @@ class DenseCap(nn.Module):
         end_objectness = _mean(optax.sigmoid_binary_cross_entropy(
             end_logit.astype(jnp.float32), positive_f), sampled)
         end_offsets = self.end_box(codes).astype(jnp.float32)
-        end_box = _mean(rcnn.smooth_l1(
-            end_offsets - box_ops.encode(gt, jax.lax.stop_gradient(regions))).sum(-1), positive_f)
+        # The refinement's target depends on the region: with the box gradient on, its loss also
+        # pulls each positive region towards its ground truth (the released BoxRegressionCriterion
+        # differentiates with respect to both); without that pull the regions drift.
+        target_regions = regions if self.box_gradient else jax.lax.stop_gradient(regions)
+        end_box = _mean(rcnn.smooth_l1(end_offsets - box_ops.encode(gt, target_regions)).mean(-1),
+                        positive_f)
 
         # box_ops.sample puts the foreground first: only those slots carry a phrase.
         num_fg = int(round(self.samples * self.foreground_fraction))

@@ -29,34 +29,38 @@ def _inputs_and_targets():
     return inputs, targets
 
 
-@pytest.mark.parametrize("pooling", ["bilinear", "roi_pool"])
-def test_only_bilinear_interpolation_sends_the_recognition_gradient_to_the_boxes(pooling):
-    """The paper's point about its localization layer: the losses computed on the region
-    features (final objectness, final box, captioning) reach the box-regression conv through
-    the box coordinates with bilinear interpolation, and not at all through RoI pooling. An
-    image without regions gives finite losses and gradients."""
-    model = DenseCap(pooling=pooling, **_SMALL)
+@pytest.mark.parametrize("pooling,box_gradient",
+                         [("bilinear", True), ("roi_pool", True), ("bilinear", False)])
+def test_the_recognition_gradient_reaches_the_boxes_as_the_switches_say(pooling, box_gradient):
+    """The paper's point about its localization layer: the losses on the region features (final
+    objectness, captioning) reach the box-regression conv through the box coordinates with
+    bilinear interpolation, and not at all through RoI pooling; the refinement's loss reaches it
+    through its target (as the released code); box_gradient=False stops both. An image without
+    regions gives finite losses and gradients."""
+    model = DenseCap(pooling=pooling, box_gradient=box_gradient, **_SMALL)
     inputs, targets = _inputs_and_targets()
     variables = _init(model, inputs)
     rngs = {"sample": jax.random.key(2), "dropout": jax.random.key(3)}
 
     @jax.jit
-    def recognition_loss_and_grad(params, targets):
-        def loss(params):
+    def recognition_losses_and_grads(params, targets):
+        def losses(params):  # [through the features, through the refinement's target]
             losses, metrics = model.apply({"params": params}, inputs, targets, method="losses",
                                           rngs=rngs)
-            return losses["end_objectness"] + losses["end_box"] + losses["caption"], (
+            return jnp.stack([losses["end_objectness"] + losses["caption"], losses["end_box"]]), (
                 {**losses, **metrics})
-        return jax.value_and_grad(loss, has_aux=True)(params)
+        return jax.jacrev(losses, has_aux=True)(params)
 
-    (_, _), grads = recognition_loss_and_grad(variables["params"], targets)
-    to_boxes = float(jnp.abs(grads["rpn"]["deltas"]["kernel"]).sum())
-    assert (to_boxes > 0) == (pooling == "bilinear"), to_boxes
-    backbone = sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads["backbone"]))
-    assert backbone > 0  # both train the features
+    grads, _ = recognition_losses_and_grads(variables["params"], targets)
+    to_boxes = jnp.abs(grads["rpn"]["deltas"]["kernel"]).reshape(2, -1).sum(-1)
+    through_features, through_target = (float(v) > 0 for v in to_boxes)
+    assert through_features == (pooling == "bilinear" and box_gradient), to_boxes
+    assert through_target == box_gradient, to_boxes
+    backbone = sum(float(jnp.abs(g[0]).sum()) for g in jax.tree.leaves(grads["backbone"]))
+    assert backbone > 0  # every variant trains the features
 
     no_regions = {**targets, "box_valid": jnp.zeros_like(targets["box_valid"])}
-    (_, values), grads = recognition_loss_and_grad(variables["params"], no_regions)
+    grads, values = recognition_losses_and_grads(variables["params"], no_regions)
     assert all(np.isfinite(float(v)) for v in values.values())
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
     assert float(values["caption"]) == 0.0 and float(values["positive_regions"]) == 0.0
