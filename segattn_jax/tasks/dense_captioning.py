@@ -18,8 +18,9 @@ from segattn_jax.metrics.captioning import meteor_scores
 from segattn_jax.metrics.dense_captioning import dense_captioning_map
 from segattn_jax.models import build_model
 from segattn_jax.tasks import pictures as pics
-from segattn_jax.tasks.base import Batch, Task
+from segattn_jax.tasks.base import Batch
 from segattn_jax.tasks.captioning import decode_captions, text_from_bytes
+from segattn_jax.tasks.detection import RegionTask
 
 TARGET_KEYS = ("boxes", "box_valid", "phrases")
 SHOWN_REGIONS = 5  # pictures draw each image's best regions
@@ -37,10 +38,8 @@ def unigram_f1(references, candidates) -> list[float]:
             for refs, c in zip(references, candidates)]
 
 
-class DenseCaptioningTask(Task):
+class DenseCaptioningTask(RegionTask):
     preprocess = "dense_captioning"
-    input_keys = ("image", "image_hw")
-    any_input_size = True
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
@@ -63,18 +62,9 @@ class DenseCaptioningTask(Task):
         self.model = build_model(self.config.model, vocab_size=len(self.vocabulary))
         return {"captions": captions_lib.CaptionEncoder(self.vocabulary, task.max_length)}
 
-    def inputs_for_image(self, image: np.ndarray) -> Batch:
-        return {"image": image[None], "image_hw": np.array([image.shape[:2]], np.int32)}
-
-    def init_variables(self, rng, inputs):
-        return dict(self.model.init({"params": rng}, inputs))
-
     def loss(self, variables, batch: Batch, rng):
-        sample_rng, dropout_rng = jax.random.split(rng)
         targets = {key: batch[key] for key in TARGET_KEYS}
-        (losses, metrics), model_state = self.apply_train(
-            variables, self.inputs(batch), targets, method="losses",
-            rngs={"sample": sample_rng, "dropout": dropout_rng})
+        losses, metrics, model_state = self.model_losses(variables, batch, targets, rng)
         # Phrases cut at max_length words by the preprocessor, counted in the log.
         metrics["truncated_phrases"] = jnp.sum(batch["phrase_truncated"] & batch["box_valid"])
         return sum(losses.values()), {**losses, **metrics}, model_state

@@ -25,9 +25,35 @@ AP_METRICS = {
 SHOWN_SCORE = 0.5  # pictures draw detections scoring at least this
 
 
-class DetectionTask(Task):
-    preprocess = "detection"
+class RegionTask(Task):
+    """What the region tasks share (detection, dense captioning): `predict` reads the image and
+    its size (any size), and the model's `losses(inputs, targets)` method trains it with the
+    'sample' (box minibatches) and 'dropout' RNG streams."""
+
     any_input_size = True
+    input_keys = ("image", "image_hw")
+
+    def inputs_for_image(self, image: np.ndarray) -> Batch:
+        if set(self.input_keys) - {"image", "image_hw"}:
+            raise ValueError(f"{type(self.model).__name__} needs {self.input_keys} as inputs; "
+                             "`predict` on image files gives only the image.")
+        return {"image": image[None], "image_hw": np.array([image.shape[:2]], np.int32)}
+
+    def init_variables(self, rng, inputs):
+        return dict(self.model.init({"params": rng}, inputs))
+
+    def model_losses(self, variables, batch: Batch, targets: dict[str, jax.Array], rng
+                     ) -> tuple[dict[str, jax.Array], dict[str, jax.Array], dict[str, Any]]:
+        """The model's weighted losses and metrics on `batch`, and its updated state."""
+        sample_rng, dropout_rng = jax.random.split(rng)
+        (losses, metrics), model_state = self.apply_train(
+            variables, self.inputs(batch), targets, method="losses",
+            rngs={"sample": sample_rng, "dropout": dropout_rng})
+        return losses, metrics, model_state
+
+
+class DetectionTask(RegionTask):
+    preprocess = "detection"
 
     def __init__(self, config):
         super().__init__(config)
@@ -43,23 +69,11 @@ class DetectionTask(Task):
     def num_classes(self) -> int:
         return self.config.model.num_classes
 
-    def inputs_for_image(self, image: np.ndarray) -> Batch:
-        if set(self.input_keys) - {"image", "image_hw"}:
-            raise ValueError(f"{type(self.model).__name__} needs {self.input_keys} as inputs; "
-                             "`predict` on image files gives only the image.")
-        return {"image": image[None], "image_hw": np.array([image.shape[:2]], np.int32)}
-
-    def init_variables(self, rng, inputs):
-        return dict(self.model.init({"params": rng}, inputs))
-
     def loss(self, variables, batch: Batch, rng):
-        sample_rng, dropout_rng = jax.random.split(rng)
         targets = {key: batch[key] for key in TARGET_KEYS}
         # Objects marked difficult (VOC) or crowd (COCO) are not trained on, as in the papers.
         targets["box_valid"] = batch["box_valid"] & ~batch["difficult"]
-        (losses, metrics), model_state = self.apply_train(
-            variables, self.inputs(batch), targets, method="losses",
-            rngs={"sample": sample_rng, "dropout": dropout_rng})
+        losses, metrics, model_state = self.model_losses(variables, batch, targets, rng)
         return sum(losses.values()), {**losses, **metrics}, model_state
 
     def predict(self, variables, inputs):
