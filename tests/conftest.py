@@ -1,12 +1,23 @@
-"""Test-session setup: 8 virtual CPU devices (multi-device tests) and quiet TensorFlow.
+"""Test-session setup: 8 virtual CPU devices (multi-device tests), one XLA compilation cache for
+the run, and quiet TensorFlow.
 
-XLA_FLAGS must be set before jax is first imported, hence here. Single-device code is unaffected:
-unsharded arrays live on device 0.
+The environment must be set before jax is first imported, hence here. Single-device code is
+unaffected: unsharded arrays live on device 0.
 """
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The CLI, resume and checkpoint tests compile the same programs again (a new Experiment, a CLI
+# subprocess): one on-disk cache compiles each once. The process that starts the run makes it;
+# xdist workers and subprocesses inherit it through the environment. Removed when the run ends;
+# a cache the user set is used and kept.
+_OWN_XLA_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_XLA_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="segattn_jax_xla_cache_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 from pathlib import Path  # noqa: E402
 
@@ -69,3 +80,8 @@ def experiment_config(name: str, arg: str, data_dir: str, **overrides):
 def cli_overrides(name: str, data_dir: str, **overrides) -> list[str]:
     """The same overrides as command-line flags, for subprocess tests of the CLI."""
     return [f"--config.{k}={v}" for k, v in fast_overrides(name, data_dir, **overrides).items()]
+
+
+def pytest_sessionfinish(session):
+    if _OWN_XLA_CACHE:  # the process that made it (xdist workers inherit it, so never own it)
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
