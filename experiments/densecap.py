@@ -89,6 +89,8 @@ def _paper_scale(c) -> None:
     c.optimizer.name = "adam"
     c.optimizer.learning_rate = 1e-5
     c.optimizer.weight_decay = 1e-6
+    # The released code never fine-tunes VGG16's conv1-conv2 ("for efficiency").
+    c.optimizer.lr_multipliers = ((r"backbone/conv[12]_", 0.0),)
     c.train.batch_size = 1
     c.train.num_steps = 500_000
     c.train.log_every = 100

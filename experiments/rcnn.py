@@ -116,6 +116,8 @@ def _paper_scale(c, system: str) -> None:
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 5e-4
     c.optimizer.learning_rate = 1e-3
+    if system != "R-CNN":  # Fast R-CNN 4.5 / Faster R-CNN 3.2: VGG16 fine-tuned from conv3_1 up
+        c.optimizer.lr_multipliers = ((r"backbone/conv[12]_", 0.0),)
     c.optimizer.schedule = "step"  # x0.1 once
     c.optimizer.decay_factor = 0.1
     c.train.batch_size = 2

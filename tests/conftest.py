@@ -82,6 +82,13 @@ def cli_overrides(name: str, data_dir: str, **overrides) -> list[str]:
     return [f"--config.{k}={v}" for k, v in fast_overrides(name, data_dir, **overrides).items()]
 
 
+def vgg_kernels(params) -> dict:
+    """Host copies of the VGG16 backbone's kernels by layer name (the train step donates the
+    state's buffers), to see which layers a step changed."""
+    import numpy as np
+    return {name: np.array(layer["kernel"]) for name, layer in params["backbone"].items()}
+
+
 def pytest_sessionfinish(session):
     if _OWN_XLA_CACHE:  # the process that made it (xdist workers inherit it, so never own it)
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

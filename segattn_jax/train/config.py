@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = 0
     c.optimizer.decay_at = (0.5, 0.75)  # 'step' schedule: fractions of training
     c.optimizer.decay_factor = 0.1
+    # Per-parameter learning-rate factors, ((regex, factor), ...): the first regex found in a
+    # parameter's path ('backbone/conv1_1/kernel') gives its factor; 0 freezes it.
+    c.optimizer.lr_multipliers = ()
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 16    # global: the same whatever the number of devices

@@ -1,6 +1,11 @@
 """optax optimizers and learning-rate schedules built from `config.optimizer`."""
 from __future__ import annotations
 
+import re
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -52,4 +57,56 @@ def make_optimizer(config: ml_collections.ConfigDict, num_steps: int) -> optax.G
         chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
     if config.get("weight_decay") and config.name != "adamw":
         chain.append(optax.add_decayed_weights(config.weight_decay))
-    return optax.chain(*chain, opt)
+    multipliers = tuple(config.get("lr_multipliers") or ())
+    if not multipliers:
+        return optax.chain(*chain, opt)
+    return with_lr_multipliers(optax.chain(*chain, opt), multipliers)
+
+
+def parameter_path(path: tuple) -> str:
+    """'backbone/conv1_1/kernel': the '/'-joined names of a parameter's key path."""
+    return "/".join(str(getattr(key, "key", getattr(key, "idx", key))) for key in path)
+
+
+def with_lr_multipliers(tx: optax.GradientTransformation,
+                        multipliers: Sequence[tuple[str, float]]) -> optax.GradientTransformation:
+    """Caffe's per-layer `lr_mult`: `multipliers` is ((regex, factor), ...); a parameter takes the
+    factor of the first regex found (`re.search`) in its path ('backbone/conv1_1/kernel'), else 1.
+    Factor 0 freezes it the way the detection papers freeze VGG16's conv1-conv2: no gradient, no
+    optimizer state, and left out of the gradient clipping's norm. The others' updates (after the
+    optimizer: Adam's step, not its gradient) are scaled by their factor."""
+    multipliers = tuple((str(pattern), float(factor)) for pattern, factor in multipliers)
+    for pattern, factor in multipliers:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"optimizer.lr_multipliers: {pattern!r} is not a regex ({error}).")
+        if factor < 0:
+            raise ValueError(f"optimizer.lr_multipliers: {pattern!r} has factor {factor}; "
+                             "use 0 to freeze or a positive factor.")
+
+    def factor_of(path: tuple) -> float:
+        name = parameter_path(path)
+        return next((f for pattern, f in multipliers if re.search(pattern, name)), 1.0)
+
+    def labels(params):
+        names = [parameter_path(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+        unused = [p for p, _ in multipliers if not any(re.search(p, name) for name in names)]
+        if unused:
+            raise ValueError(
+                f"optimizer.lr_multipliers: {unused} match no parameter (they are searched in "
+                f"paths such as {names[:3]}); fix the regex or drop it.")
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "frozen" if factor_of(path) == 0 else "trained", params)
+
+    def scale(path: tuple, update: jax.Array) -> jax.Array:
+        factor = factor_of(path)
+        return update if factor == 1 else update * jnp.asarray(factor, update.dtype)
+
+    def scale_updates(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(scale, updates), state
+
+    scaled = optax.GradientTransformation(lambda params: optax.EmptyState(), scale_updates)
+    return optax.multi_transform(
+        {"trained": optax.chain(tx, scaled), "frozen": optax.set_to_zero()}, labels)

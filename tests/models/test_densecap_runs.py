@@ -9,7 +9,7 @@ from segattn_jax.data.visual_genome import VisualGenome
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from tests import cli
-from tests.conftest import ROOT, cli_overrides
+from tests.conftest import ROOT, cli_overrides, vgg_kernels
 from tests.data.test_visual_genome import write_visual_genome
 
 
@@ -53,8 +53,12 @@ def test_paper_scale_row_trains_and_evaluates_on_visual_genome_fixture_data(tmp_
     batch = next(pipeline.train_iterator(config.dataset.name, "train",
                                          preprocess=experiment.preprocess, global_batch_size=1,
                                          seed=0, data_dir=config.dataset.data_dir))
+    before = vgg_kernels(state.params)
     state, metrics = experiment.train_step(state, batch)
     assert np.isfinite(float(metrics["loss"]))
+    after = vgg_kernels(state.params)  # conv1-conv2 frozen as in the released code
+    np.testing.assert_array_equal(after["conv2_2"], before["conv2_2"])
+    assert not np.array_equal(after["conv3_1"], before["conv3_1"])
     assert int(metrics["truncated_phrases"]) == 1  # "the man s hat on the left"
     result = experiment.evaluate(state.variables)
     assert 0.0 <= result["detection_mAP"] <= 100.0

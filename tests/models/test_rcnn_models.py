@@ -15,7 +15,7 @@ from segattn_jax.tasks import build_task
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from tests import cli
-from tests.conftest import ROOT, cli_overrides, experiment_config
+from tests.conftest import ROOT, cli_overrides, experiment_config, vgg_kernels
 from tests.data.test_detection_data import voc_like
 
 ROWS = ["R-CNN", "Fast-R-CNN", "Faster-R-CNN"]
@@ -145,8 +145,14 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_voc(row, mock_voc_dir, tmp
         batch = next(pipeline.train_iterator(
             config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
             global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
+        from_conv3_1 = not row.startswith("R-CNN")  # Fast R-CNN 4.5, Faster R-CNN 3.2
+        before = vgg_kernels(state.params) if from_conv3_1 else None
         state, metrics = experiment.train_step(state, batch)
         result = experiment.evaluate(state.variables)
+    if from_conv3_1:  # VGG16's conv1-conv2 frozen
+        after = vgg_kernels(state.params)
+        np.testing.assert_array_equal(after["conv2_2"], before["conv2_2"])
+        assert not np.array_equal(after["conv3_1"], before["conv3_1"])
     assert np.isfinite(float(metrics["loss"])), metrics
     assert 0.0 <= result["mAP"] <= 100.0 and result["seconds_per_image"] > 0
     assert "AP/person" in result  # VOC's class names, from the real builder's features
