@@ -149,20 +149,22 @@ def training_sentences(builder, split: str, texts=caption_texts) -> list[str]:
     return [s.decode() for batch in tfds.as_numpy(ds) for s in np.atleast_1d(batch)]
 
 
-def vocabulary_for_run(workdir: str | epath.Path, builder, split: str, *, min_count: int,
-                       max_length: int, create: bool, texts=caption_texts) -> Vocabulary:
+def vocabulary_for_run(workdir: str | epath.Path, sources, *, min_count: int, max_length: int,
+                       create: bool, texts=caption_texts) -> Vocabulary:
     """The run's vocabulary: the workdir's if it has one; else (when `create`, i.e. training)
-    built from the sentences `texts` gives in `split` (captions, or dense captioning's region
-    phrases) and saved there. Logs how many the preprocessor will truncate to `max_length`
-    words."""
+    built from the sentences `texts` gives (captions, or dense captioning's region phrases) in
+    every training source, (builder, split) pairs (`pipeline.training_sources`: COCO's restval
+    counts as Karpathy's do), and saved there. Logs how many the preprocessor will truncate to
+    `max_length` words."""
     if (epath.Path(workdir) / VOCABULARY_FILE).exists() or not create:
         return Vocabulary.load(workdir)
-    sentences = training_sentences(builder, split, texts)
+    sentences = [s for builder, split in sources for s in training_sentences(builder, split, texts)]
     vocabulary = Vocabulary.build(sentences, min_count)
     lengths = np.array([len(words(s)) for s in sentences])
+    names = " + ".join(f"{builder.info.full_name}:{split}" for builder, split in sources)
     logging.info("Vocabulary: %d words seen >= %d times in %d training captions (%s); %d captions "
                  "(%.2f%%) are longer than max_length=%d words and are truncated.",
-                 len(vocabulary) - len(SPECIAL), min_count, len(sentences), split,
+                 len(vocabulary) - len(SPECIAL), min_count, len(sentences), names,
                  int((lengths > max_length).sum()), 100 * float((lengths > max_length).mean()),
                  max_length)
     if jax.process_index() == 0:

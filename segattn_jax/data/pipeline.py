@@ -124,6 +124,13 @@ def parse_source(source: str) -> tuple[str, str]:
     return name, split
 
 
+def training_sources(data) -> list[tuple[tfds.core.DatasetBuilder, str]]:
+    """Each (builder, split) a run trains on: `data.train_split` of `data.name`, then every
+    `data.extra_train` source (`data` is a config's `dataset`)."""
+    sources = [(data.name, data.train_split), *map(parse_source, data.extra_train)]
+    return [(load_builder(name, data.data_dir), split) for name, split in sources]
+
+
 def num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
     """The number of examples of `split` (a name or a tfds split expression) from the builder's
     metadata."""

@@ -99,9 +99,8 @@ class CaptioningTask(Task):
         from segattn_jax.data import pipeline
 
         data, task = self.config.dataset, self.config.task
-        builder = pipeline.load_builder(data.name, data.data_dir)
         self.vocabulary = captions_lib.vocabulary_for_run(
-            workdir, builder, data.train_split, min_count=task.min_word_count,
+            workdir, pipeline.training_sources(data), min_count=task.min_word_count,
             max_length=task.max_length, create=training)
         self.model = build_model(self.config.model, vocab_size=len(self.vocabulary))
         return {"captions": captions_lib.CaptionEncoder(self.vocabulary, task.max_length)}

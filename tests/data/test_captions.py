@@ -1,6 +1,7 @@
 """Caption data: vocabulary, the captioning preprocessor on shapes, and the Flickr builders."""
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -34,8 +35,25 @@ def test_caption_encoder_matches_python_normalization_and_truncates():
                            vocabulary.pad, vocabulary.pad]
 
 
+def test_vocabulary_counts_every_training_source(tiny_shapes, tmp_path, monkeypatch):
+    """COCO's row trains on train + restval (`dataset.extra_train`): Karpathy's word counts
+    include both, so the vocabulary must too."""
+    monkeypatch.setattr(pipeline, "load_builder", lambda name, data_dir=None: tiny_shapes)
+    data = ml_collections.ConfigDict({"name": "shapes/test32", "train_split": "train",
+                                      "extra_train": ("shapes/test32:test",), "data_dir": None})
+    sources = pipeline.training_sources(data)
+    assert [split for _, split in sources] == ["train", "test"]
+    train, test = (captions.training_sentences(tiny_shapes, split) for split in ("train", "test"))
+    min_count = 3
+    both = captions.Vocabulary.build(train + test, min_count)
+    assert both.tokens != captions.Vocabulary.build(train, min_count).tokens  # the test can fail
+    vocabulary = captions.vocabulary_for_run(tmp_path, sources, min_count=min_count,
+                                             max_length=30, create=True)
+    assert vocabulary.tokens == both.tokens
+
+
 def test_captioning_preprocess_on_shapes(tiny_shapes, tmp_path):
-    vocabulary = captions.vocabulary_for_run(tmp_path, tiny_shapes, "train", min_count=1,
+    vocabulary = captions.vocabulary_for_run(tmp_path, [(tiny_shapes, "train")], min_count=1,
                                              max_length=30, create=True)
     assert (tmp_path / captions.VOCABULARY_FILE).exists()
     preprocess = make_preprocess("captioning", {
