@@ -12,9 +12,10 @@ on EB" rows caption EdgeBoxes proposals, which this codebase does not compute.
   python -m segattn_jax.main train --config experiments/densecap.py:FCLN,mini --workdir runs/densecap_mini
   python -m segattn_jax.main table --config experiments/densecap.py:mini --workdir runs/densecap_table
 
-Measured on mini (README): bilinear region features beat RoI pooling and the full-image baseline on
-mAP, as the paper says, but only with the gradient stopped at the box coordinates: letting it
-through (the paper's FCLN) makes the boxes drift and costs mAP at this scale.
+Measured on mini (README, three seeds): RoI pooling and bilinear features without the box gradient,
+whose language models read each region's own code, beat the full-image baseline on mAP and are
+within seed noise of each other; letting the gradient through to the box coordinates (the paper's
+FCLN) makes the boxes drift and is the worst row at this scale.
 """
 from segattn_jax.train.config import base_config, parse_arg, table_cells
 
