@@ -12,6 +12,7 @@ import conv_passes  # noqa: E402
 import conv_transpose  # noqa: E402
 import densecap_train_step  # noqa: E402
 import detection_ops  # noqa: E402
+import draw_train_step  # noqa: E402
 import faster_rcnn_train_step  # noqa: E402
 import fcn_train_step  # noqa: E402
 import inception_step  # noqa: E402
@@ -38,6 +39,8 @@ def main() -> None:
     show_attend_tell_step.main()
     print()
     densecap_train_step.main()
+    print()
+    draw_train_step.main()
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ Jaderberg et al. 2015 (sec. 4.1, appendix A.1) distort MNIST four ways:
   P   scale in [0.75, 1.0], then each image corner moved by N(0, 5 px) (a projective warp);
   E   scale in [0.75, 1.0], then 16 thin-plate-spline control points on a regular 4x4 grid
       moved by N(0, 1.5 px) (an elastic warp).                             28x28 output
+and 'none' keeps the digits as they are (one copy each: DRAW's embedded stand-in for MNIST).
 (P and E follow the paper's appendix as recalled; the appendix text was not available to check.
 RTS matches an independent reimplementation: rotate, scale, place at a random spot in 42x42.)
 Positive angles rotate counter-clockwise as displayed (same as scipy.ndimage.rotate).
 
 Two sources, same distortions:
-  'r', 'rts', 'p', 'e'          embedded: scikit-learn's 8x8 `load_digits` (1797 digits, ships with
+  'none', 'r', 'rts', 'p', 'e'  embedded: scikit-learn's 8x8 `load_digits` (1797 digits, ships with
                                 scikit-learn), upscaled smoothly into MNIST's layout (digit in a
                                 20x20 box, centred by centre of mass in 28x28); held-out test digits
                                 (stratified), several distorted copies per digit. No download.
@@ -37,8 +38,8 @@ from segattn_jax.ops.tps import tps_apply, tps_fit
 
 MNIST_SIZE = 28
 RTS_CANVAS = 42
-DISTORTIONS = ("r", "rts", "p", "e")
-OUTPUT_SIZE = {"r": MNIST_SIZE, "rts": RTS_CANVAS, "p": MNIST_SIZE, "e": MNIST_SIZE}
+DISTORTIONS = ("none", "r", "rts", "p", "e")
+OUTPUT_SIZE = {"none": MNIST_SIZE, "r": MNIST_SIZE, "rts": RTS_CANVAS, "p": MNIST_SIZE, "e": MNIST_SIZE}
 NUM_CLASSES = 10
 
 
@@ -193,7 +194,12 @@ def distort_e(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, 
     return tps_warp(image, moved, grid, MNIST_SIZE), {"scale": scale, "control_points": moved}
 
 
-DISTORT = {"r": distort_r, "rts": distort_rts, "p": distort_p, "e": distort_e}
+def distort_none(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, dict]:
+    del rng
+    return image, {}
+
+
+DISTORT = {"none": distort_none, "r": distort_r, "rts": distort_rts, "p": distort_p, "e": distort_e}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,15 +227,18 @@ def _configs() -> list[DistortedDigitsConfig]:
     configs = []
     for d in DISTORTIONS:
         size = OUTPUT_SIZE[d]
+        copies = {"train_copies": 1, "test_copies": 1} if d == "none" else {}  # copies would be equal
         configs.append(DistortedDigitsConfig(
-            name=d, distortion=d, description=f"{d.upper()} on scikit-learn digits, {size}x{size}."))
+            name=d, distortion=d, description=f"{d.upper()} on scikit-learn digits, {size}x{size}.",
+            **copies))
     for d in DISTORTIONS:
         configs.append(DistortedDigitsConfig(
             name=f"mnist_{d}", distortion=d, source="mnist", train_copies=1, test_copies=1,
             description=f"{d.upper()} on MNIST (needs TFDS mnist), {OUTPUT_SIZE[d]}x{OUTPUT_SIZE[d]}."))
     for d in DISTORTIONS:
         configs.append(DistortedDigitsConfig(
-            name=f"tiny_{d}", distortion=d, num_source_digits=360, train_copies=2, test_copies=1,
+            name=f"tiny_{d}", distortion=d, num_source_digits=360,
+            train_copies=1 if d == "none" else 2, test_copies=1,
             description=f"{d.upper()} on the first 360 scikit-learn digits, for fast tests."))
     return configs
 

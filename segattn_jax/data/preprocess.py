@@ -77,6 +77,16 @@ def classification(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, 
             "label": tf.cast(example["label"], tf.int32) + label_offset}
 
 
+def binary_image(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
+                 max_value: float = 255.0, threshold: float = 0.5) -> dict[str, tf.Tensor]:
+    """{'image' float32 (H, W, C) in {0, 1}}: the stored image over `max_value`, thresholded at
+    `threshold`, for models of binary pixels (DRAW's Bernoulli likelihood). TFDS
+    `binarized_mnist` stores its fixed binarization as 0/1 (max_value 1); other sets store 0-255."""
+    del seed, train
+    image = tf.cast(example["image"], tf.float32) / max_value
+    return {"image": tf.cast(image > threshold, tf.float32)}
+
+
 def resize_scale(height: tf.Tensor, width: tf.Tensor, min_side: float, max_side: float,
                  canvas: tuple[int, int]) -> tf.Tensor:
     """The R-CNN family's resize factor: shorter side to `min_side` unless the longer side would
@@ -254,6 +264,7 @@ PREPROCESSORS: dict[str, Preprocess] = {
     "detection": detection,
     "captioning": captioning,
     "dense_captioning": dense_captioning,
+    "binary_image": binary_image,
 }
 
 

@@ -1,6 +1,16 @@
-"""Reusable layers: convolution, pooling, upsampling, attention, sampling grids, RoI ops."""
+"""Reusable layers: convolution, pooling, upsampling, attention, sampling grids, RoI ops, DRAW's
+filterbanks."""
 from segattn_jax.layers.attention import AdditiveAttention, expected_context, sampled_context
 from segattn_jax.layers.conv import Conv, ConvBN, conv2d, conv2d_transpose
+from segattn_jax.layers.filterbank import (
+    GaussianWindow,
+    Window,
+    covering_params,
+    filterbank,
+    read_glimpse,
+    window_from_params,
+    write_patch,
+)
 from segattn_jax.layers.normalization import FrozenBatchNorm
 from segattn_jax.layers.pooling import max_pool
 from segattn_jax.layers.roi import roi_align, roi_pool

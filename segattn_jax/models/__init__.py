@@ -18,6 +18,7 @@ MODELS = {
     "faster_rcnn": "segattn_jax.models.faster_rcnn:FasterRCNN",
     "show_attend_tell": "segattn_jax.models.show_attend_tell:ShowAttendTell",
     "densecap": "segattn_jax.models.densecap:DenseCap",
+    "draw": "segattn_jax.models.draw:DRAW",
 }
 
 

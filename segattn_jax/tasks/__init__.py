@@ -8,6 +8,7 @@ from segattn_jax.tasks.captioning import CaptioningTask
 from segattn_jax.tasks.classification import ClassificationTask
 from segattn_jax.tasks.dense_captioning import DenseCaptioningTask
 from segattn_jax.tasks.detection import DetectionTask
+from segattn_jax.tasks.generation import GenerationTask
 from segattn_jax.tasks.segmentation import SegmentationTask
 
 TASKS: dict[str, type[Task]] = {
@@ -16,6 +17,7 @@ TASKS: dict[str, type[Task]] = {
     "detection": DetectionTask,
     "captioning": CaptioningTask,
     "dense_captioning": DenseCaptioningTask,
+    "generation": GenerationTask,
 }
 
 

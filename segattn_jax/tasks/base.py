@@ -101,6 +101,12 @@ class Task(abc.ABC):
     def pictures(self, batch: dict[str, np.ndarray], predictions: dict[str, np.ndarray]) -> np.ndarray:
         """One uint8 RGB grid, a row per example: input | ground truth | prediction ..."""
 
+    def animation(self, batch: dict[str, np.ndarray], predictions: dict[str, np.ndarray]
+                  ) -> list[np.ndarray] | None:
+        """uint8 RGB frames of a GIF saved beside the pictures (a process unfolding over steps,
+        as DRAW's drawing); None for tasks without one."""
+        return None
+
     @abc.abstractmethod
     def overlay(self, image: np.ndarray, predictions: dict[str, np.ndarray]) -> np.ndarray:
         """A uint8 RGB picture of one prediction on its image (the `predict` command's output)."""

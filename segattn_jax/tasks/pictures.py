@@ -276,6 +276,22 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> str:
     return os.fspath(path)
 
 
+def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], seconds_per_frame: float = 0.15
+             ) -> str:
+    """Writes uint8 RGB frames (H, W, 3) of one size as a looping GIF (through etils.epath, as
+    save_png), the last frame held for a second. Returns the path."""
+    if not frames:
+        raise ValueError("save_gif needs at least one frame.")
+    images = [Image.fromarray(to_rgb_uint8(frame)) for frame in frames]
+    durations = [round(1000 * seconds_per_frame)] * (len(images) - 1) + [1000]
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as file:
+        images[0].save(file, format="GIF", save_all=True, append_images=images[1:],
+                       duration=durations, loop=0)
+    return os.fspath(path)
+
+
 def _join(tiles: list[np.ndarray], axis: int, pad: int, pad_value: int) -> np.ndarray:
     """Concatenates same-size-across-`axis` tiles with `pad`-wide separators."""
     if pad == 0:

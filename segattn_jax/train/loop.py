@@ -207,13 +207,15 @@ class Experiment:
             timing["proposal_seconds_per_image"] = self.proposals.seconds_per_image
         return {**self.task.summarize(total), **timing}
 
-    def pictures(self, variables, batch: dict[str, np.ndarray]) -> np.ndarray:
-        """The task's picture grid for the first examples of this process's batch."""
+    def pictures(self, variables, batch: dict[str, np.ndarray]
+                 ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """The task's picture grid for the first examples of this process's batch, and its
+        animation frames (None for tasks without one)."""
         predictions = jax.device_get(self.predict_step(variables, mesh_lib.to_global(
             self.task.inputs(batch), self.mesh)))
         n = min(self.config.train.num_pictures, len(batch["image"]))
-        return self.task.pictures(jax.tree.map(lambda x: x[:n], batch),
-                                  jax.tree.map(lambda x: x[:n], predictions))
+        batch, predictions = jax.tree.map(lambda x: x[:n], (batch, predictions))
+        return self.task.pictures(batch, predictions), self.task.animation(batch, predictions)
 
     def checkpointer(self, *, create: bool = True) -> Checkpointer:
         return Checkpointer(self.workdir / "checkpoints", keep=self.config.train.keep_checkpoints,
@@ -403,11 +405,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             began = time.perf_counter()
             metrics = exp.evaluate(state.variables)
             writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
-            picture = exp.pictures(state.variables, picture_batch)
+            picture, frames = exp.pictures(state.variables, picture_batch)
             if is_main:
                 with (exp.workdir / EVAL_HISTORY_FILE).open("a") as history:
                     history.write(json.dumps({"step": step, **metrics}) + "\n")
                 pics.save_png(exp.workdir / "pictures" / f"step_{step:06d}.png", picture)
+                if frames:
+                    pics.save_gif(exp.workdir / "pictures" / f"step_{step:06d}.gif", frames)
                 writer.write_images(step, {"pictures": picture[None]})
             clock.exclude(time.perf_counter() - began)
             return metrics

@@ -45,7 +45,18 @@ def test_classification():
     assert float(tf.reduce_max(out["image"])) <= 1.0
     assert out["label"].dtype == tf.int32 and int(out["label"]) == 7
     assert set(preprocess.PREPROCESSORS) == {"segmentation", "classification", "detection",
-                                             "captioning", "dense_captioning"}
+                                             "captioning", "dense_captioning", "binary_image"}
+
+
+def test_binary_image_thresholds_stored_values_and_binarized_mnist_bits():
+    image = tf.constant([[[0], [127], [128], [255]]], tf.uint8)
+    out = preprocess.binary_image({"image": image}, tf.constant([0, 0], tf.int64), train=True)
+    assert out["image"].dtype == tf.float32
+    np.testing.assert_array_equal(out["image"][0, :, 0], [0.0, 0.0, 1.0, 1.0])
+    bits = tf.constant([[[0], [1]]], tf.uint8)  # binarized_mnist stores 0/1
+    out = preprocess.binary_image({"image": bits}, tf.constant([0, 0], tf.int64), train=False,
+                                  max_value=1.0)
+    np.testing.assert_array_equal(out["image"][0, :, 0], [0.0, 1.0])
 
 
 def test_make_preprocess_passes_options_and_rejects_unknown_ones():
