@@ -61,7 +61,7 @@ def jax_step(row: str):
 
 
 def torch_train_step(torch, read: int, write: int):
-    """The same network, bound and Adam step in PyTorch (eq. 3-8, 19-26 of the paper)."""
+    """The same network, bound and Adam step in PyTorch."""
     nn, functional = torch.nn, torch.nn.functional
 
     def filterbank(params, n):

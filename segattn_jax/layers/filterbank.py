@@ -1,4 +1,4 @@
-"""DRAW's selective attention (Gregor et al. 2015, sec. 3.2): an N x N grid of Gaussian filters.
+"""DRAW's selective attention (Gregor et al. 2015): an N x N grid of Gaussian filters.
 
 One linear layer of the decoder state gives five numbers per image, (g~X, g~Y, log sigma^2,
 log delta~, log gamma), which place the grid: centre gX = (A + 1)/2 (g~X + 1) (likewise gY with B),
@@ -33,7 +33,7 @@ class Window(NamedTuple):
 
 
 def window_from_params(params: jax.Array, size: int, height: int, width: int) -> Window:
-    """The paper's eq. 21-24: (B, 5) raw outputs (g~X, g~Y, log sigma^2, log delta~, log gamma)
+    """The paper's placement: (B, 5) raw outputs (g~X, g~Y, log sigma^2, log delta~, log gamma)
     -> a Window for an N = `size` grid over a height x width image."""
     params = params.astype(jnp.float32)
     gx_, gy_, log_sigma2, log_delta_, log_gamma = jnp.moveaxis(params, -1, 0)
@@ -45,7 +45,7 @@ def window_from_params(params: jax.Array, size: int, height: int, width: int) ->
 
 def filterbank(window: Window, size: int, height: int, width: int
                ) -> tuple[jax.Array, jax.Array]:
-    """The row-normalized filterbanks (F_X (B, N, W), F_Y (B, N, H)) of a window (eq. 19-20, 25-26).
+    """The row-normalized filterbanks (F_X (B, N, W), F_Y (B, N, H)) of a window.
 
     The normalization is a softmax over pixels: the same values as exp(.)/Z, computed without
     underflow, so a filter far outside the image weighs its nearest pixels as the equations do

@@ -2,7 +2,7 @@
 Image Generation", ICML 2015.
 
 A variational auto-encoder whose encoder and decoder are LSTMs that run for T steps, the decoder
-adding to a canvas each step (sec. 2, eq. 3-8), with x^_t = x - sigmoid(c_{t-1}) the error so far:
+adding to a canvas each step, with x^_t = x - sigmoid(c_{t-1}) the error so far:
 
   r_t = read(x, x^_t, h^dec_{t-1})
   h^enc_t = LSTM_enc(h^enc_{t-1}, [r_t, h^dec_{t-1}])
@@ -72,7 +72,7 @@ class DrawStep(nn.Module):
             stats = nn.Dense(2 * self.latent, dtype=self.dtype, name="posterior")(encoded)
             mean, log_sigma = jnp.split(stats.astype(jnp.float32), 2, axis=-1)
             z = mean + jnp.exp(log_sigma) * noise
-            # KL(N(mean, sigma) || N(0, 1)) summed over the latent (eq. 11, per step).
+            # KL(N(mean, sigma) || N(0, 1)) of this step, summed over the latent units.
             outputs["kl"] = 0.5 * jnp.sum(
                 jnp.square(mean) + jnp.exp(2 * log_sigma) - 2 * log_sigma - 1, axis=-1)
         decoder_state, decoded = nn.OptimizedLSTMCell(

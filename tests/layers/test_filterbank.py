@@ -12,7 +12,7 @@ from segattn_jax.layers.filterbank import (
 
 
 def _paper_filterbank(raw, n, height, width):
-    """Eq. 21-26 one entry at a time: raw = (g~X, g~Y, log sigma^2, log delta~, log gamma)."""
+    """The placement and filterbank equations one entry at a time: raw = (g~X, g~Y, log sigma^2, log delta~, log gamma)."""
     gx_, gy_, log_sigma2, log_delta_, _ = raw
     gx, gy = (width + 1) / 2 * (gx_ + 1), (height + 1) / 2 * (gy_ + 1)
     delta = (max(height, width) - 1) / (n - 1) * np.exp(log_delta_)
