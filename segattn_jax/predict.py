@@ -61,7 +61,11 @@ def predict_files(config: ml_collections.ConfigDict, workdir: str | epath.Path,
 
     images = [load_image(p) for p in paths]  # validate the files before any work
     exp = Experiment(config, workdir)
-    _, height, width, channels = exp.image_shape
+    if "image" not in exp.input_spec:
+        raise ValueError(f"The {config.task.name!r} task's model reads {sorted(exp.input_spec)}, "
+                         "not images: `predict` draws image files. Use `eval`, whose pictures "
+                         "and metrics cover the eval split.")
+    _, height, width, channels = exp.input_spec["image"].shape
     images = [match_channels(path, image, channels) for path, image in zip(paths, images)]
     for path, image in zip(paths, images):
         if not exp.task.any_input_size and image.shape[:2] != (height, width):

@@ -132,4 +132,7 @@ def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict
         runs.append((config, directory))
     table = format_table(cells)
     curves = plot_curves(runs, cells[0][0].table_metrics[0], workdir / "curves.png")
-    return table + (f"\n\ncurves: {curves}" if curves else "")
+    # An experiment's own figures of the table (e.g. BLEU by sentence length) from its cells.
+    figures = module.table_figures(cells, workdir) if hasattr(module, "table_figures") else []
+    return table + (f"\n\ncurves: {curves}" if curves else "") + "".join(
+        f"\nfigure: {path}" for path in figures)

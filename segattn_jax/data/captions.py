@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import re
-from typing import Iterable
+from typing import Callable, Iterable
 
 import jax
 import numpy as np
@@ -50,10 +50,13 @@ def phrase_texts(example: dict) -> object:
 
 
 class Vocabulary:
-    """Words <-> ids: the special tokens first, then words by decreasing training count."""
+    """Words <-> ids: the special tokens first, then words by decreasing training count.
 
-    def __init__(self, tokens: Iterable[str]):
+    `tokenize` splits a sentence into words (captions: `words`; translation has its own)."""
+
+    def __init__(self, tokens: Iterable[str], tokenize: Callable[[str], list[str]] = words):
         self.tokens = tuple(tokens)
+        self.tokenize = tokenize
         if self.tokens[:len(SPECIAL)] != SPECIAL:
             raise ValueError(f"A vocabulary starts with {SPECIAL}; got {self.tokens[:4]}.")
         self.ids = {token: i for i, token in enumerate(self.tokens)}
@@ -63,41 +66,48 @@ class Vocabulary:
         return len(self.tokens)
 
     @classmethod
-    def build(cls, sentences: Iterable[str], min_count: int = 5) -> Vocabulary:
-        """Every word seen at least `min_count` times (the reference's threshold is 5)."""
-        counts = collections.Counter(w for sentence in sentences for w in words(sentence))
+    def build(cls, sentences: Iterable[str], min_count: int = 5, max_size: int = 0,
+              tokenize: Callable[[str], list[str]] = words) -> Vocabulary:
+        """Every word seen at least `min_count` times (Show, Attend and Tell's reference
+        threshold is 5), the `max_size` most frequent of them when > 0 (a translation
+        shortlist)."""
+        counts = collections.Counter(w for sentence in sentences for w in tokenize(sentence))
         kept = sorted((w for w, n in counts.items() if n >= min_count),
                       key=lambda w: (-counts[w], w))
-        return cls(SPECIAL + tuple(kept))
+        return cls(SPECIAL + tuple(kept[:max_size] if max_size > 0 else kept), tokenize)
 
     def encode(self, sentence: str) -> list[int]:
-        return [self.ids.get(w, self.unk) for w in words(sentence)]
+        return [self.ids.get(w, self.unk) for w in self.tokenize(sentence)]
 
-    def decode(self, ids: Iterable[int]) -> str:
-        """Ids up to the first <end> as a sentence, without special tokens."""
+    def decode(self, ids: Iterable[int], unknown: str = "") -> str:
+        """Ids up to the first <end> as a sentence, without special tokens; <unk> is written as
+        `unknown` when given (a translation keeps its unknown words' places)."""
         out = []
         for i in ids:
             if int(i) == self.end:
                 break
             if int(i) >= len(SPECIAL):
                 out.append(self.tokens[int(i)])
+            elif int(i) == self.unk and unknown:
+                out.append(unknown)
         return " ".join(out)
 
-    def save(self, directory: str | epath.Path) -> epath.Path:
-        path = epath.Path(directory) / VOCABULARY_FILE
+    def save(self, directory: str | epath.Path, filename: str = VOCABULARY_FILE) -> epath.Path:
+        path = epath.Path(directory) / filename
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(self.tokens) + "\n")
         return path
 
     @classmethod
-    def load(cls, directory: str | epath.Path) -> Vocabulary:
-        path = epath.Path(directory) / VOCABULARY_FILE
+    def load(cls, directory: str | epath.Path, filename: str = VOCABULARY_FILE,
+             tokenize: Callable[[str], list[str]] = words) -> Vocabulary:
+        path = epath.Path(directory) / filename
         if not path.exists():
             raise FileNotFoundError(
-                f"{path} is missing: this workdir's captioning model needs the vocabulary it was "
-                "trained with. Train in this --workdir first (training writes it), or copy the "
-                "training run's vocabulary.txt here.")
-        return cls(path.read_text().splitlines())
+                f"{path} is missing: this workdir's model needs the vocabulary it was trained "
+                f"with. Train in this --workdir first (training writes it), or copy the training "
+                f"run's {filename} here.")
+        return cls(path.read_text().splitlines(), tokenize)
 
     def table(self):
         """A TensorFlow word -> id lookup (unknown words -> <unk>) for the input pipeline."""
@@ -109,33 +119,42 @@ class Vocabulary:
             default_value=self.unk)
 
 
+def tf_words(text):
+    """A string tensor (any shape) -> its words, as `words` splits them (ragged)."""
+    import tensorflow as tf
+
+    return tf.strings.split(tf.strings.regex_replace(tf.strings.lower(text), _DROP, " "))
+
+
 class CaptionEncoder:
     """Sentences -> fixed-length id tensors in TensorFlow: <start> w1 .. wn <end> <pad>..., at most
     `max_length` words (longer captions are truncated; `vocabulary_for_run` logs how many).
+    `split` is the TensorFlow twin of the vocabulary's `tokenize` (captions: `tf_words`).
     Built eagerly, outside tf.data's traced functions, which then share its lookup table."""
 
-    def __init__(self, vocabulary: Vocabulary, max_length: int):
+    def __init__(self, vocabulary: Vocabulary, max_length: int, split: Callable = tf_words):
         if max_length < 1:
             raise ValueError(f"max_length={max_length} must be at least 1 word.")
         self.vocabulary, self.max_length = vocabulary, max_length
+        self.words = split
         self._table = vocabulary.table()
 
-    @staticmethod
-    def words(text):
-        """A string tensor (any shape) -> its words, as `words` splits them (ragged)."""
+    def has_unknown(self, text):
+        """A scalar string tensor -> whether any of its words is outside the vocabulary."""
         import tensorflow as tf
 
-        return tf.strings.split(tf.strings.regex_replace(tf.strings.lower(text), _DROP, " "))
+        return tf.reduce_any(tf.equal(self._table.lookup(self.words(text)), self.vocabulary.unk))
 
-    def encode(self, text):
-        """A scalar string tensor -> int32 (max_length + 2,)."""
+    def encode(self, text, max_length: int | None = None):
+        """A scalar string tensor -> int32 (max_length + 2,) (by default the encoder's)."""
         import tensorflow as tf
 
-        ids = self._table.lookup(self.words(text))[:self.max_length]
+        length = max_length or self.max_length
+        ids = self._table.lookup(self.words(text))[:length]
         v = self.vocabulary
         ids = tf.concat([[v.start], ids, [v.end]], axis=0)
-        ids = tf.pad(ids, [[0, self.max_length + 2 - tf.shape(ids)[0]]], constant_values=v.pad)
-        return tf.ensure_shape(tf.cast(ids, tf.int32), [self.max_length + 2])
+        ids = tf.pad(ids, [[0, length + 2 - tf.shape(ids)[0]]], constant_values=v.pad)
+        return tf.ensure_shape(tf.cast(ids, tf.int32), [length + 2])
 
 
 def training_sentences(builder, split: str, texts=caption_texts) -> list[str]:

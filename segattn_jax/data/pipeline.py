@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -160,13 +160,16 @@ def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproce
                    global_batch_size: int, seed: int, start_step: int = 0,
                    data_dir: str | None = None, shuffle_buffer: int = 10_000,
                    process_index: int | None = None, process_count: int | None = None,
-                   num_threads: int | None = None, extra: Iterable[str] = ()
+                   num_threads: int | None = None, extra: Iterable[str] = (),
+                   keep: Callable[[dict[str, tf.Tensor]], tf.Tensor] | None = None
                    ) -> Iterator[dict[str, np.ndarray]]:
     """Endless, shuffled, augmented batches of this process's shard: global_batch_size //
     process_count examples each, starting at `start_step` (resume) of the seeded stream.
 
     `extra` adds other datasets' splits ('dataset:split', e.g. the papers' VOC 07+12 training
-    set is voc/2007 trainval plus 'voc/2012:train+validation'); every epoch shuffles them all."""
+    set is voc/2007 trainval plus 'voc/2012:train+validation'); every epoch shuffles them all.
+    `keep(example)` (a raw example -> bool tensor) trains on a subset, e.g. the translation
+    papers' sentence pairs up to 30 words; the kept examples are counted once, at start."""
     process_index, process_count = _process(process_index, process_count)
     local_batch = _local_batch_size(global_batch_size, process_count)
     if start_step < 0:
@@ -181,6 +184,16 @@ def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproce
             raise ValueError(f"Split {source_split!r} of {builder.info.full_name} has too few "
                              f"examples for {process_count} processes.")
         ds = examples(builder, shard)
+        if keep is not None:
+            ds = ds.filter(keep)
+            total, size = size, int(ds.reduce(np.int64(0), lambda count, _: count + 1))
+            logging.info("Training on %d of the %d examples of %s:%s (this process's shard); "
+                         "the task's filter left out the rest.", size, total,
+                         builder.info.full_name, source_split)
+            if size == 0:
+                raise ValueError(f"The task's training filter keeps no example of "
+                                 f"{builder.info.full_name}:{source_split}; relax it (for "
+                                 f"translation, raise --config.task.max_train_length).")
         examples_in_shard = ds if examples_in_shard is None else examples_in_shard.concatenate(ds)
         shard_size += size
     buffer = min(shuffle_buffer, shard_size)

@@ -258,6 +258,40 @@ def dense_captioning(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool
     return out
 
 
+def translation(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
+                source_key: str = "source", target_key: str = "target",
+                source_encoder: CaptionEncoder | None = None,
+                target_encoder: CaptionEncoder | None = None, train_max_length: int = 0,
+                reference_bytes: int = 1024) -> dict[str, tf.Tensor]:
+    """A sentence pair as the translation models read it (`source_key`, `target_key`: the
+    dataset's features, e.g. 'en' and 'fr' for wmt14_translate/fr-en).
+
+    Returns source and target int32 (max_length + 2,) from the encoders (the run's vocabularies;
+    the translation task supplies them): <start> w1 .. wn <end> <pad>..., longer sentences cut;
+    source_words int32 () the source's length in tokens (BLEU by length), source_truncated
+    bool, unknown bool (a word of either side is outside its vocabulary: the paper's "No UNK"
+    rows leave such pairs out), and reference uint8 (reference_bytes,): the target sentence's
+    raw UTF-8, zero-padded, what BLEU scores against. `train_max_length` > 0 pads training
+    pairs to that length instead (the task trains only on pairs that short): shorter scans.
+    """
+    del seed
+    if source_encoder is None or target_encoder is None:
+        raise ValueError("The translation preprocessor needs source_encoder and target_encoder; "
+                         "the translation task makes them from the run's vocabularies.")
+    for key in (source_key, target_key):
+        if key not in example:
+            raise ValueError(f"The dataset has no {key!r} feature (it has {sorted(example)}): set "
+                             "--config.dataset.preprocess.source_key / target_key.")
+    source, target = example[source_key], example[target_key]
+    length = tf.size(source_encoder.words(source), out_type=tf.int32)
+    padded = train_max_length if train and train_max_length else None
+    return {"source": source_encoder.encode(source, padded),
+            "target": target_encoder.encode(target, padded),
+            "source_words": length, "source_truncated": length > source_encoder.max_length,
+            "unknown": source_encoder.has_unknown(source) | target_encoder.has_unknown(target),
+            "reference": tf.io.decode_raw(target, tf.uint8, fixed_length=reference_bytes)}
+
+
 PREPROCESSORS: dict[str, Preprocess] = {
     "segmentation": segmentation,
     "classification": classification,
@@ -265,6 +299,7 @@ PREPROCESSORS: dict[str, Preprocess] = {
     "captioning": captioning,
     "dense_captioning": dense_captioning,
     "binary_image": binary_image,
+    "translation": translation,
 }
 
 

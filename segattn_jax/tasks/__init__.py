@@ -10,6 +10,7 @@ from segattn_jax.tasks.dense_captioning import DenseCaptioningTask
 from segattn_jax.tasks.detection import DetectionTask
 from segattn_jax.tasks.generation import GenerationTask
 from segattn_jax.tasks.segmentation import SegmentationTask
+from segattn_jax.tasks.translation import TranslationTask
 
 TASKS: dict[str, type[Task]] = {
     "segmentation": SegmentationTask,
@@ -18,6 +19,7 @@ TASKS: dict[str, type[Task]] = {
     "captioning": CaptioningTask,
     "dense_captioning": DenseCaptioningTask,
     "generation": GenerationTask,
+    "translation": TranslationTask,
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -50,6 +50,11 @@ class Task(abc.ABC):
         the workdir by training and read back by eval/predict), returned as extra options for
         its preprocessor. Called once by the Experiment; none by default."""
         return {}
+
+    def training_filter(self) -> Callable[[dict[str, Any]], Any] | None:
+        """A predicate on raw dataset examples (TensorFlow) that training keeps, or None to train
+        on every example (the default). Evaluation always sees the whole split."""
+        return None
 
     def inputs(self, batch: Batch) -> Batch:
         """The part of a batch that `predict` reads."""

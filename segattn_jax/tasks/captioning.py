@@ -62,18 +62,19 @@ def attention_in_boxes(alpha: jax.Array, tokens: jax.Array, word_class: jax.Arra
 
 
 def decode_captions(step: Callable, state: dict[str, jax.Array], *,
-                    vocabulary: captions_lib.Vocabulary, beam_size: int, max_length: int
-                    ) -> dict[str, jax.Array]:
-    """Beam search (`beam_size` 1: greedy) of a caption decoder for `max_length` words plus
-    <end>; <pad> and <start> are never generated. `step(state, tokens)` -> (state, outputs with
-    'logits' and 'alpha') is the decoder's step; state leaves 'annotations' and 'keys', the same
-    for every hypothesis of an example, are closed over instead of carried, so beam search does
-    not regroup them at every step. Returns `beam_search`'s best hypothesis per example."""
+                    vocabulary: captions_lib.Vocabulary, beam_size: int, max_length: int,
+                    fixed: tuple[str, ...] = ("annotations", "keys")) -> dict[str, jax.Array]:
+    """Beam search (`beam_size` 1: greedy) of a sentence decoder (a caption, a translation) for
+    `max_length` words plus <end>; <pad> and <start> are never generated. `step(state, tokens)`
+    -> (state, outputs with 'logits' and 'alpha') is the decoder's step; the state leaves named
+    in `fixed`, the same for every hypothesis of an example (the encoder's annotations), are
+    closed over instead of carried, so beam search does not regroup them at every step. Returns
+    `beam_search`'s best hypothesis per example."""
     v = vocabulary
     batch = next(iter(state.values())).shape[0]
     never = jnp.zeros(len(v)).at[jnp.array([v.pad, v.start])].set(-jnp.inf)
     state = repeat_for_beams(state, beam_size)
-    fixed = {k: state.pop(k) for k in ("annotations", "keys") if k in state}
+    fixed = {k: state.pop(k) for k in fixed if k in state}
 
     def beam_step(lstm, tokens):
         new, outputs = step({**fixed, **lstm}, tokens)

@@ -132,7 +132,6 @@ class Experiment:
         self.input_spec = {key: jax.ShapeDtypeStruct((1, *spec[key].shape),
                                                      spec[key].dtype.as_numpy_dtype)
                            for key in self.task.input_keys}
-        self.image_shape = self.input_spec["image"].shape
 
         abstract = jax.eval_shape(self._init_state)
         self.state_sharding = jax.tree.map(lambda _: self.replicated, abstract)
@@ -213,7 +212,7 @@ class Experiment:
         animation frames (None for tasks without one)."""
         predictions = jax.device_get(self.predict_step(variables, mesh_lib.to_global(
             self.task.inputs(batch), self.mesh)))
-        n = min(self.config.train.num_pictures, len(batch["image"]))
+        n = min(self.config.train.num_pictures, len(batch["valid"]))
         batch, predictions = jax.tree.map(lambda x: x[:n], (batch, predictions))
         return self.task.pictures(batch, predictions), self.task.animation(batch, predictions)
 
@@ -386,7 +385,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         train_batches = pipeline.train_iterator(
             config.dataset.name, config.dataset.train_split, preprocess=exp.preprocess,
             global_batch_size=train.batch_size, seed=config.seed, start_step=start_step,
-            data_dir=config.dataset.data_dir, extra=config.dataset.extra_train)
+            data_dir=config.dataset.data_dir, extra=config.dataset.extra_train,
+            keep=exp.task.training_filter())
         pending = _PendingMetrics()
 
         clock = _StepClock(start_step)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adadelta")
 SCHEDULES = ("constant", "cosine", "step", "exponential")
 
 
@@ -50,6 +50,9 @@ def make_optimizer(config: ml_collections.ConfigDict, num_steps: int) -> optax.G
         opt = optax.rmsprop(schedule, decay=config.get("rmsprop_decay", 0.9),
                             eps=config.get("rmsprop_epsilon", 1.0), initial_scale=1.0,
                             eps_in_sqrt=True, momentum=config.get("momentum") or None)
+    elif config.name == "adadelta":  # Bahdanau et al. 2015: rho 0.95, epsilon 1e-6, rate 1
+        opt = optax.adadelta(schedule, rho=config.get("adadelta_rho", 0.95),
+                             eps=config.get("adadelta_epsilon", 1e-6))
     else:
         raise ValueError(f"Unknown optimizer.name {config.name!r}; valid: {OPTIMIZERS}.")
     chain = []
