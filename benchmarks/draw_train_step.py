@@ -12,14 +12,14 @@ Run: `.venv/bin/python benchmarks/draw_train_step.py` (about a minute on 2 CPU c
 """
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import best_seconds, compiled_train_step, import_torch, markdown_table, matmul_gflops
+from report import (compiled_train_step, import_torch, markdown_table, matmul_gflops,
+                    sequence_model_row)
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.optimizers import make_optimizer
@@ -141,18 +141,9 @@ def run(repeats: int = 5) -> list[dict]:
     rows = []
     for row, (read, write) in ROWS.items():
         ours, info = jax_step(row)
-        steps = {"ours": ours}
-        if torch:
-            steps["torch"] = torch_train_step(torch, read, write)
-        seconds = best_seconds(steps, repeats)
-        gflop = step_gflop(read, write)
-        theirs = BATCH / seconds["torch"] if torch else None
-        rows.append({
-            "row": row, "sequences_per_s": BATCH / seconds["ours"], "GFLOP": gflop,
-            "fraction_of_matmul": gflop / seconds["ours"] / peak,
-            "xla_temp_MiB": info["xla_temp_mib"], "torch_sequences_per_s": theirs,
-            "ratio_vs_torch": BATCH / seconds["ours"] / theirs if torch else None,
-            "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+        rows.append(sequence_model_row(
+            row, ours, info, torch_train_step(torch, read, write) if torch else None,
+            batch=BATCH, gflop=step_gflop(read, write), peak_gflops=peak, repeats=repeats))
     return rows
 
 

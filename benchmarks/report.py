@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import resource
 import time
 from collections.abc import Callable
 from typing import Any
@@ -94,3 +95,18 @@ def compiled_train_step(task, tx, state, batch: dict[str, Any]
 
     return one_step, {"gflop": xla_gflop(compiled),
                       "xla_temp_mib": memory.temp_size_in_bytes / 2**20 if memory else None}
+
+
+def sequence_model_row(row: str, ours: Callable[[], None], info: dict, torch_step, *, batch: int,
+                       gflop: float, peak_gflops: float, repeats: int) -> dict:
+    """One row of a recurrent model's table: our step beside PyTorch's (`torch_step` None when
+    torch is missing), timed together: sequences/s, hand-counted GFLOP as a fraction of the
+    matmul peak, XLA's temporary memory, the ratio and the process's peak memory."""
+    steps = {"ours": ours, **({"torch": torch_step} if torch_step else {})}
+    seconds = best_seconds(steps, repeats)
+    theirs = batch / seconds["torch"] if torch_step else None
+    return {"row": row, "sequences_per_s": batch / seconds["ours"], "GFLOP": gflop,
+            "fraction_of_matmul": gflop / seconds["ours"] / peak_gflops,
+            "xla_temp_MiB": info["xla_temp_mib"], "torch_sequences_per_s": theirs,
+            "ratio_vs_torch": batch / seconds["ours"] / theirs if torch_step else None,
+            "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

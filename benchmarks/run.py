@@ -17,6 +17,7 @@ import faster_rcnn_train_step  # noqa: E402
 import fcn_train_step  # noqa: E402
 import inception_step  # noqa: E402
 import loop_overhead  # noqa: E402
+import rnnsearch_train_step  # noqa: E402
 import show_attend_tell_step  # noqa: E402
 
 
@@ -41,6 +42,8 @@ def main() -> None:
     densecap_train_step.main()
     print()
     draw_train_step.main()
+    print()
+    rnnsearch_train_step.main()
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ FAST_OVERRIDES = {
     # The embedded digits' first 360 (tiny_none is 28x28 like the mini rows), 4 glimpses.
     "draw": {**_FAST, "dataset.name": "distorted_digits/tiny_none", "model.steps": 4,
              "model.hidden": 32, "model.latent": 8},
+    # The first 360 embedded digits cluttered in 60x60 (as the mini rows), 3 glimpses.
+    "draw_cluttered": {**_FAST, "dataset.name": "distorted_digits/tiny_cluttered",
+                       "model.steps": 3},
     # The tiny synthetic pair (sentences of 5-20 words), a small RNNsearch, beams of 2.
     "rnnsearch": {**_FAST, "dataset.name": "synthetic_translation/tiny", "task.max_length": 20,
                   "task.beam_size": 2, "model.embed": 16, "model.hidden": 32, "model.maxout": 8,

@@ -8,6 +8,10 @@ Jaderberg et al. 2015 (sec. 4.1, appendix A.1) distort MNIST four ways:
   E   scale in [0.75, 1.0], then 16 thin-plate-spline control points on a regular 4x4 grid
       moved by N(0, 1.5 px) (an elastic warp).                             28x28 output
 and 'none' keeps the digits as they are (one copy each: DRAW's embedded stand-in for MNIST).
+'cluttered100' is the cluttered translated MNIST of Mnih et al. 2014 that DRAW classifies
+(sec. 4.1): the digit at a random place in a 100x100 canvas with 8 random 8x8 pieces of other
+digits of the same split; 'cluttered' is its mini version, 60x60 with 4 pieces (about the same
+clutter per pixel).
 (P and E follow the paper's appendix as recalled; the appendix text was not available to check.
 RTS matches an independent reimplementation: rotate, scale, place at a random spot in 42x42.)
 Positive angles rotate counter-clockwise as displayed (same as scipy.ndimage.rotate).
@@ -27,6 +31,7 @@ each returning (image, parameters).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 
 import numpy as np
@@ -38,8 +43,10 @@ from segattn_jax.ops.tps import tps_apply, tps_fit
 
 MNIST_SIZE = 28
 RTS_CANVAS = 42
-DISTORTIONS = ("none", "r", "rts", "p", "e")
-OUTPUT_SIZE = {"none": MNIST_SIZE, "r": MNIST_SIZE, "rts": RTS_CANVAS, "p": MNIST_SIZE, "e": MNIST_SIZE}
+CLUTTER = {"cluttered": (60, 4), "cluttered100": (100, 8)}  # canvas side, clutter pieces
+DISTORTIONS = ("none", "r", "rts", "p", "e", *CLUTTER)
+OUTPUT_SIZE = {"none": MNIST_SIZE, "r": MNIST_SIZE, "rts": RTS_CANVAS, "p": MNIST_SIZE, "e": MNIST_SIZE,
+               **{name: side for name, (side, _) in CLUTTER.items()}}
 NUM_CLASSES = 10
 
 
@@ -199,7 +206,28 @@ def distort_none(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarra
     return image, {}
 
 
-DISTORT = {"none": distort_none, "r": distort_r, "rts": distort_rts, "p": distort_p, "e": distort_e}
+def distort_cluttered(rng: np.random.Generator, image: np.ndarray, *, canvas: int, pieces: int,
+                      pool: np.ndarray | None = None, piece: int = 8) -> tuple[np.ndarray, dict]:
+    """The digit at a uniformly random place in a canvas x canvas image, over `pieces` random
+    piece x piece patches cut from random digits of `pool` (N, 28, 28) (the split's digits; the
+    digit itself when None) at random places; overlaps keep the brighter pixel."""
+    pool = image[None] if pool is None else pool
+    out = np.zeros((canvas, canvas), np.float32)
+    for _ in range(pieces):
+        source = pool[rng.integers(len(pool))]
+        r, c = rng.integers(0, MNIST_SIZE - piece + 1, size=2)
+        y, x = rng.integers(0, canvas - piece + 1, size=2)
+        out[y:y + piece, x:x + piece] = np.maximum(out[y:y + piece, x:x + piece],
+                                                   source[r:r + piece, c:c + piece])
+    top, left = rng.integers(0, canvas - MNIST_SIZE + 1, size=2)
+    out[top:top + MNIST_SIZE, left:left + MNIST_SIZE] = np.maximum(
+        out[top:top + MNIST_SIZE, left:left + MNIST_SIZE], image)
+    return out, {"top_left": (int(top), int(left))}
+
+
+DISTORT = {"none": distort_none, "r": distort_r, "rts": distort_rts, "p": distort_p, "e": distort_e,
+           **{name: functools.partial(distort_cluttered, canvas=side, pieces=pieces)
+              for name, (side, pieces) in CLUTTER.items()}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,6 +324,8 @@ class DistortedDigits(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split, images, labels, ids, copies):
         cfg = self.builder_config
         distort = DISTORT[cfg.distortion]
+        if cfg.distortion in CLUTTER:  # clutter is cut from the split's other digits
+            distort = functools.partial(distort, pool=images[ids])
         salt = [zlib.crc32(cfg.source.encode()), zlib.crc32(cfg.distortion.encode()),
                 zlib.crc32(split.encode())]
         for i in ids:

@@ -28,6 +28,7 @@ import dataclasses
 import re
 import zlib
 
+import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -81,8 +82,6 @@ def vocabularies_for_run(workdir, sources, *, source_key: str, target_key: str, 
                      len({w for s in sentences for w in tokenize(s)}), len(sentences),
                      int((lengths > max_length).sum()), 100 * float((lengths > max_length).mean()),
                      max_length)
-        import jax
-
         if jax.process_index() == 0:
             vocabulary.save(directory, filename)
         vocabularies.append(vocabulary)

@@ -19,6 +19,7 @@ MODELS = {
     "show_attend_tell": "segattn_jax.models.show_attend_tell:ShowAttendTell",
     "densecap": "segattn_jax.models.densecap:DenseCap",
     "draw": "segattn_jax.models.draw:DRAW",
+    "draw_classifier": "segattn_jax.models.draw:DrawClassifier",
     "rnnsearch": "segattn_jax.models.rnnsearch:RNNSearch",
 }
 

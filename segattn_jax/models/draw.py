@@ -131,3 +131,56 @@ class DRAW(nn.Module):
         """`num` images of `shape` (H, W, C) drawn from the prior: canvas logits per step
         (T, num, H, W, C) and the write windows where used (apply with method=DRAW.generate)."""
         return self(jnp.zeros((num, *shape), jnp.float32), generate=True)
+
+
+class GlimpseStep(nn.Module):
+    """One glimpse of the classifier: read an N x N glimpse where h_{t-1} points, update the LSTM."""
+
+    hidden: int
+    read_size: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, carry, images: jax.Array):
+        batch, height, width, _ = images.shape
+        window, fx, fy = GaussianWindow(self.read_size, dtype=self.dtype, name="read_window")(
+            carry[1], height, width)
+        glimpse = read_glimpse(images, fx, fy, window.gamma)
+        carry, _ = nn.OptimizedLSTMCell(self.hidden, dtype=self.dtype, name="lstm")(
+            carry, glimpse.reshape(batch, -1).astype(self.dtype))
+        return carry, (glimpse, _window_array(window))
+
+
+class DrawClassifier(nn.Module):
+    """DRAW's read attention as a classifier (the paper's cluttered-MNIST experiment): an LSTM
+    takes `steps` N x N glimpses, each placed by its previous state through the same Gaussian
+    filterbank as DRAW's read, and classifies from its last state. The glimpses are sown as
+    'transformed' (side by side), which the classification task's pictures show.
+
+    Attributes: num_classes; steps (glimpses, paper 8); hidden (LSTM units, paper 256);
+    read_size (N; the paper does not give it for this experiment: 12 is our choice for 100x100);
+    dtype.
+    """
+
+    num_classes: int = 10
+    steps: int = 8
+    hidden: int = 256
+    read_size: int = 12
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+        """images (B, H, W, C) in [0, 1] -> logits (B, num_classes) float32; `train` changes
+        nothing (no dropout or batch norm)."""
+        del train
+        images = images.astype(jnp.float32)
+        zeros = jnp.zeros((images.shape[0], self.hidden), self.dtype)
+        step = nn.scan(GlimpseStep, variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=nn.broadcast, out_axes=0, length=self.steps)(
+            self.hidden, self.read_size, dtype=self.dtype, name="step")
+        (_, hidden), (glimpses, windows) = step((zeros, zeros), images)
+        # (T, B, N, N, C) -> (B, N, T*N, C): the glimpses in order, left to right.
+        self.sow("intermediates", "transformed", jnp.concatenate(list(glimpses), axis=2))
+        self.sow("intermediates", "read_windows", jnp.swapaxes(windows, 0, 1))
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(hidden).astype(
+            jnp.float32)

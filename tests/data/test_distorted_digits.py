@@ -164,3 +164,29 @@ def test_missing_mnist_error_says_how_to_get_it(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="download_and_prepare") as error:
         dd.load_mnist("train", str(tmp_path))
     assert "mnist" in str(error.value) and "'r', 'rts', 'p', 'e'" in str(error.value)
+
+
+def test_cluttered_digits_sit_whole_among_pieces_of_other_digits(digits):
+    """The digit is pasted whole at its drawn place (clutter only brightens pixels); without
+    clutter nothing else is drawn; with it, ink appears outside the digit's square, cut from
+    the pool's digits."""
+    image, pool = digits[0][3], digits[0][10:20]
+    out, params = dd.distort_cluttered(np.random.default_rng(0), image, canvas=60, pieces=0)
+    top, left = params["top_left"]
+    assert out.shape == (60, 60)
+    np.testing.assert_array_equal(out[top:top + 28, left:left + 28], image)
+    assert out.sum() == pytest.approx(image.sum())
+    placements, clutter = [], 0.0
+    for seed in range(50):
+        out, params = dd.DISTORT["cluttered"](np.random.default_rng(seed), image, pool=pool)
+        top, left = params["top_left"]
+        assert (out[top:top + 28, left:left + 28] >= image).all()
+        outside = out.copy()
+        outside[top:top + 28, left:left + 28] = 0
+        assert outside.max() <= pool.max()
+        clutter = max(clutter, float(outside.max()))
+        placements.append((top, left))
+    assert clutter > 0.5  # pieces of other digits lie outside the digit's square
+    assert len(set(placements)) > 40  # the digit moves around the canvas
+    big, _ = dd.DISTORT["cluttered100"](np.random.default_rng(0), image, pool=pool)
+    assert big.shape == (100, 100)

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from segattn_jax.data import pipeline
-from segattn_jax.models.draw import DRAW
+from segattn_jax.models.draw import DRAW, DrawClassifier
 from segattn_jax.tasks.generation import bound_terms
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
@@ -144,3 +144,57 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_binarized_mnist(row, tmp_p
     assert result["nll_bound"] > 0 and result["kl"] >= 0
     model = experiment.task.model
     assert (model.steps, model.hidden, model.latent) == (64, 256, 100)
+
+
+def test_classifier_glimpses_where_its_state_points_and_learns_the_window():
+    """The classifier's gradient reaches its read window's layer (attention is trained by
+    backpropagation through the filterbank), and its glimpses are sown for the pictures."""
+    model = DrawClassifier(steps=3, hidden=16, read_size=4)
+    images = jax.random.uniform(jax.random.key(0), (2, 20, 20, 1))
+    labels = jnp.array([1, 7])
+    variables = model.init(jax.random.key(1), images)
+
+    def loss(params):
+        logits = model.apply({"params": params}, images)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    grads = jax.grad(loss)(variables["params"])
+    window = grads["step"]["read_window"]["params"]
+    assert float(jnp.abs(window["kernel"]).max()) > 0 and float(jnp.abs(window["bias"]).max()) > 0
+    _, state = model.apply(variables, images, mutable=["intermediates"])
+    assert state["intermediates"]["transformed"][0].shape == (2, 4, 12, 1)  # 3 glimpses of 4x4
+    assert state["intermediates"]["read_windows"][0].shape == (2, 3, 5)
+
+
+@pytest.mark.parametrize("row", ["DRAW", "CNN"])
+def test_cluttered_classification_rows_through_the_cli(row, tfds_dir, tmp_path):
+    overrides = cli_overrides("draw_cluttered", tfds_dir, **{"train.num_steps": 2})
+    if row == "CNN":
+        overrides = [o for o in overrides if not o.startswith("--config.model.steps")]
+    workdir = tmp_path / "run"
+    result = cli.run(["train", "--config", f"experiments/draw_cluttered.py:{row},mini",
+                      "--workdir", str(workdir), *overrides])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "error_percent" in result.stdout
+    assert (workdir / "pictures" / "step_000002.png").is_file()
+
+
+def test_cluttered_paper_scale_row_steps_on_mock_100x100_digits(tmp_path, monkeypatch):
+    config = load_experiment(ROOT / "experiments" / "draw_cluttered.py").get_config("DRAW")
+    config.update_from_flattened_dict({"train.batch_size": 2, "eval.batch_size": 2,
+                                       "mesh.data": 1})
+    monkeypatch.setattr(pipeline, "num_examples", lambda builder, split: 2)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    with tfds.testing.mock_data(num_examples=2):
+        experiment = loop.Experiment(config, tmp_path)
+        state = experiment.new_state()
+        batch = next(pipeline.train_iterator(
+            config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
+            global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
+        assert batch["image"].shape == (2, 100, 100, 1)
+        state, metrics = experiment.train_step(state, batch)
+        assert np.isfinite(float(metrics["loss"]))
+        result = experiment.evaluate(state.variables)
+    assert 0.0 <= result["error_percent"] <= 100.0
+    model = experiment.task.model
+    assert (model.steps, model.hidden, model.read_size) == (8, 256, 12)
