@@ -93,15 +93,18 @@ def test_rnnencdec_reads_the_source_only_through_one_vector():
     np.testing.assert_array_equal(model.apply(variables, _SOURCE, _TARGET)["alpha"], 1.0)
 
 
-def test_rnnsearch_learns_to_reverse_sequences():
-    """Reversing 8 random symbols needs alignment: 300 Adam steps take the next-word accuracy
-    far above chance (1/8; 0.80 measured)."""
+@pytest.mark.parametrize("attention, length, steps, floor", [(True, 8, 300, 0.5),
+                                                             (False, 5, 600, 0.4)])
+def test_both_models_learn_to_reverse_sequences(attention, length, steps, floor):
+    """Reversing random symbols needs the whole source: Adam takes the next-word accuracy far
+    above chance (1/8). Measured: RNNsearch 0.80 on 8 symbols after 300 steps, RNNencdec 0.58
+    on 5 symbols after 600 (it learns, more slowly: the paper's point in small)."""
     model = RNNSearch(source_vocab_size=12, target_vocab_size=12, embed=16, hidden=32, maxout=16,
-                      alignment=32)
+                      alignment=32, attention=attention)
     rng = np.random.default_rng(0)
 
     def batch():
-        words = rng.integers(4, 12, size=(32, 8))
+        words = rng.integers(4, 12, size=(32, length))
         source = np.concatenate([np.full((32, 1), 2), words, np.full((32, 1), 3)], 1)
         target = np.concatenate([np.full((32, 1), 2), words[:, ::-1], np.full((32, 1), 3)], 1)
         return jnp.asarray(source), jnp.asarray(target)
@@ -120,12 +123,12 @@ def test_rnnsearch_learns_to_reverse_sequences():
         updates, opt_state = tx.update(grads, opt_state)
         return optax.apply_updates(params, updates), opt_state, value
 
-    for _ in range(300):
+    for _ in range(steps):
         params, opt_state, value = step(params, opt_state, *batch())
     source, target = batch()
     logits = model.apply({"params": params}, source, target[:, :-1])["logits"]
     accuracy = float((jnp.argmax(logits, -1) == target[:, 1:]).mean())
-    assert accuracy > 0.5, (accuracy, float(value))
+    assert accuracy > floor, (accuracy, float(value))
 
 
 def test_mini_row_through_the_cli_with_alignment_pictures(tfds_dir, tmp_path):
