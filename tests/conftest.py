@@ -67,6 +67,29 @@ def without_timing(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not k.endswith("seconds_per_image")}
 
 
+def step_on_mock_data(config, workdir, monkeypatch, *, training: bool = False):
+    """One train step and an evaluation of `config` offline, on TFDS's mocked data (2 examples):
+    what the paper-scale rows' tests check. Returns (the training batch, the step's metrics, the
+    eval metrics, the Experiment)."""
+    import tensorflow_datasets as tfds
+
+    from segattn_jax.data import pipeline
+    from segattn_jax.train import loop
+
+    config.update_from_flattened_dict({"train.batch_size": 2, "eval.batch_size": 2,
+                                       "mesh.data": 1})
+    monkeypatch.setattr(pipeline, "num_examples", lambda builder, split: 2)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    with tfds.testing.mock_data(num_examples=2):
+        experiment = loop.Experiment(config, workdir, training=training)
+        state = experiment.new_state()
+        batch = next(pipeline.train_iterator(
+            config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
+            global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
+        state, metrics = experiment.train_step(state, batch)
+        return batch, metrics, experiment.evaluate(state.variables), experiment
+
+
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory) -> str:
     """One TFDS data_dir per test worker; embedded datasets are generated into it on first use."""

@@ -6,16 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 
-from segattn_jax.data import pipeline
 from segattn_jax.models.draw import DRAW, DrawClassifier
 from segattn_jax.tasks.generation import bound_terms
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from tests import cli
-from tests.conftest import ROOT, cli_overrides, experiment_config
+from tests.conftest import (ROOT, cli_overrides, experiment_config,
+                            step_on_mock_data)
 
 _SMALL = dict(steps=3, hidden=16, latent=4)
 
@@ -126,21 +125,10 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_binarized_mnist(row, tmp_p
     """The paper-scale rows (binarized_mnist's stored 0/1 pixels, 64 glimpses, 256-unit LSTMs,
     100 latent units) take a step and evaluate offline on mocked data."""
     config = load_experiment(ROOT / "experiments" / "draw.py").get_config(row)
-    config.update_from_flattened_dict({"train.batch_size": 2, "eval.batch_size": 2,
-                                       "mesh.data": 1})
-    monkeypatch.setattr(pipeline, "num_examples", lambda builder, split: 2)
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
-    with tfds.testing.mock_data(num_examples=2):
-        experiment = loop.Experiment(config, tmp_path)
-        state = experiment.new_state()
-        batch = next(pipeline.train_iterator(
-            config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
-            global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
-        assert batch["image"].shape == (2, 28, 28, 1)
-        assert set(np.unique(batch["image"])) <= {0.0, 1.0}
-        state, metrics = experiment.train_step(state, batch)
-        assert np.isfinite(float(metrics["loss"]))
-        result = experiment.evaluate(state.variables)
+    batch, metrics, result, experiment = step_on_mock_data(config, tmp_path, monkeypatch)
+    assert batch["image"].shape == (2, 28, 28, 1)
+    assert set(np.unique(batch["image"])) <= {0.0, 1.0}
+    assert np.isfinite(float(metrics["loss"]))
     assert result["nll_bound"] > 0 and result["kl"] >= 0
     model = experiment.task.model
     assert (model.steps, model.hidden, model.latent) == (64, 256, 100)
@@ -179,20 +167,9 @@ def test_cluttered_classification_row_through_the_cli(tfds_dir, tmp_path):
 
 def test_cluttered_paper_scale_row_steps_on_mock_100x100_digits(tmp_path, monkeypatch):
     config = load_experiment(ROOT / "experiments" / "draw_cluttered.py").get_config("DRAW")
-    config.update_from_flattened_dict({"train.batch_size": 2, "eval.batch_size": 2,
-                                       "mesh.data": 1})
-    monkeypatch.setattr(pipeline, "num_examples", lambda builder, split: 2)
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
-    with tfds.testing.mock_data(num_examples=2):
-        experiment = loop.Experiment(config, tmp_path)
-        state = experiment.new_state()
-        batch = next(pipeline.train_iterator(
-            config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
-            global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
-        assert batch["image"].shape == (2, 100, 100, 1)
-        state, metrics = experiment.train_step(state, batch)
-        assert np.isfinite(float(metrics["loss"]))
-        result = experiment.evaluate(state.variables)
+    batch, metrics, result, experiment = step_on_mock_data(config, tmp_path, monkeypatch)
+    assert batch["image"].shape == (2, 100, 100, 1)
+    assert np.isfinite(float(metrics["loss"]))
     assert 0.0 <= result["error_percent"] <= 100.0
     model = experiment.task.model
     assert (model.steps, model.hidden, model.read_size) == (8, 256, 12)

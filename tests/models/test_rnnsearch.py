@@ -6,15 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import tensorflow_datasets as tfds
 
-from segattn_jax.data import pipeline
 from segattn_jax.layers.recurrent import gru_update
 from segattn_jax.models.rnnsearch import RNNSearch
-from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from tests import cli
-from tests.conftest import ROOT, cli_overrides
+from tests.conftest import ROOT, cli_overrides, step_on_mock_data
 
 _SMALL = dict(source_vocab_size=20, target_vocab_size=24, embed=8, hidden=16, maxout=6,
               alignment=12)
@@ -148,21 +145,12 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_wmt14(row, tmp_path, monke
     """The paper-scale rows (WMT'14 en->fr features, 30k shortlists, 1000-unit GRUs, Adadelta)
     build their vocabularies, take a step and evaluate offline on mocked data."""
     config = load_experiment(ROOT / "experiments" / "rnnsearch.py").get_config(row)
-    config.update_from_flattened_dict({"train.batch_size": 2, "eval.batch_size": 2,
-                                       "mesh.data": 1, "task.max_length": 12,
-                                       "task.beam_size": 2, "task.max_train_length": 0})
-    monkeypatch.setattr(pipeline, "num_examples", lambda builder, split: 2)
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
-    with tfds.testing.mock_data(num_examples=2):
-        experiment = loop.Experiment(config, tmp_path, training=True)
-        state = experiment.new_state()
-        batch = next(pipeline.train_iterator(
-            config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
-            global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
-        assert batch["source"].shape == (2, 14) and batch["target"].shape == (2, 14)
-        state, metrics = experiment.train_step(state, batch)
-        assert np.isfinite(float(metrics["loss"]))
-        result = experiment.evaluate(state.variables)
+    config.update_from_flattened_dict({"task.max_length": 12, "task.beam_size": 2,
+                                       "task.max_train_length": 0})
+    batch, metrics, result, experiment = step_on_mock_data(config, tmp_path, monkeypatch,
+                                                           training=True)
+    assert batch["source"].shape == (2, 14) and batch["target"].shape == (2, 14)
+    assert np.isfinite(float(metrics["loss"]))
     assert 0.0 <= result["bleu"] <= 100.0
     model = experiment.task.model
     assert (model.embed, model.hidden, model.maxout, model.alignment) == (620, 1000, 500, 1000)
