@@ -85,7 +85,8 @@ def step_on_mock_data(config, workdir, monkeypatch, *, training: bool = False):
         state = experiment.new_state()
         batch = next(pipeline.train_iterator(
             config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
-            global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
+            global_batch_size=2, seed=0, data_dir=config.dataset.data_dir,
+            extra=config.dataset.extra_train))
         state, metrics = experiment.train_step(state, batch)
         return batch, metrics, experiment.evaluate(state.variables), experiment
 

@@ -4,17 +4,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from segattn_jax import predict
-from segattn_jax.data import pipeline
 from segattn_jax.models.show_attend_tell import ShowAttendTell
 from segattn_jax.tasks.captioning import attention_in_boxes, box_coverage
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from tests import cli
-from tests.conftest import ROOT, cli_overrides, experiment_config
+from tests.conftest import ROOT, cli_overrides, experiment_config, step_on_mock_data
 
 
 
@@ -129,20 +127,10 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_data(cell, tmp_path, monke
     Karpathy's train + restval) run a step and an evaluation offline on mocked coco_captions /
     flickr/8k; only the vocabulary threshold is lowered for mock data's random words."""
     config = load_experiment(ROOT / "experiments" / "show_attend_tell.py").get_config(cell)
-    config.update_from_flattened_dict({"task.min_word_count": 1, "task.java_metrics": False,
-                                       "train.batch_size": 2, "eval.batch_size": 2,
-                                       "mesh.data": 1})
-    monkeypatch.setattr(pipeline, "num_examples", lambda builder, split: 2)
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
-    with tfds.testing.mock_data(num_examples=2):
-        experiment = loop.Experiment(config, tmp_path, training=True)
-        state = experiment.new_state()
-        batch = next(pipeline.train_iterator(
-            config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
-            global_batch_size=2, seed=0, extra=config.dataset.extra_train))
-        assert batch["image"].shape == (2, 224, 224, 3)
-        state, metrics = experiment.train_step(state, batch)
-        result = experiment.evaluate(state.variables)
+    config.update_from_flattened_dict({"task.min_word_count": 1, "task.java_metrics": False})
+    batch, metrics, result, experiment = step_on_mock_data(config, tmp_path, monkeypatch,
+                                                           training=True)
+    assert batch["image"].shape == (2, 224, 224, 3)
     assert np.isfinite(float(metrics["loss"]))
     assert experiment.task.model.lstm_dim == 1800
     assert 0.0 <= result["BLEU-1"] <= 100.0
