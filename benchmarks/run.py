@@ -15,6 +15,7 @@ import detection_ops  # noqa: E402
 import draw_train_step  # noqa: E402
 import faster_rcnn_train_step  # noqa: E402
 import fcn_train_step  # noqa: E402
+import handwriting_train_step  # noqa: E402
 import inception_step  # noqa: E402
 import loop_overhead  # noqa: E402
 import rnnsearch_train_step  # noqa: E402
@@ -44,6 +45,8 @@ def main() -> None:
     draw_train_step.main()
     print()
     rnnsearch_train_step.main()
+    print()
+    handwriting_train_step.main()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ r"""Command line: train | eval | predict | table.
   python -m segattn_jax.main eval    --config experiments/fcn.py:FCN-8s,mini --workdir runs/fcn8s
   python -m segattn_jax.main predict --config experiments/fcn.py:FCN-8s,mini --workdir runs/fcn8s \
       --images a.png --images b.jpg   # writes overlays to WORKDIR/predictions/
+  python -m segattn_jax.main predict --config experiments/handwriting.py:Synthesis,mini \
+      --workdir runs/handwriting --text "hello world"   # writes the text by hand
   python -m segattn_jax.main table   --config experiments/fcn.py:mini --workdir runs/fcn_table
 
 Any config field can be overridden: --config.train.num_steps=100 --config.optimizer.learning_rate=3e-4.
@@ -28,6 +30,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "(for `table`: experiments/fcn.py:mini).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and pictures go.")
 _IMAGES = flags.DEFINE_multi_string("images", [], "`predict`: image files (PNG/JPEG/...).")
+_TEXT = flags.DEFINE_multi_string("text", [], "`predict` with a handwriting synthesis network: "
+                                  "text to write.")
 _COLLECT_ONLY = flags.DEFINE_bool("collect_only", False,
                                   "`table`: only collect finished runs, train nothing.")
 
@@ -51,11 +55,14 @@ def _eval(config, workdir: epath.Path) -> None:
     print(json.dumps(loop.evaluate(config, workdir), indent=2))
 
 
-def _predict(config, workdir: epath.Path, images: list[str]) -> None:
+def _predict(config, workdir: epath.Path, images: list[str], texts: list[str]) -> None:
     from segattn_jax import predict
-    if not images:
-        raise ValueError("predict needs image files: --images a.png --images b.jpg")
-    for path in predict.predict_files(config, workdir, images):
+    if bool(images) == bool(texts):
+        raise ValueError("predict needs image files (--images a.png --images b.jpg) or, for "
+                         "handwriting synthesis, text to write (--text 'hello'): one of the two.")
+    paths = (predict.write_texts(config, workdir, texts) if texts
+             else predict.predict_files(config, workdir, images))
+    for path in paths:
         print(f"wrote {path}")
 
 
@@ -86,7 +93,7 @@ def main(argv: list[str]) -> None:
     elif command == "eval":
         _eval(config, workdir)
     else:
-        _predict(config, workdir, _IMAGES.value)
+        _predict(config, workdir, _IMAGES.value, _TEXT.value)
 
 
 def _explain_bad_config(argv: list[str]) -> str | None:

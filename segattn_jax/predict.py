@@ -1,4 +1,5 @@
-"""`predict`: run a trained experiment on image files and write overlay PNGs."""
+"""`predict`: run a trained experiment on image files and write overlay PNGs, or (handwriting
+synthesis) write given text."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -82,3 +83,27 @@ def predict_files(config: ml_collections.ConfigDict, workdir: str | epath.Path,
         pics.save_png(target, exp.task.overlay(image, predictions))
         written.append(target)
     return written
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isascii() and c.isalnum() else "_" for c in text)[:40].strip("_") or "text"
+
+
+def write_texts(config: ml_collections.ConfigDict, workdir: str | epath.Path,
+                texts: list[str]) -> list[epath.Path]:
+    """Writes WORKDIR/predictions/text_<i>_<words>.png: each text as the trained synthesis
+    network writes it, above its window; returns the written paths."""
+    from segattn_jax.train.loop import Experiment  # heavy import, only when used
+
+    exp = Experiment(config, workdir)
+    if not hasattr(exp.task, "write"):
+        raise ValueError(f"--text is for networks that write text (handwriting synthesis); the "
+                         f"{config.task.name!r} task reads images: use --images.")
+    written = exp.task.write(exp.restore_variables(), texts, seed=config.seed)
+    out_dir = epath.Path(workdir) / "predictions"
+    paths = []
+    for i, text in enumerate(texts):
+        target = out_dir / f"text_{i}_{_slug(text)}.png"
+        pics.save_png(target, exp.task.written_picture(written, i))
+        paths.append(target)
+    return paths

@@ -6,8 +6,13 @@ import sys
 from tests.conftest import ROOT
 
 
+# The test run's on-disk XLA cache (conftest.py) is kept: a CLI test's train, eval and predict
+# subprocesses compile the same programs. Other JAX_ settings of the caller's shell are dropped.
+_KEPT = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+
+
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or k in _KEPT}
     env.update(XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2", **extra)
     return env
 

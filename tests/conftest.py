@@ -58,6 +58,10 @@ FAST_OVERRIDES = {
     "rnnsearch": {**_FAST, "dataset.name": "synthetic_translation/tiny", "task.max_length": 20,
                   "task.beam_size": 2, "model.embed": 16, "model.hidden": 32, "model.maxout": 8,
                   "model.alignment": 16},
+    # synthetic_handwriting/tiny (lines of at most 10 characters) cut to 120 points, LSTMs of 16.
+    "handwriting": {**_FAST, "dataset.name": "synthetic_handwriting/tiny",
+                    "dataset.preprocess.max_points": 120, "dataset.preprocess.max_chars": 10,
+                    "task.sample_points": 120, "model.hidden": 16},
 }
 
 

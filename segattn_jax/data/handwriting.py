@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import zlib
 
+import jax
 import numpy as np
 import scipy.ndimage
+import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
 
 ALPHABET = (" abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
             ".,'\"!?;:-()")
@@ -41,6 +46,86 @@ def encode_text(text: str) -> np.ndarray:
     return np.array([index.get(c, 0) for c in text], np.int32)
 
 
+def tf_encode_text(text: tf.Tensor) -> tf.Tensor:
+    """`encode_text` in TensorFlow, for the input pipeline: a string scalar -> int32 ids."""
+    table = np.zeros(128, np.int32)
+    for i, c in enumerate(SYMBOLS[1:], start=1):
+        table[ord(c)] = i
+    codes = tf.strings.unicode_decode(text, "UTF-8", errors="replace")
+    ascii_ids = tf.gather(tf.constant(table), tf.clip_by_value(codes, 0, 127))
+    return tf.where((codes >= 0) & (codes < 128), ascii_ids, 0)
+
+
+def line_features() -> dict:
+    """The TFDS features of a handwritten line, shared by every handwriting builder."""
+    return {"strokes": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),
+            "text": tfds.features.Text(), "writer": np.int64}
+
+
+STATISTICS_FILE = "stroke_statistics.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class StrokeStatistics:
+    """The training set's offset mean and standard deviation (the networks read offsets
+    normalized to mean 0, std 1, as the paper's), and how many training lines are longer than
+    the run's max_points (they are truncated)."""
+    mean: tuple[float, float]
+    std: tuple[float, float]
+    lines: int
+    truncated: int
+
+    def save(self, directory: epath.Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / STATISTICS_FILE).write_text(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def load(cls, directory: epath.Path) -> StrokeStatistics:
+        path = directory / STATISTICS_FILE
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist: it holds the training set's offset statistics that the "
+                "networks' inputs are normalized with, and training writes it. Evaluate the "
+                "workdir of a training run (or train first).")
+        fields = json.loads(path.read_text())
+        return cls(**{**fields, "mean": tuple(fields["mean"]), "std": tuple(fields["std"])})
+
+    @classmethod
+    def measure(cls, sources, max_points: int) -> StrokeStatistics:
+        """One pass over every (builder, split) in `sources` (strokes only)."""
+        total, squares, points, lines, truncated = np.zeros(2), np.zeros(2), 0, 0, 0
+        for builder, split in sources:
+            dataset = builder.as_dataset(split=split, decoders={"text": tfds.decode.SkipDecoding()})
+            for strokes in dataset.map(lambda e: e["strokes"]).as_numpy_iterator():
+                offsets = strokes[:, :2].astype(np.float64)
+                total += offsets.sum(0)
+                squares += (offsets ** 2).sum(0)
+                points += len(offsets)
+                lines += 1
+                truncated += int(len(offsets) > max_points)
+        if not points:
+            raise ValueError(f"The training data {sources} hold no pen points.")
+        mean = total / points
+        std = np.sqrt(np.maximum(squares / points - mean ** 2, 1e-12))
+        return cls(tuple(map(float, mean)), tuple(map(float, std)), lines, truncated)
+
+
+def statistics_for_run(workdir, sources, max_points: int, create: bool) -> StrokeStatistics:
+    """The workdir's offset statistics; training measures and saves them first when missing.
+    Logs how many training lines are truncated to `max_points`."""
+    directory = epath.Path(workdir)
+    if create and not (directory / STATISTICS_FILE).exists():
+        statistics = StrokeStatistics.measure(sources, max_points)
+        if jax.process_index() == 0:
+            statistics.save(directory)
+    statistics = StrokeStatistics.load(directory)
+    if create:
+        logging.info("Handwriting: %d of %d training lines are longer than max_points=%d and are "
+                     "truncated; offsets normalized with mean %s, std %s.", statistics.truncated,
+                     statistics.lines, max_points, statistics.mean, statistics.std)
+    return statistics
+
+
 @dataclasses.dataclass(frozen=True)
 class Writer:
     """How one simulated writer writes: font, letter height (units), slant (x shift per unit of
@@ -52,9 +137,10 @@ class Writer:
     wobble: float
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> Writer:
+    def random(cls, rng: np.random.Generator, speed_scale: float = 1.0) -> Writer:
         return cls(font=FONTS[rng.integers(len(FONTS))], size=float(rng.uniform(8, 12)),
-                   slant=float(rng.uniform(-0.1, 0.45)), speed=float(rng.uniform(0.7, 1.3)),
+                   slant=float(rng.uniform(-0.1, 0.45)),
+                   speed=float(rng.uniform(0.7, 1.3)) * speed_scale,
                    wobble=float(rng.uniform(0.1, 0.35)))
 
 
@@ -121,6 +207,7 @@ class SyntheticHandwritingConfig(tfds.core.BuilderConfig):
     train_writers: int = 40
     test_writers: int = 10
     max_chars: int = 24
+    speed_scale: float = 1.0  # multiplies every writer's pen speed: 2 = half the points
     seed: int = 0
 
 
@@ -131,6 +218,9 @@ class SyntheticHandwriting(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
         SyntheticHandwritingConfig(name="default", description="6000/600 lines, 40/10 writers."),
+        SyntheticHandwritingConfig(name="short", max_chars=16, speed_scale=2.0,
+                                   description="Lines of at most 16 characters written twice as "
+                                   "fast (about 8 points per character): the mini experiments."),
         SyntheticHandwritingConfig(name="tiny", num_train=40, num_test=10, train_writers=4,
                                    test_writers=2, max_chars=10, description="For fast tests."),
     ]
@@ -138,17 +228,13 @@ class SyntheticHandwriting(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "strokes": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),
-                "text": tfds.features.Text(),
-                "writer": np.int64,
-            }),
+            features=tfds.features.FeaturesDict(line_features()),
             homepage="https://arxiv.org/abs/1308.0850")
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
         cfg = self.builder_config
-        writers = [Writer.random(np.random.default_rng([cfg.seed, i]))
+        writers = [Writer.random(np.random.default_rng([cfg.seed, i]), cfg.speed_scale)
                    for i in range(cfg.train_writers + cfg.test_writers)]
         return {"train": self._generate_examples("train", cfg.num_train,
                                                  writers[:cfg.train_writers], 0),

@@ -292,6 +292,42 @@ def translation(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
             "reference": tf.io.decode_raw(target, tf.uint8, fixed_length=reference_bytes)}
 
 
+def handwriting(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
+                max_points: int = 0, max_chars: int = 0,
+                offset_mean: Sequence[float] = (0.0, 0.0),
+                offset_std: Sequence[float] = (1.0, 1.0)) -> dict[str, tf.Tensor]:
+    """An online-handwriting line (data/handwriting.py's format) as Graves' networks read it.
+
+    Returns strokes float32 (max_points, 3): (dx, dy) normalized with the training set's
+    `offset_mean` / `offset_std` (the handwriting task supplies them), the end-of-stroke bit,
+    zero rows after the line; points int32 () the real rows; truncated bool (the line had more
+    than max_points and was cut); text int32 (max_chars,) character ids (data/handwriting.py
+    SYMBOLS; characters outside the alphabet are UNKNOWN, 0), text_length int32 () and
+    text_truncated bool.
+    """
+    del seed, train
+    if max_points < 1 or max_chars < 1:
+        raise ValueError("The handwriting preprocessor needs max_points and max_chars >= 1 "
+                         "(--config.dataset.preprocess.max_points / max_chars).")
+    from segattn_jax.data.handwriting import tf_encode_text
+
+    strokes = tf.cast(example["strokes"], tf.float32)
+    points = tf.shape(strokes)[0]
+    strokes = strokes[:max_points]
+    offsets = (strokes[:, :2] - tf.constant(offset_mean, tf.float32)) / tf.constant(
+        offset_std, tf.float32)
+    strokes = tf.concat([offsets, strokes[:, 2:3]], axis=1)
+    kept = tf.shape(strokes)[0]
+    text = tf_encode_text(example["text"])
+    characters = tf.size(text)
+    text = text[:max_chars]
+    return {"strokes": tf.ensure_shape(tf.pad(strokes, [[0, max_points - kept], [0, 0]]),
+                                       [max_points, 3]),
+            "points": kept, "truncated": points > max_points,
+            "text": tf.ensure_shape(tf.pad(text, [[0, max_chars - tf.size(text)]]), [max_chars]),
+            "text_length": tf.size(text), "text_truncated": characters > max_chars}
+
+
 PREPROCESSORS: dict[str, Preprocess] = {
     "segmentation": segmentation,
     "classification": classification,
@@ -300,6 +336,7 @@ PREPROCESSORS: dict[str, Preprocess] = {
     "dense_captioning": dense_captioning,
     "binary_image": binary_image,
     "translation": translation,
+    "handwriting": handwriting,
 }
 
 

@@ -1,5 +1,7 @@
-"""Gated recurrent units (Cho et al. 2014) in the form Bahdanau et al. 2015 write them
-(Appendix A.1.1):
+"""Recurrent cells: the GRU of RNNsearch and the peephole LSTM of Graves' handwriting networks.
+
+Gated recurrent units (Cho et al. 2014) in the form Bahdanau et al. 2015 write them (Appendix
+A.1.1):
 
   z = sigmoid(W_z x + U_z h),  r = sigmoid(W_r x + U_r h)
   h~ = tanh(W x + U (r * h))
@@ -10,6 +12,7 @@ scan; only the recurrent ones run step by step under `jax.lax.scan` (compiled on
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -78,3 +81,56 @@ class GRU(nn.Module):
         last, states = jax.lax.scan(step, initial, (jnp.swapaxes(projected, 0, 1),
                                                     jnp.swapaxes(mask, 0, 1)), reverse=reverse)
         return jnp.swapaxes(states, 0, 1), last
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def clip_gradient(x: jax.Array, bound: float) -> jax.Array:
+    """Identity on the forward pass; the gradient flowing back through it is clipped to
+    [-bound, bound] elementwise (Graves 2013, sec. 2.1: LSTM pre-activations at 10, the mixture
+    network's outputs at 100), which keeps one long sequence's rare large derivative from
+    blowing up the update without rescaling every other gradient as norm clipping would."""
+    return x
+
+
+def _clip_forward(x, bound):
+    del bound
+    return x, None
+
+
+def _clip_backward(bound, residual, g):
+    del residual
+    return (jnp.clip(g, -bound, bound),)
+
+
+clip_gradient.defvjp(_clip_forward, _clip_backward)
+
+
+class PeepholeLSTMCell(nn.Module):
+    """Graves' LSTM (2013, eq. 7-11): input, forget and output gates that also read the cell
+    through diagonal "peephole" weights (i and f read c_{t-1}, o reads c_t):
+
+      i = sigmoid(W_xi x + W_hi h + w_ci * c + b_i),  f = sigmoid(W_xf x + W_hf h + w_cf * c + b_f)
+      c' = f * c + i * tanh(W_xc x + W_hc h + b_c),   o = sigmoid(W_xo x + W_ho h + w_co * c' + b_o)
+      h' = o * tanh(c')
+
+    `gradient_clip` > 0 clips the derivative wrt the pre-activations (the paper: 10).
+    Carry (c, h), as flax's cells order it."""
+
+    features: int
+    gradient_clip: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, carry: tuple[jax.Array, jax.Array], inputs: jax.Array
+                 ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        cell, hidden = carry
+        gates = nn.Dense(4 * self.features, dtype=self.dtype, name="gates")(
+            jnp.concatenate([inputs, hidden], -1).astype(self.dtype))
+        if self.gradient_clip:
+            gates = clip_gradient(gates, self.gradient_clip)
+        peephole = self.param("peephole", nn.initializers.zeros_init(), (3, self.features))
+        gate_i, gate_f, candidate, gate_o = jnp.split(gates.astype(jnp.float32), 4, axis=-1)
+        cell_new = (jax.nn.sigmoid(gate_f + peephole[1] * cell) * cell
+                    + jax.nn.sigmoid(gate_i + peephole[0] * cell) * jnp.tanh(candidate))
+        hidden = jax.nn.sigmoid(gate_o + peephole[2] * cell_new) * jnp.tanh(cell_new)
+        return (cell_new, hidden.astype(self.dtype)), hidden.astype(self.dtype)

@@ -21,6 +21,7 @@ MODELS = {
     "draw": "segattn_jax.models.draw:DRAW",
     "draw_classifier": "segattn_jax.models.draw:DrawClassifier",
     "rnnsearch": "segattn_jax.models.rnnsearch:RNNSearch",
+    "handwriting": "segattn_jax.models.handwriting:HandwritingNet",
 }
 
 

@@ -9,6 +9,7 @@ from segattn_jax.tasks.classification import ClassificationTask
 from segattn_jax.tasks.dense_captioning import DenseCaptioningTask
 from segattn_jax.tasks.detection import DetectionTask
 from segattn_jax.tasks.generation import GenerationTask
+from segattn_jax.tasks.handwriting import HandwritingTask
 from segattn_jax.tasks.segmentation import SegmentationTask
 from segattn_jax.tasks.translation import TranslationTask
 
@@ -20,6 +21,7 @@ TASKS: dict[str, type[Task]] = {
     "dense_captioning": DenseCaptioningTask,
     "generation": GenerationTask,
     "translation": TranslationTask,
+    "handwriting": HandwritingTask,
 }
 
 

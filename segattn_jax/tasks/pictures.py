@@ -259,6 +259,24 @@ def attention_overlay(image: np.ndarray, attention: np.ndarray, hard: bool = Fal
     return np.round(image * (0.2 + 0.8 * light[..., None])).astype(np.uint8)
 
 
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (pictures are drawn off screen)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def figure_to_rgb(figure) -> np.ndarray:
+    """A matplotlib figure as a uint8 RGB array; the figure is closed."""
+    figure.canvas.draw()
+    picture = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    pyplot().close(figure)
+    return picture
+
+
 def save_png(path: str | os.PathLike, array: np.ndarray) -> str:
     """Writes an (H, W) / (H, W, 1) / (H, W, 3) float [0, 1] or uint8 image as PNG, creating the
     parent directories. Goes through etils.epath (as orbax does), so a gs:// workdir on a TPU pod

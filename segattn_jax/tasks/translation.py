@@ -161,11 +161,7 @@ class TranslationTask(Task):
                           ) -> np.ndarray:
         """The paper's Figure 3: the alignment matrix of one translation (rows: generated words,
         columns: source words; white = weight 1), labelled, as uint8 RGB."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-
+        plt = pics.pyplot()
         source_words = [self.source_vocabulary.tokens[int(i)] for i in source
                         if int(i) != self.source_vocabulary.pad]
         target_words = self._words(self.target_vocabulary, tokens)
@@ -179,10 +175,7 @@ class TranslationTask(Task):
         axes.set_yticks(range(len(target_words)), target_words, fontsize=7)
         axes.xaxis.tick_top()
         figure.tight_layout()
-        figure.canvas.draw()
-        picture = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-        plt.close(figure)
-        return picture
+        return pics.figure_to_rgb(figure)
 
     def pictures(self, batch, predictions) -> np.ndarray:
         """One alignment matrix per example, a row each (RNNencdec: black, it has none)."""

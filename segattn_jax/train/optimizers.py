@@ -45,11 +45,14 @@ def make_optimizer(config: ml_collections.ConfigDict, num_steps: int) -> optax.G
     elif config.name == "adamw":
         opt = optax.adamw(schedule, weight_decay=config.weight_decay)
     elif config.name == "rmsprop":
-        # TensorFlow's RMSProp, as the Inception papers trained: epsilon inside the square root,
-        # mean square starting at 1, momentum on the scaled step.
+        # TensorFlow's RMSProp by default, as the Inception papers trained: epsilon inside the
+        # square root, mean square starting at 1, momentum on the scaled step. Centered (the
+        # running mean of the gradient subtracted, starting at 0): Graves 2013's eq. 38-41.
         opt = optax.rmsprop(schedule, decay=config.get("rmsprop_decay", 0.9),
-                            eps=config.get("rmsprop_epsilon", 1.0), initial_scale=1.0,
-                            eps_in_sqrt=True, momentum=config.get("momentum") or None)
+                            eps=config.get("rmsprop_epsilon", 1.0),
+                            initial_scale=config.get("rmsprop_initial_scale", 1.0),
+                            eps_in_sqrt=True, centered=config.get("rmsprop_centered", False),
+                            momentum=config.get("momentum") or None)
     elif config.name == "adadelta":  # Bahdanau et al. 2015: rho 0.95, epsilon 1e-6, rate 1
         opt = optax.adadelta(schedule, rho=config.get("adadelta_rho", 0.95),
                              eps=config.get("adadelta_epsilon", 1e-6))

@@ -1,10 +1,11 @@
 """The embedded online-handwriting set: the paper's (dx, dy, end_of_stroke) format, writers,
-text encoding with the unknown symbol, and the builder."""
+text encoding with the unknown symbol, the builder, the preprocessor and the offset statistics."""
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from segattn_jax.data import handwriting, pipeline
+from segattn_jax.data import handwriting, pipeline, preprocess
 
 
 def _writer(**changes):
@@ -58,3 +59,43 @@ def test_builder_separates_writers_and_stores_lines(tfds_dir):
         text = example["text"].decode()
         assert 1 <= len(text) <= 10 and (handwriting.encode_text(text) > 0).all()
         assert example["strokes"].shape[1] == 3 and example["strokes"][-1, 2] == 1.0
+
+
+def test_tf_text_encoding_matches_the_python_one():
+    for text in ["Hi é!", "", "a#b~c", "The cat."]:
+        np.testing.assert_array_equal(handwriting.tf_encode_text(tf.constant(text)).numpy(),
+                                      handwriting.encode_text(text))
+
+
+def test_preprocessor_normalizes_offsets_pads_and_counts_truncation():
+    strokes = np.array([[0, 0, 0], [2, 4, 0], [4, -2, 1], [1, 1, 1]], np.float32)
+    example = {"strokes": tf.constant(strokes), "text": tf.constant("abcdé")}
+    out = preprocess.handwriting(example, tf.constant([0, 0]), True, max_points=6, max_chars=8,
+                                 offset_mean=(1.0, 0.0), offset_std=(2.0, 4.0))
+    assert out["strokes"].shape == (6, 3) and int(out["points"]) == 4
+    np.testing.assert_allclose(out["strokes"].numpy()[:4, :2],
+                               (strokes[:, :2] - [1, 0]) / [2, 4])
+    np.testing.assert_array_equal(out["strokes"].numpy()[:4, 2], strokes[:, 2])
+    assert not out["strokes"].numpy()[4:].any() and not bool(out["truncated"])
+    np.testing.assert_array_equal(out["text"].numpy(), [*handwriting.encode_text("abcd"), 0, 0, 0,
+                                                        0])
+    assert int(out["text_length"]) == 5 and not bool(out["text_truncated"])
+    cut = preprocess.handwriting(example, tf.constant([0, 0]), False, max_points=3, max_chars=2)
+    assert int(cut["points"]) == 3 and bool(cut["truncated"])
+    assert int(cut["text_length"]) == 2 and bool(cut["text_truncated"])
+    with pytest.raises(ValueError, match="max_points and max_chars"):
+        preprocess.handwriting(example, tf.constant([0, 0]), True, max_points=0, max_chars=2)
+
+
+def test_offset_statistics_are_measured_once_saved_and_required(tfds_dir, tmp_path):
+    builder = pipeline.load_builder("synthetic_handwriting/tiny", tfds_dir)
+    offsets = np.concatenate([e["strokes"][:, :2] for e in tfds.as_numpy(
+        builder.as_dataset(split="train"))])
+    lengths = [len(e["strokes"]) for e in tfds.as_numpy(builder.as_dataset(split="train"))]
+    with pytest.raises(FileNotFoundError, match="train first"):
+        handwriting.statistics_for_run(tmp_path, [], 100, create=False)
+    stats = handwriting.statistics_for_run(tmp_path, [(builder, "train")], 100, create=True)
+    np.testing.assert_allclose(stats.mean, offsets.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(stats.std, offsets.std(0), rtol=1e-4)
+    assert (stats.lines, stats.truncated) == (40, sum(n > 100 for n in lengths))
+    assert handwriting.statistics_for_run(tmp_path, [], 100, create=False) == stats

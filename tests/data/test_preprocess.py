@@ -46,7 +46,7 @@ def test_classification():
     assert out["label"].dtype == tf.int32 and int(out["label"]) == 7
     assert set(preprocess.PREPROCESSORS) == {"segmentation", "classification", "detection",
                                              "captioning", "dense_captioning", "binary_image",
-                                             "translation"}
+                                             "translation", "handwriting"}
 
 
 def test_binary_image_thresholds_stored_values_and_binarized_mnist_bits():

@@ -90,12 +90,13 @@ def test_rnnencdec_reads_the_source_only_through_one_vector():
     np.testing.assert_array_equal(model.apply(variables, _SOURCE, _TARGET)["alpha"], 1.0)
 
 
-@pytest.mark.parametrize("attention, length, steps, floor", [(True, 8, 300, 0.5),
+@pytest.mark.parametrize("attention, length, steps, floor", [(True, 8, 400, 0.5),
                                                              (False, 5, 600, 0.4)])
 def test_both_models_learn_to_reverse_sequences(attention, length, steps, floor):
     """Reversing random symbols needs the whole source: Adam takes the next-word accuracy far
-    above chance (1/8). Measured: RNNsearch 0.80 on 8 symbols after 300 steps, RNNencdec 0.58
-    on 5 symbols after 600 (it learns, more slowly: the paper's point in small)."""
+    above chance (1/8). Measured: RNNsearch 0.95-1.00 on 8 symbols after 400 steps (seeds 0-2;
+    at 300 it is still learning: 0.43-0.79), RNNencdec 0.58 on 5 symbols after 600 (it learns,
+    more slowly: the paper's point in small)."""
     model = RNNSearch(source_vocab_size=12, target_vocab_size=12, embed=16, hidden=32, maxout=16,
                       alignment=32, attention=attention)
     rng = np.random.default_rng(0)

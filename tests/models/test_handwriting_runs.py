@@ -1,0 +1,67 @@
+"""Graves' handwriting experiments end to end: the CLI trains and evaluates the synthesis row on
+the embedded lines and writes given text; the prediction row trains; the paper-scale config runs
+a step on an IAM-OnDB fixture."""
+import json
+
+import numpy as np
+import pytest
+
+from segattn_jax.train import loop
+from tests import cli
+from tests.conftest import ROOT, cli_overrides, experiment_config
+from tests.data.test_iam_ondb import write_iam_ondb
+
+
+def test_cli_trains_synthesis_and_writes_given_text(tmp_path, tfds_dir):
+    workdir = tmp_path / "run"
+    config = ["--config", str(ROOT / "experiments" / "handwriting.py") + ":Synthesis,mini",
+              "--workdir", str(workdir)]
+    result = cli.run(["train", *config, "--config.train.num_steps=4",
+                      *cli_overrides("handwriting", tfds_dir)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training lines are longer than max_points=120" in result.stderr  # truncation count
+    metrics = json.loads((workdir / loop.METRICS_FILE).read_text())["eval"]
+    assert 1 < metrics["nll"] / metrics["nll_per_point"] <= 120  # points per line, cut at 120
+    assert np.isfinite(metrics["nll"]) and 0 <= metrics["window_reaches_end"] <= 100
+    assert 0 <= metrics["window_monotone"] <= 100 and metrics["truncated_lines"] > 0
+    assert list((workdir / "pictures").glob("*.png"))
+    stats = json.loads((workdir / "stroke_statistics.json").read_text())
+    assert stats["lines"] == 40 and min(stats["std"]) > 0
+
+    predict = ["predict", *config, *cli_overrides("handwriting", tfds_dir)]
+    result = cli.run([*predict, "--text", "cat é", "--text", "a"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "outside the alphabet" in result.stderr
+    assert sorted(p.name for p in (workdir / "predictions").iterdir()) == [
+        "text_0_cat.png", "text_1_a.png"]
+    result = cli.run([*predict, "--text", ""])
+    assert result.returncode != 0 and "at least one character" in result.stderr
+    assert len(list((workdir / "predictions").iterdir())) == 2  # nothing overwritten
+
+
+def test_prediction_row_trains_without_text(tmp_path, tfds_dir):
+    config = experiment_config("handwriting", "Prediction,mini", tfds_dir,
+                               **{"train.num_steps": 2})
+    result = loop.train_and_evaluate(config, tmp_path)
+    assert np.isfinite(result["eval"]["nll"])
+    assert "window_monotone" not in result["eval"]  # no window without text
+
+
+@pytest.mark.parametrize("row", ["Synthesis"])
+def test_paper_scale_config_runs_a_step_on_iam_ondb(row, tmp_path):
+    from segattn_jax.train.config import load_experiment
+
+    import tensorflow_datasets as tfds
+    from segattn_jax.data import iam_ondb
+
+    write_iam_ondb(tmp_path / "manual")
+    iam_ondb.IamOndb(data_dir=str(tmp_path / "data")).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
+    config = load_experiment(ROOT / "experiments" / "handwriting.py").get_config(row)
+    assert config.model.hidden == 400 and config.optimizer.name == "rmsprop"
+    config.update_from_flattened_dict({
+        "dataset.data_dir": str(tmp_path / "data"), "dataset.preprocess.max_points": 8,
+        "task.sample_points": 8, "train.batch_size": 2, "eval.batch_size": 2, "mesh.data": 1,
+        "train.num_steps": 1})
+    result = loop.train_and_evaluate(config, tmp_path / "run")
+    assert np.isfinite(result["eval"]["nll"])
