@@ -41,11 +41,6 @@ def _mask(lengths: jax.Array, size: int) -> jax.Array:
     return (jnp.arange(size)[None] < lengths[:, None]).astype(jnp.float32)
 
 
-def attended_characters(phi: np.ndarray, written: np.ndarray, length: int) -> np.ndarray:
-    """The most-weighted character (0-based) at each written step of one sample."""
-    return np.argmax(np.asarray(phi)[np.asarray(written, bool), :max(length, 1)], axis=-1)
-
-
 class HandwritingTask(Task):
     preprocess = "handwriting"
     input_keys = ("strokes", "points", "text", "text_length")
