@@ -5,7 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from segattn_jax import predict
 from segattn_jax.train import loop
 from tests import cli
 from tests.conftest import ROOT, cli_overrides, experiment_config
@@ -39,12 +41,20 @@ def test_cli_trains_synthesis_and_writes_given_text(tmp_path, tfds_dir):
     assert len(list((workdir / "predictions").iterdir())) == 2  # nothing overwritten
 
 
-def test_prediction_row_trains_without_text(tmp_path, tfds_dir):
+def test_prediction_row_trains_without_text_and_predict_explains_what_it_takes(tmp_path,
+                                                                              tfds_dir):
     config = experiment_config("handwriting", "Prediction,mini", tfds_dir,
                                **{"train.num_steps": 2})
     result = loop.train_and_evaluate(config, tmp_path)
     assert np.isfinite(result["eval"]["nll"])
     assert "window_monotone" not in result["eval"]  # no window without text
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    with pytest.raises(ValueError, match="not images"):
+        predict.predict_files(config, tmp_path, [str(image)])
+    with pytest.raises(ValueError, match="Synthesis row to write given text"):
+        predict.write_texts(config, tmp_path, ["hello"])
+    assert not (tmp_path / "predictions").exists()
 
 
 @pytest.mark.parametrize("row", ["Synthesis"])
