@@ -9,6 +9,7 @@ fits in `shuffle_buffer`.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from typing import Callable, Iterable, Iterator
@@ -16,6 +17,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from etils import epath
 
 
 def _hide_gpus_from_tensorflow() -> None:
@@ -156,12 +158,25 @@ def _fold_in(key: tf.Tensor, data: tf.Tensor) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(key, tf.cast(data, tf.int64))
 
 
+def _count_kept(ds: tf.data.Dataset, counts_file: epath.Path | None, key: str) -> int:
+    """The number of examples of a filtered dataset: from `counts_file` when it has `key`,
+    else counted (one pass) and added to it."""
+    counts = json.loads(counts_file.read_text()) if counts_file and counts_file.exists() else {}
+    if key not in counts:
+        counts[key] = int(ds.reduce(np.int64(0), lambda count, _: count + 1))
+        if counts_file is not None:
+            counts_file.parent.mkdir(parents=True, exist_ok=True)
+            counts_file.write_text(json.dumps(counts, indent=1))
+    return counts[key]
+
+
 def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preprocess: Preprocess,
                    global_batch_size: int, seed: int, start_step: int = 0,
                    data_dir: str | None = None, shuffle_buffer: int = 10_000,
                    process_index: int | None = None, process_count: int | None = None,
                    num_threads: int | None = None, extra: Iterable[str] = (),
-                   keep: Callable[[dict[str, tf.Tensor]], tf.Tensor] | None = None
+                   keep: Callable[[dict[str, tf.Tensor]], tf.Tensor] | None = None,
+                   keep_counts: epath.Path | None = None, keep_id: str = ""
                    ) -> Iterator[dict[str, np.ndarray]]:
     """Endless, shuffled, augmented batches of this process's shard: global_batch_size //
     process_count examples each, starting at `start_step` (resume) of the seeded stream.
@@ -169,7 +184,10 @@ def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproce
     `extra` adds other datasets' splits ('dataset:split', e.g. the papers' VOC 07+12 training
     set is voc/2007 trainval plus 'voc/2012:train+validation'); every epoch shuffles them all.
     `keep(example)` (a raw example -> bool tensor) trains on a subset, e.g. the translation
-    papers' sentence pairs up to 30 words; the kept examples are counted once, at start."""
+    papers' sentence pairs up to 30 words; the kept examples are counted once, at start (a full
+    pass over the split: minutes for WMT'14's 40M pairs). With `keep_counts`, a JSON file, counts
+    are read from and saved there by (dataset, split, shard, `keep_id`: what identifies the filter),
+    so a resumed run does not count again."""
     process_index, process_count = _process(process_index, process_count)
     local_batch = _local_batch_size(global_batch_size, process_count)
     if start_step < 0:
@@ -186,7 +204,8 @@ def train_iterator(name: str | tfds.core.DatasetBuilder, split: str, *, preproce
         ds = examples(builder, shard)
         if keep is not None:
             ds = ds.filter(keep)
-            total, size = size, int(ds.reduce(np.int64(0), lambda count, _: count + 1))
+            total, size = size, _count_kept(ds, keep_counts, ":".join([
+                builder.info.full_name, source_split, f"{process_index}/{process_count}", keep_id]))
             logging.info("Training on %d of the %d examples of %s:%s (this process's shard); "
                          "the task's filter left out the rest.", size, total,
                          builder.info.full_name, source_split)

@@ -8,6 +8,7 @@ restarted run ends with the same metrics as an uninterrupted one.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import signal
 import time
@@ -360,6 +361,14 @@ class _StepClock:
         return 1e3 * sum(s for _, s in steady) / sum(n for n, _ in steady)
 
 
+def _filter_id(config: ml_collections.ConfigDict) -> str:
+    """What a task's training filter can depend on (its task and dataset settings), hashed: the
+    key of the workdir's cached filter counts."""
+    settings = json.dumps([config.task.to_dict(), config.dataset.to_dict()], sort_keys=True,
+                          default=str)
+    return hashlib.sha1(settings.encode()).hexdigest()[:16]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | epath.Path) -> dict[str, Any] | None:
     """Trains (resuming from the latest checkpoint), evaluates periodically, writes metrics.json.
@@ -386,7 +395,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             config.dataset.name, config.dataset.train_split, preprocess=exp.preprocess,
             global_batch_size=train.batch_size, seed=config.seed, start_step=start_step,
             data_dir=config.dataset.data_dir, extra=config.dataset.extra_train,
-            keep=exp.task.training_filter())
+            keep=exp.task.training_filter(), keep_counts=exp.workdir / (
+                f"training_filter_counts_{jax.process_index()}.json"),
+            keep_id=_filter_id(config))
         pending = _PendingMetrics()
 
         clock = _StepClock(start_step)

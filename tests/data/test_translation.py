@@ -1,10 +1,12 @@
 """The synthetic language pair, tokenization (Python and TensorFlow agree), the translation
 preprocessor, the run's vocabularies, and the pipeline's training filter."""
 import itertools
+import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from etils import epath
 
 from segattn_jax.data import captions, pipeline, translation
 from segattn_jax.data.preprocess import translation as translation_preprocess
@@ -149,3 +151,24 @@ def test_training_filter_keeps_short_pairs_and_the_stream_still_resumes(tfds_dir
         next(pipeline.train_iterator(builder, "train", preprocess=_raw, global_batch_size=4,
                                      seed=0, process_index=0, process_count=1,
                                      keep=lambda example: tf.constant(False)))
+
+
+def test_kept_examples_are_counted_once_per_filter_and_cached(tfds_dir, tmp_path, monkeypatch):
+    builder = pipeline.load_builder("synthetic_translation/tiny", tfds_dir)
+    counts = tmp_path / "counts.json"
+
+    def batch(keep_id, limit=8):
+        return next(pipeline.train_iterator(
+            builder, "train", preprocess=_raw, global_batch_size=4, seed=0, process_index=0,
+            process_count=1, keep_counts=epath.Path(counts), keep_id=keep_id,
+            keep=lambda e: tf.size(translation.tf_tokenize(e["source"])) <= limit))
+
+    first = batch("short")
+    (key, kept), = json.loads(counts.read_text()).items()
+    assert key.endswith(":train:0/1:short") and 0 < kept < 200
+    reduce = tf.data.Dataset.reduce
+    monkeypatch.setattr(tf.data.Dataset, "reduce", lambda *a, **k: pytest.fail("counted again"))
+    np.testing.assert_array_equal(batch("short")["source"], first["source"])  # from the file
+    monkeypatch.setattr(tf.data.Dataset, "reduce", reduce)
+    batch("longer", limit=12)  # another filter: counted, and kept beside the first
+    assert len(json.loads(counts.read_text())) == 2
