@@ -69,11 +69,12 @@ STATISTICS_FILE = "stroke_statistics.json"
 class StrokeStatistics:
     """The training set's offset mean and standard deviation (the networks read offsets
     normalized to mean 0, std 1, as the paper's), and how many training lines are longer than
-    the run's max_points (they are truncated)."""
+    max_points (they are truncated)."""
     mean: tuple[float, float]
     std: tuple[float, float]
     lines: int
     truncated: int
+    max_points: int = 0  # 0: a file written before it was recorded
 
     def save(self, directory: epath.Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -107,14 +108,16 @@ class StrokeStatistics:
             raise ValueError(f"The training data {sources} hold no pen points.")
         mean = total / points
         std = np.sqrt(np.maximum(squares / points - mean ** 2, 1e-12))
-        return cls(tuple(map(float, mean)), tuple(map(float, std)), lines, truncated)
+        return cls(tuple(map(float, mean)), tuple(map(float, std)), lines, truncated, max_points)
 
 
 def statistics_for_run(workdir, sources, max_points: int, create: bool) -> StrokeStatistics:
-    """The workdir's offset statistics; training measures and saves them first when missing.
-    Logs how many training lines are truncated to `max_points`."""
+    """The workdir's offset statistics; training measures and saves them first when missing (or
+    when they counted truncation at another `max_points`: the same data give the same mean and
+    std). Logs how many training lines are truncated to `max_points`."""
     directory = epath.Path(workdir)
-    if create and not (directory / STATISTICS_FILE).exists():
+    if create and ((not (directory / STATISTICS_FILE).exists())
+                   or StrokeStatistics.load(directory).max_points != max_points):
         statistics = StrokeStatistics.measure(sources, max_points)
         if jax.process_index() == 0:
             statistics.save(directory)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import tensorflow as tf
 
 from segattn_jax.data.captions import CaptionEncoder, caption_texts, phrase_texts
+from segattn_jax.data.handwriting import tf_encode_text
 
 if TYPE_CHECKING:  # data.proposals reads datasets through data.pipeline, which imports this
     from segattn_jax.data.proposals import Proposals
@@ -309,8 +310,6 @@ def handwriting(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     if max_points < 1 or max_chars < 1:
         raise ValueError("The handwriting preprocessor needs max_points and max_chars >= 1 "
                          "(--config.dataset.preprocess.max_points / max_chars).")
-    from segattn_jax.data.handwriting import tf_encode_text
-
     strokes = tf.cast(example["strokes"], tf.float32)
     points = tf.shape(strokes)[0]
     strokes = strokes[:max_points]

@@ -99,3 +99,6 @@ def test_offset_statistics_are_measured_once_saved_and_required(tfds_dir, tmp_pa
     np.testing.assert_allclose(stats.std, offsets.std(0), rtol=1e-4)
     assert (stats.lines, stats.truncated) == (40, sum(n > 100 for n in lengths))
     assert handwriting.statistics_for_run(tmp_path, [], 100, create=False) == stats
+    shorter = handwriting.statistics_for_run(tmp_path, [(builder, "train")], 50, create=True)
+    assert shorter.truncated == sum(n > 50 for n in lengths) > stats.truncated  # counted again
+    assert shorter.mean == stats.mean
