@@ -88,6 +88,7 @@ def get_config(arg: str = "Synthesis,mini"):
     c.task.name = "handwriting"
     c.task.sample_bias = 1.0      # pictures and the window statistics (the paper shows 0 to 5)
     c.task.sample_points = 0      # set below: max_points
+    c.task.prime_line = -1        # `predict --text`: prime with this eval line (-1: no priming)
     c.model.name = "handwriting"
     c.model.synthesis = row == "Synthesis"
     c.model.layers = 3

@@ -85,6 +85,18 @@ def predict_files(config: ml_collections.ConfigDict, workdir: str | epath.Path,
     return written
 
 
+def eval_example(exp, index: int) -> dict[str, np.ndarray]:
+    """Example `index` of the experiment's eval split, preprocessed."""
+    seen = 0
+    for batch in exp.eval_batches():
+        valid = int(np.sum(batch["valid"]))
+        if index < seen + valid:
+            return {k: v[index - seen] for k, v in batch.items()}
+        seen += valid
+    raise ValueError(f"The eval split {exp.config.dataset.eval_split!r} has {seen} examples: "
+                     f"--config.task.prime_line={index} must be below that.")
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isascii() and c.isalnum() else "_" for c in text)[:40].strip("_") or "text"
 
@@ -92,14 +104,17 @@ def _slug(text: str) -> str:
 def write_texts(config: ml_collections.ConfigDict, workdir: str | epath.Path,
                 texts: list[str]) -> list[epath.Path]:
     """Writes WORKDIR/predictions/text_<i>_<words>.png: each text as the trained synthesis
-    network writes it, above its window; returns the written paths."""
+    network writes it, above its window; returns the written paths. `task.prime_line` >= 0
+    primes the network with that line of the eval split (its style continues)."""
     from segattn_jax.train.loop import Experiment  # heavy import, only when used
 
     exp = Experiment(config, workdir)
     if not hasattr(exp.task, "write"):
         raise ValueError(f"--text is for networks that write text (handwriting synthesis); the "
                          f"{config.task.name!r} task reads images: use --images.")
-    written = exp.task.write(exp.restore_variables(), texts, seed=config.seed)
+    prime_line = config.task.get("prime_line", -1)
+    prime = eval_example(exp, prime_line) if prime_line >= 0 else None
+    written = exp.task.write(exp.restore_variables(), texts, seed=config.seed, prime=prime)
     out_dir = epath.Path(workdir) / "predictions"
     paths = []
     for i, text in enumerate(texts):

@@ -88,12 +88,15 @@ class HandwritingTask(Task):
 
     # ---- prediction ---------------------------------------------------------------------------
     def sample(self, variables, key: jax.Array, text: jax.Array, text_length: jax.Array,
-               batch: int) -> dict[str, jax.Array]:
-        """`task.sample_points` points per line at bias `task.sample_bias` (traced)."""
+               batch: int, prime: jax.Array | None = None,
+               prime_points: jax.Array | None = None) -> dict[str, jax.Array]:
+        """`task.sample_points` points per line at bias `task.sample_bias` (traced), after
+        running over `prime` (B, P, 3) when given."""
         task = self.config.task
         return self.model.apply({"params": variables["params"]}, key, task.sample_points,
                                 text, _mask(text_length, text.shape[1]), bias=task.sample_bias,
-                                batch=batch, method="sample")
+                                prime=prime, prime_points=prime_points, batch=batch,
+                                method="sample")
 
     def predict(self, variables, inputs):
         """The test lines' nll (nats per line), and samples: the synthesis network writes each
@@ -108,9 +111,13 @@ class HandwritingTask(Task):
             predictions["phi"] = written["phi"]
         return predictions
 
-    def write(self, variables, texts: Sequence[str], seed: int = 0) -> dict[str, np.ndarray]:
+    def write(self, variables, texts: Sequence[str], seed: int = 0,
+              prime: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Host entry point: the synthesis network writes each of `texts` (the `predict`
-        command's --text). Characters outside the alphabet are written as UNKNOWN ('#')."""
+        command's --text). Characters outside the alphabet are written as UNKNOWN ('#').
+        `prime`, one preprocessed line (strokes, points, text, text_length), is primed sampling
+        (the paper's sec. 5.5): the network first reads that real line and its text, then writes
+        each text after it, in its writer's style."""
         if not self.synthesis:
             raise ValueError("This experiment's network predicts handwriting without text; use "
                              "the Synthesis row to write given text.")
@@ -123,13 +130,19 @@ class HandwritingTask(Task):
             if unknown:
                 logging.warning("%r: characters %s are outside the alphabet and are written as "
                                 "the unknown symbol %r.", text, unknown, handwriting_lib.UNKNOWN)
+        primed = {}
+        if prime is not None:
+            prime_text = self._text_of(prime["text"], int(prime["text_length"]))
+            texts = [f"{prime_text} {text}" for text in texts]
+            primed = {"prime": np.repeat(np.asarray(prime["strokes"])[None], len(texts), 0),
+                      "prime_points": np.full(len(texts), int(prime["points"]), np.int32)}
         ids = [handwriting_lib.encode_text(text) for text in texts]
         size = max(len(i) for i in ids)
         text = np.stack([np.pad(i, (0, size - len(i))) for i in ids])
         lengths = np.array([len(i) for i in ids], np.int32)
         out = jax.jit(self.sample, static_argnums=4)(variables, jax.random.key(seed), text,
-                                                     lengths, len(texts))
-        return {**jax.device_get(out), "text": text, "text_length": lengths}
+                                                     lengths, len(texts), **primed)
+        return {**jax.device_get(out), "text": text, "text_length": lengths, **primed}
 
     # ---- evaluation ---------------------------------------------------------------------------
     def statistics(self, batch: Batch, predictions):
@@ -223,13 +236,19 @@ class HandwritingTask(Task):
         return pics.image_grid(rows, titles=titles)
 
     def written_picture(self, written: dict[str, np.ndarray], index: int) -> np.ndarray:
-        """One text the `write` method wrote: the line above its window."""
+        """One text the `write` method wrote: the line (after the real line it was primed
+        with, if any) above its window."""
         length = int(written["text_length"][index])
+        line = [self.line_picture(written["strokes"][index],
+                                  int(np.sum(written["written"][index])))]
+        titles = [repr(self._text_of(written["text"][index], length))]
+        if "prime" in written:
+            line.insert(0, self.line_picture(written["prime"][index],
+                                             int(written["prime_points"][index])))
+            titles.insert(0, "primed with (a real line)")
         return pics.image_grid([
-            [self.line_picture(written["strokes"][index], int(np.sum(written["written"][index])))],
-            [self.window_picture(written["phi"][index], written["written"][index],
-                                 written["text"][index], length)]],
-            titles=[repr(self._text_of(written["text"][index], length))])
+            line, [self.window_picture(written["phi"][index], written["written"][index],
+                                       written["text"][index], length)]], titles=titles)
 
     def overlay(self, image, predictions) -> np.ndarray:
         raise ValueError("Handwriting networks read pen trajectories, not images: `predict` "

@@ -30,15 +30,24 @@ def test_cli_trains_synthesis_and_writes_given_text(tmp_path, tfds_dir):
     stats = json.loads((workdir / "stroke_statistics.json").read_text())
     assert stats["lines"] == 40 and min(stats["std"]) > 0
 
-    predict = ["predict", *config, *cli_overrides("handwriting", tfds_dir)]
-    result = cli.run([*predict, "--text", "cat é", "--text", "a"])
+    predict_args = ["predict", *config, *cli_overrides("handwriting", tfds_dir)]
+    result = cli.run([*predict_args, "--text", "cat é", "--text", "a"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "outside the alphabet" in result.stderr
     assert sorted(p.name for p in (workdir / "predictions").iterdir()) == [
         "text_0_cat.png", "text_1_a.png"]
-    result = cli.run([*predict, "--text", ""])
+    result = cli.run([*predict_args, "--text", ""])
     assert result.returncode != 0 and "at least one character" in result.stderr
     assert len(list((workdir / "predictions").iterdir())) == 2  # nothing overwritten
+
+    # Primed sampling: the network reads eval line 0 first, then writes the text after it.
+    config = experiment_config("handwriting", "Synthesis,mini", tfds_dir, **{"task.prime_line": 0})
+    (path,) = predict.write_texts(config, workdir, ["ab"])
+    assert path.name == "text_0_ab.png" and path.exists()
+    config = experiment_config("handwriting", "Synthesis,mini", tfds_dir,
+                               **{"task.prime_line": 10})
+    with pytest.raises(ValueError, match="has 10 examples"):
+        predict.write_texts(config, workdir, ["ab"])
 
 
 def test_prediction_row_trains_without_text_and_predict_explains_what_it_takes(tmp_path,
