@@ -46,6 +46,11 @@ def encode_text(text: str) -> np.ndarray:
     return np.array([index.get(c, 0) for c in text], np.int32)
 
 
+def decode_text(ids) -> str:
+    """The text of character ids (`encode_text`'s inverse; UNKNOWN stays '#')."""
+    return "".join(SYMBOLS[int(i)] for i in ids)
+
+
 def tf_encode_text(text: tf.Tensor) -> tf.Tensor:
     """`encode_text` in TensorFlow, for the input pipeline: a string scalar -> int32 ids."""
     table = np.zeros(128, np.int32)
@@ -116,12 +121,12 @@ def statistics_for_run(workdir, sources, max_points: int, create: bool) -> Strok
     when they counted truncation at another `max_points`: the same data give the same mean and
     std). Logs how many training lines are truncated to `max_points`."""
     directory = epath.Path(workdir)
-    if create and ((not (directory / STATISTICS_FILE).exists())
-                   or StrokeStatistics.load(directory).max_points != max_points):
+    exists = (directory / STATISTICS_FILE).exists()
+    statistics = StrokeStatistics.load(directory) if exists or not create else None
+    if create and (statistics is None or statistics.max_points != max_points):
         statistics = StrokeStatistics.measure(sources, max_points)
         if jax.process_index() == 0:
             statistics.save(directory)
-    statistics = StrokeStatistics.load(directory)
     if create:
         logging.info("Handwriting: %d of %d training lines are longer than max_points=%d and are "
                      "truncated; offsets normalized with mean %s, std %s.", statistics.truncated,

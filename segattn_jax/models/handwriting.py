@@ -21,9 +21,8 @@ clipped as in sec. 2.1 (LSTM pre-activations to [-10, 10], outputs y to [-100, 1
 """
 from __future__ import annotations
 
-from typing import Any
-
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -57,6 +56,11 @@ def mixture_nll(params: dict[str, jax.Array], target: jax.Array) -> jax.Array:
     eos = -(end * jax.nn.log_sigmoid(params["e_logit"])
             + (1 - end) * jax.nn.log_sigmoid(-params["e_logit"]))
     return offset + eos
+
+
+def shift_inputs(strokes: jax.Array) -> jax.Array:
+    """The network's inputs x_0..x_{T-1} for targets x_1..x_T (B, T, 3): a zero row first."""
+    return jnp.concatenate([jnp.zeros_like(strokes[:, :1]), strokes[:, :-1]], 1)
 
 
 def sample_mixture(params: dict[str, jax.Array], key: jax.Array, bias: float | jax.Array = 0.0
@@ -180,11 +184,13 @@ class HandwritingCore(nn.Module):
 
 
 def _teacher_forced_step(core: HandwritingCore, carry, xs, text, text_mask):
-    """A step over given points; `valid` false keeps the carry (padding after a prime)."""
-    x, valid = xs
+    """A step over given points: xs is x_t, or (x_t, valid) where a false `valid` keeps the
+    carry (the padding after a prime; training has none and skips the masking)."""
+    x, valid = xs if isinstance(xs, tuple) else (xs, None)
     new, outputs = core.step(carry, x, text, text_mask)
-    new = jax.tree.map(lambda a, b: jnp.where(valid.reshape(-1, *([1] * (a.ndim - 1))), a, b),
-                       new, carry)
+    if valid is not None:
+        new = jax.tree.map(lambda a, b: jnp.where(valid.reshape(-1, *([1] * (a.ndim - 1))), a, b),
+                           new, carry)
     return new, outputs
 
 
@@ -239,21 +245,23 @@ class HandwritingNet(nn.Module):
             raise ValueError("The synthesis network needs the text (ids and mask).")
         return jax.nn.one_hot(text, len(SYMBOLS), dtype=jnp.float32), text_mask.astype(jnp.float32)
 
-    def _run(self, carry, strokes: jax.Array, valid: jax.Array, one_hot, mask):
+    def _run(self, carry, strokes: jax.Array, valid: jax.Array | None, one_hot, mask):
         scan = nn.scan(_teacher_forced_step, variable_broadcast="params",
                        split_rngs={"params": False}, in_axes=(0, nn.broadcast, nn.broadcast))
-        return scan(self.core, carry, (jnp.swapaxes(strokes, 0, 1).astype(jnp.float32),
-                                       jnp.swapaxes(valid, 0, 1)), one_hot, mask)
+        xs = jnp.swapaxes(strokes, 0, 1).astype(jnp.float32)
+        if valid is not None:
+            xs = (xs, jnp.swapaxes(valid, 0, 1))
+        return scan(self.core, carry, xs, one_hot, mask)
 
     def __call__(self, strokes: jax.Array, text: jax.Array | None = None,
                  text_mask: jax.Array | None = None) -> dict[str, jax.Array]:
         """strokes (B, T, 3) x_1..x_T; text (B, U) character ids and text_mask (B, U) for
         synthesis. Returns the mixture parameters of p(x_{t+1} | x_1..x_t [, text]) per step
         (each (B, T, ...)), and for synthesis the window's phi (B, T, U + 1) and kappa."""
-        batch, steps = strokes.shape[:2]
+        batch = strokes.shape[0]
         one_hot, mask = self._text(batch, text, text_mask)
-        _, (features, extras) = self._run(self.core.initial_carry(batch), strokes,
-                                          jnp.ones((batch, steps), bool), one_hot, mask)
+        _, (features, extras) = self._run(self.core.initial_carry(batch), strokes, None,
+                                          one_hot, mask)
         out = self.core.mixture(jnp.swapaxes(features, 0, 1))
         out.update({k: jnp.swapaxes(v, 0, 1) for k, v in extras.items()})
         return out
@@ -277,9 +285,8 @@ class HandwritingNet(nn.Module):
         last = jnp.zeros((batch, 3), jnp.float32)
         if prime is not None:
             points = prime_points.astype(jnp.int32)
-            inputs = jnp.concatenate([jnp.zeros_like(prime[:, :1]), prime[:, :-1]], 1)
             valid = jnp.arange(prime.shape[1])[None] < points[:, None]
-            carry, _ = self._run(carry, inputs, valid, one_hot, mask)
+            carry, _ = self._run(carry, shift_inputs(prime), valid, one_hot, mask)
             last = jnp.take_along_axis(prime, jnp.maximum(points - 1, 0)[:, None, None], 1)[:, 0]
         scan = nn.scan(functools.partial(_sampling_step, bias=bias), variable_broadcast="params",
                        split_rngs={"params": False}, in_axes=(0, nn.broadcast, nn.broadcast))

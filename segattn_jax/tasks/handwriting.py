@@ -24,17 +24,12 @@ import numpy as np
 from absl import logging
 
 from segattn_jax.data import handwriting as handwriting_lib
-from segattn_jax.models.handwriting import mixture_nll
+from segattn_jax.models.handwriting import mixture_nll, shift_inputs
 from segattn_jax.tasks import pictures as pics
 from segattn_jax.tasks.base import Batch, Task
 
 _PANEL = (512, 128)  # width, height in pixels of a written line's picture
 _INK = "#1f3b73"
-
-
-def _shifted(strokes: jax.Array) -> jax.Array:
-    """The network's inputs x_0..x_{T-1} for targets x_1..x_T: a zero row first."""
-    return jnp.concatenate([jnp.zeros_like(strokes[:, :1]), strokes[:, :-1]], 1)
 
 
 def _mask(lengths: jax.Array, size: int) -> jax.Array:
@@ -79,7 +74,7 @@ class HandwritingTask(Task):
     # ---- training -----------------------------------------------------------------------------
     def loss(self, variables, batch: Batch, rng):
         del rng  # deterministic (the paper's weight noise is not used)
-        outputs, model_state = self.apply_train(variables, _shifted(batch["strokes"]),
+        outputs, model_state = self.apply_train(variables, shift_inputs(batch["strokes"]),
                                                 *self._text(batch))
         nll = self._nll(outputs, batch)
         points = jnp.maximum(batch["points"].sum(), 1)
@@ -102,7 +97,7 @@ class HandwritingTask(Task):
         """The test lines' nll (nats per line), and samples: the synthesis network writes each
         line's text, the prediction network writes as many lines unconditionally."""
         outputs = self.model.apply({"params": variables["params"]},
-                                   _shifted(inputs["strokes"]), *self._text(inputs))
+                                   shift_inputs(inputs["strokes"]), *self._text(inputs))
         written = self.sample(variables, jax.random.key(0), inputs["text"],
                               inputs["text_length"], inputs["strokes"].shape[0])
         predictions = {"nll": self._nll(outputs, inputs), "sample": written["strokes"],
@@ -132,7 +127,7 @@ class HandwritingTask(Task):
                                 "the unknown symbol %r.", text, unknown, handwriting_lib.UNKNOWN)
         primed = {}
         if prime is not None:
-            prime_text = self._text_of(prime["text"], int(prime["text_length"]))
+            prime_text = handwriting_lib.decode_text(prime["text"][:int(prime["text_length"])])
             texts = [f"{prime_text} {text}" for text in texts]
             primed = {"prime": np.repeat(np.asarray(prime["strokes"])[None], len(texts), 0),
                       "prime_points": np.full(len(texts), int(prime["points"]), np.int32)}
@@ -199,22 +194,19 @@ class HandwritingTask(Task):
     def window_picture(self, phi: np.ndarray, written: np.ndarray, text: np.ndarray,
                        length: int) -> np.ndarray:
         """The paper's window figure: phi(t, u) over characters u (rows, labelled) and time t
-        (columns), white = weight 1, for the written steps of one sample."""
+        (columns), the largest weight white, for the written steps of one sample."""
         steps, length = max(int(np.sum(written)), 1), max(length, 1)
         matrix = np.asarray(phi, np.float32)[:steps, :length].T
         figure, axes = pics.pyplot().subplots(figsize=(_PANEL[0] / 100, _PANEL[1] / 100 + 0.6),
                                               dpi=100)
         axes.imshow(matrix, cmap="gray", vmin=0, vmax=max(float(matrix.max()), 1e-6),
                     aspect="auto", interpolation="nearest")
-        labels = [handwriting_lib.SYMBOLS[int(i)] for i in text[:length]]
-        axes.set_yticks(range(length), labels, fontsize=6)
+        axes.set_yticks(range(length), list(handwriting_lib.decode_text(text[:length])),
+                        fontsize=6)
         axes.set_xlabel("pen point", fontsize=7)
         axes.tick_params(axis="x", labelsize=6)
         figure.tight_layout(pad=0.2)
         return pics.figure_to_rgb(figure)
-
-    def _text_of(self, text: np.ndarray, length: int) -> str:
-        return "".join(handwriting_lib.SYMBOLS[int(i)] for i in text[:length])
 
     def pictures(self, batch, predictions) -> np.ndarray:
         """A row per test line: its text | the real line | the network's sample (synthesis: of
@@ -222,8 +214,9 @@ class HandwritingTask(Task):
         rows = []
         for i in np.flatnonzero(batch["valid"]):  # not the padding of a last, partial batch
             length = int(batch["text_length"][i])
-            label = pics.text_panel([(self._text_of(batch["text"][i], length), pics.TEXT_COLOR)],
-                                    height=_PANEL[1], width=_PANEL[1] * 2)
+            text = handwriting_lib.decode_text(batch["text"][i][:length])
+            label = pics.text_panel([(text, pics.TEXT_COLOR)], height=_PANEL[1],
+                                    width=_PANEL[1] * 2)
             row = [label, self.line_picture(batch["strokes"][i], int(batch["points"][i])),
                    self.line_picture(predictions["sample"][i],
                                      int(np.sum(predictions["written"][i])))]
@@ -241,7 +234,7 @@ class HandwritingTask(Task):
         length = int(written["text_length"][index])
         line = [self.line_picture(written["strokes"][index],
                                   int(np.sum(written["written"][index])))]
-        titles = [repr(self._text_of(written["text"][index], length))]
+        titles = [repr(handwriting_lib.decode_text(written["text"][index][:length]))]
         if "prime" in written:
             line.insert(0, self.line_picture(written["prime"][index],
                                              int(written["prime_points"][index])))
