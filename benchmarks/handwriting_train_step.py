@@ -155,7 +155,7 @@ def torch_train_step(torch, synthesis: bool):
     return step
 
 
-def run(repeats: int = 2) -> list[dict]:
+def run(repeats: int = 4) -> list[dict]:
     peak = matmul_gflops()
     torch = import_torch()
     rows = []
