@@ -35,7 +35,7 @@ def table_runs(arg: str) -> list[str]:
 
 def _mini(c) -> None:
     """The embedded lines (6000 train / 600 test, 40 / 10 writers; the 'short' set: up to 16
-    characters, about 8 points each), LSTMs of 128 units."""
+    characters, about 9 points each), LSTMs of 128 units."""
     c.dataset.name = "synthetic_handwriting/short"
     c.dataset.preprocess.max_points = 200   # longer lines are cut (counted in the log at start)
     c.dataset.preprocess.max_chars = 16

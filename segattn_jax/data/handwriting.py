@@ -228,7 +228,7 @@ class SyntheticHandwriting(tfds.core.GeneratorBasedBuilder):
         SyntheticHandwritingConfig(name="default", description="6000/600 lines, 40/10 writers."),
         SyntheticHandwritingConfig(name="short", max_chars=16, speed_scale=2.0,
                                    description="Lines of at most 16 characters written twice as "
-                                   "fast (about 8 points per character): the mini experiments."),
+                                   "fast (about 9 points per character): the mini experiments."),
         SyntheticHandwritingConfig(name="tiny", num_train=40, num_test=10, train_writers=4,
                                    test_writers=2, max_chars=10, description="For fast tests."),
     ]
