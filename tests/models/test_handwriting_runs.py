@@ -1,6 +1,6 @@
 """Graves' handwriting experiments end to end: the CLI trains and evaluates the synthesis row on
 the embedded lines and writes given text; the prediction row trains; the paper-scale config runs
-a step on an IAM-OnDB fixture."""
+a step on an IAM-OnDB fixture (both rows)."""
 import json
 
 import numpy as np
@@ -66,7 +66,7 @@ def test_prediction_row_trains_without_text_and_predict_explains_what_it_takes(t
     assert not (tmp_path / "predictions").exists()
 
 
-@pytest.mark.parametrize("row", ["Synthesis"])
+@pytest.mark.parametrize("row", ["Prediction", "Synthesis"])
 def test_paper_scale_config_runs_a_step_on_iam_ondb(row, tmp_path):
     from segattn_jax.train.config import load_experiment
 
