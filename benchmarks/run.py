@@ -20,6 +20,7 @@ import inception_step  # noqa: E402
 import loop_overhead  # noqa: E402
 import rnnsearch_train_step  # noqa: E402
 import show_attend_tell_step  # noqa: E402
+import single_shot_train_step  # noqa: E402
 
 
 def main() -> None:
@@ -35,6 +36,8 @@ def main() -> None:
     detection_ops.main()
     print()
     faster_rcnn_train_step.main()
+    print()
+    single_shot_train_step.main()
     print()
     inception_step.main()
     print()

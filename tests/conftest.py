@@ -48,6 +48,8 @@ FAST_OVERRIDES = {
                  "task.phrase_score": "unigram_f1", "model.width": 0.0625, "model.samples": 32,
                  "model.proposals": 20, "model.max_detections": 10, "model.embed_dim": 32,
                  "model.lstm_dim": 64},
+    # shapes/tiny's 32x32 scenes warped to the mini rows' 128x128, detectors at 1/16 width.
+    "single_shot": {**_FAST, "dataset.name": "shapes/tiny", "model.width": 0.0625},
     # The embedded digits' first 360 (tiny_none is 28x28 like the mini rows), 4 glimpses.
     "draw": {**_FAST, "dataset.name": "distorted_digits/tiny_none", "model.steps": 4,
              "model.hidden": 32, "model.latent": 8},

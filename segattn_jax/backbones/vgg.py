@@ -155,8 +155,8 @@ class VGG16(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
-        """Images (N, H, W, C) -> (last layer's features, {pool1..pool5, fc6, fc7: features}, as
-        far as `last_layer`)."""
+        """Images (N, H, W, C) -> (last layer's features, {every layer's name (conv1_1 ...
+        pool5, fc6, fc7): its output (after ReLU)}, as far as `last_layer`)."""
         if x.ndim != 4:
             raise ValueError(f"VGG16 expects images of shape (N, H, W, C); got shape {x.shape}.")
         if self.width <= 0:
@@ -186,7 +186,7 @@ class VGG16(nn.Module):
             x = nn.relu(x)
             if spec.name.startswith("fc"):
                 x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-                intermediates[spec.name] = x
+            intermediates[spec.name] = x
         if self.num_classes and self.last_layer == "fc7":
             scores = Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
                           name="fc8")(x)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import tensorflow as tf
 
+from segattn_jax.data.box_augment import AUGMENTATIONS
 from segattn_jax.data.captions import CaptionEncoder, caption_texts, phrase_texts
 from segattn_jax.data.handwriting import tf_encode_text
 
@@ -122,7 +123,8 @@ def _pad_to(values: tf.Tensor, count: tf.Tensor, size: int, check: tf.Operation)
 def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
               max_boxes: int = 100, canvas: tuple[int, int] | None = None,
               min_side: float = 600.0, max_side: float = 1000.0,
-              proposals: Proposals | None = None) -> dict[str, tf.Tensor]:
+              proposals: Proposals | None = None, warp_size: int | None = None,
+              augment: str = "flip") -> dict[str, tf.Tensor]:
     """Images with their objects' boxes, padded to fixed sizes, for every detector.
 
     Returns image float32 (H, W, 3) in [0, 1] (the `canvas` when given: resized by
@@ -131,11 +133,21 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     classes int32, difficult bool (VOC's flag, or COCO's is_crowd) and box_valid bool, each
     (max_boxes,). With `proposals` (data/proposals.py, looked up by the example's tfds_id), also
     proposals (P, 4) in pixels and proposal_valid (P,). TFDS's normalized boxes are converted in
-    one place (`_pixel_boxes`). Training mirrors image and boxes with probability 1/2. More
-    objects than `max_boxes` stop the pipeline with an error naming the config key.
+    one place (`_pixel_boxes`). More objects than `max_boxes` stop the pipeline with an error
+    naming the config key.
+
+    `warp_size` resizes every image to warp_size x warp_size without keeping its aspect ratio
+    (YOLO, SSD) instead of the canvas. `augment` (training only): 'flip' mirrors image and boxes
+    with probability 1/2 (the R-CNN family); 'ssd' / 'yolo' first apply that detector's
+    augmentation (`data/box_augment.py`), then the flip; 'none' leaves the image as it is.
     """
+    if augment not in ("none", "flip", *AUGMENTATIONS):
+        raise ValueError(f"Unknown --config.dataset.preprocess.augment {augment!r}; valid: "
+                         f"{['none', 'flip', *AUGMENTATIONS]}.")
     image = to_float_image(example["image"])
     objects = example["objects"]
+    if warp_size is not None:
+        canvas = None
     if canvas is not None:
         scale = resize_scale(tf.shape(image)[0], tf.shape(image)[1], min_side, max_side, canvas)
         size = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32)
@@ -148,7 +160,21 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     if proposals is not None:
         proposal_boxes, proposal_count = proposals.lookup(example["tfds_id"])
         proposal_boxes = _pixel_boxes(proposal_boxes, height, width)
-    flip = flip_coin(seed) if train else tf.constant(False)
+    labels = tf.cast(objects["label"], tf.int32)
+    difficult = tf.cast(difficult, tf.bool)
+    if proposals is not None and (warp_size is not None or augment in AUGMENTATIONS):
+        raise ValueError("Cached proposals follow only a flip: use them with "
+                         "dataset.preprocess.augment 'flip' or 'none' and no warp_size.")
+    if train and augment in AUGMENTATIONS:
+        image, boxes, keep = AUGMENTATIONS[augment](
+            image, boxes, tf.random.experimental.stateless_fold_in(seed, 1))
+        boxes, labels, difficult = (tf.boolean_mask(x, keep) for x in (boxes, labels, difficult))
+    if warp_size is not None:
+        factor = tf.cast(warp_size, tf.float32) / tf.cast(tf.shape(image)[:2], tf.float32)
+        boxes = boxes * tf.stack([factor[1], factor[0]] * 2)
+        image = tf.image.resize(image, [warp_size, warp_size], method="bilinear", antialias=True)
+        height, width = tf.constant(warp_size), tf.constant(warp_size)
+    flip = flip_coin(seed) if train and augment != "none" else tf.constant(False)
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
     boxes = tf.cond(flip, lambda: _mirror_boxes(boxes, width), lambda: boxes)
     count = tf.shape(boxes)[0]
@@ -159,8 +185,8 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
         image = tf.image.pad_to_bounding_box(image, 0, 0, *canvas)
     out = {"image": image, "image_hw": tf.stack([height, width]),
            "boxes": _pad_to(boxes, count, max_boxes, check),
-           "classes": _pad_to(tf.cast(objects["label"], tf.int32), count, max_boxes, check),
-           "difficult": _pad_to(tf.cast(difficult, tf.bool), count, max_boxes, check),
+           "classes": _pad_to(labels, count, max_boxes, check),
+           "difficult": _pad_to(difficult, count, max_boxes, check),
            "box_valid": _pad_to(tf.ones([count], tf.bool), count, max_boxes, check)}
     if proposals is not None:
         proposal_boxes = tf.cond(flip, lambda: _mirror_boxes(proposal_boxes, width),

@@ -20,7 +20,8 @@ import optax
 from segattn_jax.layers.conv import Conv
 from segattn_jax.layers.roi import roi_align, roi_pool
 from segattn_jax.ops import boxes as box_ops
-from segattn_jax.ops.nms import batched_nms
+from segattn_jax.ops.boxes import take_per_image
+from segattn_jax.ops.nms import batched_nms, multiclass_nms
 
 Array = Any
 
@@ -35,12 +36,6 @@ def smooth_l1(x: Array, beta: float = 1.0) -> Array:
     """Fast R-CNN's robust loss, elementwise: 0.5 x^2 / beta where |x| < beta, else |x| - beta/2."""
     absolute = jnp.abs(x)
     return jnp.where(absolute < beta, 0.5 * x * x / beta, absolute - 0.5 * beta)
-
-
-def take_per_image(values: Array, indices: Array) -> Array:
-    """values (B, N, ...) at each image's `indices` (B, K) -> (B, K, ...)."""
-    indices = indices.reshape(indices.shape + (1,) * (values.ndim - 2))
-    return jnp.take_along_axis(values, indices, axis=1)
 
 
 def _mean_over(values: Array, weights: Array) -> Array:
@@ -261,17 +256,10 @@ def detect(rois: Array, roi_valid: Array, scores: Array, deltas: Array, image_hw
     references = jnp.broadcast_to(rois[:, :, None], (batch, num_rois, num_classes, 4))
     boxes = box_ops.decode(deltas, references, HEAD_BOX_WEIGHTS)
     hw = jnp.asarray(image_hw, jnp.float32)
-    boxes = box_ops.clip(boxes.reshape(batch, -1, 4), hw[:, :1], hw[:, 1:])
-    scores = scores.reshape(batch, -1)
-    classes = jnp.broadcast_to(jnp.arange(num_classes), (batch, num_rois, num_classes))
-    classes = classes.reshape(batch, -1)
-    valid = jnp.repeat(roi_valid, num_classes, axis=1)
-    index, keep = batched_nms(boxes, scores, iou_threshold=nms_threshold,
-                              max_output=max_detections, score_threshold=score_threshold,
-                              valid=valid, classes=classes)
-    return {"boxes": take_per_image(boxes, index),
-            "scores": jnp.where(keep, take_per_image(scores, index), 0.0),
-            "classes": take_per_image(classes, index), "valid": keep}
+    boxes = box_ops.clip(boxes, hw[:, None, :1], hw[:, None, 1:])
+    return multiclass_nms(boxes, scores, score_threshold=score_threshold,
+                          nms_threshold=nms_threshold, max_detections=max_detections,
+                          valid=roi_valid)
 
 
 def check_anchor_config(scales: Sequence[float], ratios: Sequence[float]) -> int:

@@ -16,6 +16,8 @@ MODELS = {
     "rcnn": "segattn_jax.models.rcnn:RCNN",
     "fast_rcnn": "segattn_jax.models.fast_rcnn:FastRCNN",
     "faster_rcnn": "segattn_jax.models.faster_rcnn:FasterRCNN",
+    "yolo": "segattn_jax.models.yolo:YOLO",
+    "ssd": "segattn_jax.models.ssd:SSD",
     "show_attend_tell": "segattn_jax.models.show_attend_tell:ShowAttendTell",
     "densecap": "segattn_jax.models.densecap:DenseCap",
     "draw": "segattn_jax.models.draw:DRAW",

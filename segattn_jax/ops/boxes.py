@@ -50,7 +50,14 @@ def pairwise_iou(a: jax.Array, b: jax.Array) -> jax.Array:
     return xp.where(union > 0, overlap / xp.where(union > 0, union, 1.0), 0.0)
 
 
-def _center_size(boxes: jax.Array) -> tuple[jax.Array, ...]:
+def take_per_image(values: jax.Array, indices: jax.Array) -> jax.Array:
+    """values (B, N, ...) at each image's `indices` (B, K) -> (B, K, ...)."""
+    indices = indices.reshape(indices.shape + (1,) * (values.ndim - 2))
+    return jnp.take_along_axis(values, indices, axis=1)
+
+
+def center_size(boxes: jax.Array) -> tuple[jax.Array, ...]:
+    """(centre x, centre y, width, height) of (..., 4) boxes."""
     width = boxes[..., 2] - boxes[..., 0]
     height = boxes[..., 3] - boxes[..., 1]
     return boxes[..., 0] + 0.5 * width, boxes[..., 1] + 0.5 * height, width, height
@@ -65,8 +72,8 @@ def encode(boxes: jax.Array, references: jax.Array,
     normalized by std (0.1, 0.1, 0.2, 0.2)). Degenerate sizes are floored at a tiny width so the
     log is finite; mask such pairs out of the loss.
     """
-    x, y, w, h = _center_size(jnp.asarray(references, jnp.float32))
-    gx, gy, gw, gh = _center_size(jnp.asarray(boxes, jnp.float32))
+    x, y, w, h = center_size(jnp.asarray(references, jnp.float32))
+    gx, gy, gw, gh = center_size(jnp.asarray(boxes, jnp.float32))
     w, h, gw, gh = (jnp.maximum(v, 1e-6) for v in (w, h, gw, gh))
     wx, wy, ww, wh = weights
     return jnp.stack([wx * (gx - x) / w, wy * (gy - y) / h,
@@ -79,7 +86,7 @@ def decode(deltas: jax.Array, references: jax.Array,
 
     The log-size outputs are clipped at `MAX_LOG_SCALE` before exp().
     """
-    x, y, w, h = _center_size(jnp.asarray(references, jnp.float32))
+    x, y, w, h = center_size(jnp.asarray(references, jnp.float32))
     wx, wy, ww, wh = weights
     deltas = jnp.asarray(deltas, jnp.float32)
     cx = deltas[..., 0] / wx * w + x
@@ -119,12 +126,20 @@ def anchors(feature_hw: tuple[int, int], stride: float, size: float,
     R-CNN on VGG16: stride 16, size 16, scales (8, 16, 32), ratios (0.5, 1, 2) -> 128^2, 256^2,
     512^2 boxes.
     """
+    return place_anchors(cell_anchors(size, scales, ratios), feature_hw, stride)
+
+
+def place_anchors(cell: jax.Array, feature_hw: tuple[int, int], stride: float) -> jax.Array:
+    """The (A, 4) boxes of one cell (centred at the origin) repeated at every position of an
+    (H, W) feature map -> (H * W * A, 4), position-major, cell (y, x) centred on
+    ((x + 0.5) * stride, (y + 0.5) * stride). `stride` may be fractional (SSD's default boxes
+    tile a 38x38 map over 300 pixels)."""
     height, width = feature_hw
     ys = (jnp.arange(height, dtype=jnp.float32) + 0.5) * stride
     xs = (jnp.arange(width, dtype=jnp.float32) + 0.5) * stride
     cy, cx = jnp.meshgrid(ys, xs, indexing="ij")
     centers = jnp.stack([cx, cy, cx, cy], axis=-1).reshape(-1, 1, 4)
-    return (centers + cell_anchors(size, scales, ratios)[None]).reshape(-1, 4)
+    return (centers + jnp.asarray(cell, jnp.float32)[None]).reshape(-1, 4)
 
 
 def match(iou: jax.Array, gt_valid: jax.Array, *, foreground: float, background: tuple[float, float],

@@ -1,10 +1,13 @@
-"""Image conversions in numpy, shared by the datasets that store images and the pictures tasks draw.
+"""Image conversions shared by the datasets that store images and the pictures tasks draw (numpy),
+and the models that take a fixed input size (jax).
 
 Lives here, not in `tasks.pictures`, so that dataset builders can use it without importing the tasks
 (and with them every model).
 """
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -21,3 +24,15 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
             "color integer class masks with tasks.pictures.colorize_mask."
         )
     return np.round(np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def warp_to_square(images: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+    """Images (B, H, W, C) warped to `size` x `size` (no aspect kept, as YOLO and SSD train),
+    and the (x, y, x, y) factors that map boxes found on them back to the input. The input
+    pipeline warps training and eval images already; this serves `predict` on image files."""
+    height, width = images.shape[1:3]
+    factor = jnp.asarray([width / size, height / size] * 2, jnp.float32)
+    if (height, width) != (size, size):
+        images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]),
+                                  "bilinear")
+    return images, factor

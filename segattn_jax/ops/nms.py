@@ -1,4 +1,5 @@
-"""Greedy non-maximum suppression with a fixed-size output, jittable and batched by vmap.
+"""Greedy non-maximum suppression with a fixed-size output, jittable and batched by vmap, and
+the multi-class detection selection every detector ends with (`multiclass_nms`).
 
 Greedy NMS repeatedly keeps the highest-scoring remaining box and removes the boxes that overlap
 it by IoU > threshold (the rule of `tf.image.non_max_suppression` and torchvision). Written as
@@ -53,3 +54,37 @@ def batched_nms(boxes: jax.Array, scores: jax.Array, **kwargs) -> tuple[jax.Arra
     -> (indices, keep), each (B, max_output)."""
     per_image = {k: v for k in ("valid", "classes") if (v := kwargs.pop(k, None)) is not None}
     return jax.vmap(lambda b, s, extra: nms(b, s, **extra, **kwargs))(boxes, scores, per_image)
+
+
+def multiclass_nms(boxes: jax.Array, scores: jax.Array, *, score_threshold: float,
+                   nms_threshold: float, max_detections: int, pre_nms: int | None = None,
+                   valid: jax.Array | None = None) -> dict[str, jax.Array]:
+    """A detector's final detections: every (box, class) pair scoring at least
+    `score_threshold`, per-class NMS, the `max_detections` best.
+
+    boxes: (B, N, K, 4) class-specific boxes (the R-CNN family) or (B, N, 4) shared by every
+    class (YOLO, SSD); scores (B, N, K) per object class (no background column); valid (B, N).
+    `pre_nms` keeps only that many best pairs per image before NMS (SSD's 8732 default boxes x
+    20 classes would make every NMS round scan 175k pairs).
+    Returns boxes (B, D, 4), scores (B, D) (0 where not valid), classes (B, D) (0-based object
+    classes) and valid (B, D).
+    """
+    batch, num_boxes, num_classes = scores.shape
+    if boxes.ndim == 3:
+        boxes = jnp.broadcast_to(boxes[:, :, None], (batch, num_boxes, num_classes, 4))
+    boxes = boxes.reshape(batch, -1, 4)
+    scores = jnp.asarray(scores, jnp.float32).reshape(batch, -1)
+    classes = jnp.broadcast_to(jnp.arange(num_classes, dtype=jnp.int32),
+                               (batch, num_boxes, num_classes)).reshape(batch, -1)
+    alive = jnp.ones(scores.shape, bool) if valid is None else jnp.repeat(valid, num_classes, 1)
+
+    if pre_nms is not None and pre_nms < scores.shape[1]:
+        _, top = jax.lax.top_k(jnp.where(alive, scores, -jnp.inf), pre_nms)
+        boxes, scores, classes, alive = (box_ops.take_per_image(x, top)
+                                         for x in (boxes, scores, classes, alive))
+    index, keep = batched_nms(boxes, scores, iou_threshold=nms_threshold,
+                              max_output=max_detections, score_threshold=score_threshold,
+                              valid=alive, classes=classes)
+    take = box_ops.take_per_image
+    return {"boxes": take(boxes, index), "scores": jnp.where(keep, take(scores, index), 0.0),
+            "classes": take(classes, index), "valid": keep}

@@ -66,6 +66,23 @@ def voc_like(num_examples, crowd_key="is_difficult"):
     return tf.data.Dataset.from_generator(examples, output_signature=signature)
 
 
+def voc_like_as_dataset(num_examples):
+    """An `as_dataset_fn` for `tfds.testing.mock_data` serving `voc_like` examples, with TFDS's
+    tfds_id when the read config asks for it (cached proposals, extra training datasets)."""
+
+    def as_dataset(self, split, read_config=None, **kwargs):
+        ds = voc_like(num_examples)
+        if read_config is not None and read_config.add_tfds_id:
+            # Unique over the train and test splits, as TFDS's ids are, and the same however
+            # the split is spelled (the loop reads train+validation as an even_splits shard).
+            name = "test" if "test" in str(split) else "trainval"
+            ds = ds.enumerate().map(lambda i, e: {
+                **e, "tfds_id": tf.strings.join([name, tf.strings.as_string(i)], "__")})
+        return ds
+
+    return as_dataset
+
+
 @pytest.mark.parametrize("name, crowd_key", [("voc/2007", "is_difficult"),
                                              ("coco/2017", "is_crowd")])
 def test_real_datasets_resize_to_the_rcnn_protocol_into_a_fixed_canvas(name, crowd_key):

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from segattn_jax.data import pipeline
@@ -16,7 +15,7 @@ from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from tests import cli
 from tests.conftest import ROOT, cli_overrides, experiment_config, vgg_kernels
-from tests.data.test_detection_data import voc_like
+from tests.data.test_detection_data import voc_like_as_dataset
 
 ROWS = ["R-CNN", "Fast-R-CNN", "Faster-R-CNN"]
 
@@ -128,17 +127,7 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_voc(row, mock_voc_dir, tmp
     monkeypatch.setattr(pipeline, "num_examples", lambda builder, split: 4)
     monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
 
-    def as_dataset(self, split, read_config=None, **kwargs):
-        ds = voc_like(4)
-        if read_config is not None and read_config.add_tfds_id:
-            # Unique over the train and test splits, as TFDS's ids are, and the same however
-            # the split is spelled (the loop reads train+validation as an even_splits shard).
-            name = "test" if "test" in str(split) else "trainval"
-            ds = ds.enumerate().map(lambda i, e: {
-                **e, "tfds_id": tf.strings.join([name, tf.strings.as_string(i)], "__")})
-        return ds
-
-    with tfds.testing.mock_data(num_examples=4, as_dataset_fn=as_dataset,
+    with tfds.testing.mock_data(num_examples=4, as_dataset_fn=voc_like_as_dataset(4),
                                 data_dir=mock_voc_dir):  # proposals are cached there
         experiment = loop.Experiment(config, tmp_path / "run")
         state = experiment.new_state()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from segattn_jax.ops.nms import batched_nms, nms
+from segattn_jax.ops.nms import batched_nms, multiclass_nms, nms
 
 
 def _scene(seed, n=300):
@@ -64,3 +64,46 @@ def test_batched_nms_equals_nms_per_image():
 def test_nms_rejects_batched_input_with_advice():
     with pytest.raises(ValueError, match="batched_nms"):
         nms(np.zeros((2, 5, 4)), np.zeros((2, 5)), iou_threshold=0.5, max_output=3)
+
+
+@pytest.mark.parametrize("shared_boxes", [True, False])
+def test_multiclass_nms_matches_tensorflow_combined_nms(shared_boxes):
+    """`multiclass_nms` (the detectors' last step) against tf.image.combined_non_max_suppression:
+    per-class NMS, then the best detections over all classes, for class-agnostic (YOLO, SSD) and
+    class-specific (R-CNN) boxes."""
+    rng = np.random.default_rng(7)
+    num_classes, batch, n, detections = 3, 2, 120, 40
+    scenes = [_scene(seed, n) for seed in range(batch * num_classes)]
+    if shared_boxes:
+        boxes = np.stack([scenes[i][0] for i in range(batch)])  # (B, N, 4)
+        tf_boxes = boxes[:, :, None, [1, 0, 3, 2]]
+    else:
+        boxes = np.stack([np.stack([scenes[b * num_classes + k][0] for k in range(num_classes)], 1)
+                          for b in range(batch)])  # (B, N, K, 4)
+        tf_boxes = boxes[..., [1, 0, 3, 2]]
+    scores = rng.uniform(0, 1, (batch, n, num_classes)).astype(np.float32)
+    ours = jax.jit(lambda b, s: multiclass_nms(
+        b, s, score_threshold=0.2, nms_threshold=0.5, max_detections=detections))(boxes, scores)
+    theirs = tf.image.combined_non_max_suppression(
+        tf_boxes, scores, max_output_size_per_class=detections, max_total_size=detections,
+        iou_threshold=0.5, score_threshold=0.2, clip_boxes=False)
+    for b in range(batch):
+        count = int(theirs.valid_detections[b])
+        keep = np.asarray(ours["valid"][b])
+        assert keep.sum() == count
+        np.testing.assert_allclose(np.asarray(ours["scores"][b])[keep], theirs.nmsed_scores[b][:count])
+        np.testing.assert_array_equal(np.asarray(ours["classes"][b])[keep],
+                                      theirs.nmsed_classes[b][:count])
+        np.testing.assert_allclose(np.asarray(ours["boxes"][b])[keep][:, [1, 0, 3, 2]],
+                                   theirs.nmsed_boxes[b][:count])
+
+
+def test_multiclass_nms_pre_nms_keeps_the_best_pairs_and_respects_valid():
+    boxes, _ = _scene(3, 50)
+    scores = np.random.default_rng(3).uniform(0, 1, (1, 50, 2)).astype(np.float32)
+    valid = np.arange(50)[None] % 2 == 0
+    out = multiclass_nms(boxes[None], scores, score_threshold=0.0, nms_threshold=1.0,
+                         max_detections=10, pre_nms=10, valid=valid)
+    # IoU threshold 1 suppresses nothing: the 10 best (box, class) pairs of the valid boxes.
+    best = np.sort(np.where(valid[..., None], scores, -1).ravel())[::-1][:10]
+    np.testing.assert_allclose(np.asarray(out["scores"][0]), best)
