@@ -90,17 +90,18 @@ def _coloured_boxes(rng: np.random.Generator, n: int, size: int = 32):
 
 
 def test_segmentation_learns(tfds_dir):
-    """The segmentation task (FCN-8s + pixel loss + train step) learns: held-out mean IU > 70%."""
+    """The segmentation task (FCN-8s + pixel loss + train step) learns: held-out mean IU > 70%
+    (75.3 measured after 200 steps; 150 steps gave 69.999 on this machine, on the bar)."""
     config = experiment_config("fcn", "FCN-8s,mini", tfds_dir, **{
         "model.num_classes": 3, "model.dropout_rate": 0.0, "optimizer.learning_rate": 3e-3,
         "optimizer.warmup_steps": 10})
     task = build_task(config)
-    tx = make_optimizer(config.optimizer, 150)
+    tx = make_optimizer(config.optimizer, 200)
     rng = np.random.default_rng(0)
     state = create_train_state(
         task.init_variables(jax.random.key(0), {"image": np.zeros((1, 32, 32, 3))}), tx)
     step = jax.jit(functools.partial(loop.train_step, task, tx, config.seed))
-    for _ in range(150):
+    for _ in range(200):
         batch = _coloured_boxes(rng, 8)
         state, _ = step(state, {"image": batch["image"], "label": batch["label"]})
     test = _coloured_boxes(np.random.default_rng(1), 32)
