@@ -25,7 +25,7 @@ from segattn_jax.backbones.vgg import VGG16, scaled_features
 from segattn_jax.layers.conv import Conv
 from segattn_jax.layers.rcnn import HEAD_BOX_WEIGHTS, smooth_l1
 from segattn_jax.ops import boxes as box_ops
-from segattn_jax.ops.images import warp_to_square
+from segattn_jax.ops.images import check_training_size, warp_to_square
 from segattn_jax.ops.nms import multiclass_nms
 
 Array = Any
@@ -205,10 +205,7 @@ class SSD(nn.Module):
     def losses(self, inputs: dict[str, Array], targets: dict[str, Array]
                ) -> tuple[dict[str, Array], dict[str, Array]]:
         images = inputs["image"]
-        if images.shape[1:3] != (self.input_size, self.input_size):
-            raise ValueError(f"SSD trains on {self.input_size}x{self.input_size} images; got "
-                             f"{images.shape[1:3]}: set dataset.preprocess.warp_size to "
-                             f"model.input_size.")
+        check_training_size(images, self.input_size, "SSD")
         logits, offsets, defaults = self.raw_outputs(images)
         return ssd_loss(logits, offsets, defaults, targets, match_threshold=self.match_threshold,
                         negative_ratio=self.negative_ratio)

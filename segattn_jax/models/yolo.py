@@ -20,7 +20,7 @@ from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers.conv import Conv
 from segattn_jax.layers.pooling import max_pool
 from segattn_jax.ops import boxes as box_ops
-from segattn_jax.ops.images import warp_to_square
+from segattn_jax.ops.images import check_training_size, warp_to_square
 from segattn_jax.ops.nms import multiclass_nms
 
 Array = Any
@@ -167,10 +167,7 @@ class YOLO(nn.Module):
                ) -> tuple[dict[str, Array], dict[str, Array]]:
         """The paper's eq. 3 summed over cells and boxes, averaged over images."""
         images = inputs["image"]
-        if images.shape[1:3] != (self.input_size, self.input_size):
-            raise ValueError(f"YOLO trains on {self.input_size}x{self.input_size} images; got "
-                             f"{images.shape[1:3]}: set dataset.preprocess.warp_size to "
-                             f"model.input_size.")
+        check_training_size(images, self.input_size, "YOLO")
         out = self.raw_outputs(images, train=True)
         return yolo_loss(out, self.pixel_boxes(out["box"], self.input_size), targets,
                          grid=self.grid, size=self.input_size, lambda_coord=self.lambda_coord,

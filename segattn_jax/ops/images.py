@@ -36,3 +36,11 @@ def warp_to_square(images: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
         images = jax.image.resize(images, (images.shape[0], size, size, images.shape[3]),
                                   "bilinear")
     return images, factor
+
+
+def check_training_size(images: jax.Array, size: int, model: str) -> None:
+    """Fixed-input detectors train only on images the pipeline warped to their size (boxes are
+    targets in those pixels, so warping here would be wrong): fails with the config key to set."""
+    if images.shape[1:3] != (size, size):
+        raise ValueError(f"{model} trains on {size}x{size} images; got {images.shape[1:3]}: set "
+                         "dataset.preprocess.warp_size to model.input_size.")

@@ -15,6 +15,7 @@ from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from tests import cli
 from tests.conftest import ROOT, cli_overrides, experiment_config, vgg_kernels
+from tests.models.detection_checks import batch_map_before_and_after, finite_step_detections
 from tests.data.test_detection_data import voc_like_as_dataset
 
 ROWS = ["R-CNN", "Fast-R-CNN", "Faster-R-CNN"]
@@ -44,16 +45,7 @@ def test_train_step_with_an_empty_image_and_degenerate_boxes_is_finite(row, tfds
     config = experiment_config("rcnn", f"{row},mini", tfds_dir)
     task = build_task(config)
     batch = _batch(with_proposals=row != "Faster-R-CNN")
-    variables = task.init_variables(jax.random.key(0), task.inputs(batch))
-
-    def loss(params):
-        loss, metrics, _ = task.loss({"params": params}, batch, jax.random.key(1))
-        return loss, metrics
-
-    (loss, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
-    assert np.isfinite(float(loss)), metrics
-    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
-    detections = jax.jit(task.predict)(variables, task.inputs(batch))
+    detections = finite_step_detections(task, batch)
     assert detections["boxes"].shape == (2, config.model.max_detections, 4)
     kept = np.asarray(detections["boxes"][1])[np.asarray(detections["valid"][1])]
     assert (kept[:, [1, 3]] <= 48).all()  # clipped to the second image's real height
@@ -153,17 +145,5 @@ def test_faster_rcnn_learns_to_detect_the_objects_of_a_batch(tfds_dir, tmp_path)
     to 65 (measured; 59-78 over seeds 0-2, while after 150 steps it was 22-57, too close to
     chance for a bar; the bar is 40). The mini table (README) measures generalization."""
     config = experiment_config("rcnn", "Faster-R-CNN,mini", tfds_dir)
-    experiment = loop.Experiment(config, tmp_path)
-    batch = next(experiment.eval_batches())
-    task = experiment.task
-
-    def batch_map(variables):
-        predictions = jax.device_get(jax.jit(task.predict)(variables, task.inputs(batch)))
-        return task.summarize(task.accumulate(None, task.statistics(batch, predictions)))["mAP"]
-
-    state = experiment.new_state()
-    before = batch_map(state.variables)
-    for _ in range(200):
-        state, _ = experiment.train_step(state, batch)
-    after = batch_map(state.variables)
+    before, after = batch_map_before_and_after(config, tmp_path, 200)
     assert before < 5.0 and after > 40.0, (before, after)

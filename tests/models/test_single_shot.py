@@ -19,6 +19,7 @@ from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from tests import cli
 from tests.conftest import ROOT, cli_overrides, experiment_config
+from tests.models.detection_checks import batch_map_before_and_after, finite_step_detections
 from tests.data.test_detection_data import voc_like_as_dataset
 
 EXPERIMENT = ROOT / "experiments" / "single_shot.py"
@@ -158,16 +159,7 @@ def test_train_step_with_an_image_without_objects_is_finite(row, tfds_dir):
     config = experiment_config("single_shot", f"{row},mini", tfds_dir)
     task = build_task(config)
     batch = _batch()
-    variables = task.init_variables(jax.random.key(0), task.inputs(batch))
-
-    def loss(params):
-        loss, metrics, _ = task.loss({"params": params}, batch, jax.random.key(1))
-        return loss, metrics
-
-    (loss, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
-    assert np.isfinite(float(loss)), metrics
-    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
-    detections = jax.jit(task.predict)(variables, task.inputs(batch))
+    detections = finite_step_detections(task, batch)
     assert detections["boxes"].shape == (2, config.model.max_detections, 4)
 
 
@@ -253,17 +245,5 @@ def test_detector_learns_to_detect_the_objects_of_a_batch(row, steps, bar, tfds_
     generalization."""
     config = experiment_config("single_shot", f"{row},mini", tfds_dir,
                                **{"dataset.preprocess.augment": "none"})
-    experiment = loop.Experiment(config, tmp_path)
-    batch = next(experiment.eval_batches())
-    task = experiment.task
-
-    def batch_map(variables):
-        predictions = jax.device_get(jax.jit(task.predict)(variables, task.inputs(batch)))
-        return task.summarize(task.accumulate(None, task.statistics(batch, predictions)))["mAP"]
-
-    state = experiment.new_state()
-    before = batch_map(state.variables)
-    for _ in range(steps):
-        state, _ = experiment.train_step(state, batch)
-    after = batch_map(state.variables)
+    before, after = batch_map_before_and_after(config, tmp_path, steps)
     assert before < 10.0 and after > bar, (before, after)
