@@ -29,6 +29,17 @@ def finished_metrics(directory: epath.Path, num_steps: int) -> dict[str, float] 
     return result["eval"] if result.get("step") == num_steps else None
 
 
+def cell_metrics(config: ml_collections.ConfigDict, measured: dict[str, float] | None
+                 ) -> dict[str, float] | None:
+    """The metrics a cell shows: a run's, or for a cell that reads one part of a shared run
+    (`table_metric_prefix`, e.g. 'stage1/' of a cascade's run) those under the prefix,
+    without it."""
+    prefix = config.get("table_metric_prefix", "")
+    if not prefix or measured is None:
+        return measured
+    return {k[len(prefix):]: v for k, v in measured.items() if k.startswith(prefix)}
+
+
 def _format(value: float | None) -> str:
     """One decimal (metrics in %), or 3 significant digits below 1 (seconds per image)."""
     if value is None:
@@ -83,8 +94,9 @@ def plot_curves(runs: list[tuple[ml_collections.ConfigDict, epath.Path]], metric
                 path: epath.Path) -> epath.Path | None:
     """`metric` vs training step, one line per run that evaluated more than once, as a PNG
     (the papers' training curves); None when no run has a curve."""
-    curves = [(config, [(e["step"], e[metric]) for e in eval_history(directory) if metric in e])
-              for config, directory in runs]
+    curves = [(config, [(e["step"], e[key]) for e in eval_history(directory) if key in e])
+              for config, directory in runs
+              for key in [config.get("table_metric_prefix", "") + metric]]
     curves = [(config, points) for config, points in curves if len(points) > 1]
     if not curves:
         return None
@@ -120,7 +132,7 @@ def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict
         config = module.get_config(run_arg)
         if overrides:
             config.update_from_flattened_dict(overrides)
-        directory = run_dir(workdir, run_arg)
+        directory = run_dir(workdir, config.get("table_run") or run_arg)
         measured = finished_metrics(directory, config.train.num_steps)
         if measured is None and not collect_only:
             result = train_and_evaluate(config, directory)
@@ -128,7 +140,7 @@ def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict
                 cells.append((config, None))
                 return format_table(cells) + "\n\nStopped by SIGTERM; rerun to continue."
             measured = result["eval"]
-        cells.append((config, measured))
+        cells.append((config, cell_metrics(config, measured)))
         runs.append((config, directory))
     table = format_table(cells)
     curves = plot_curves(runs, cells[0][0].table_metrics[0], workdir / "curves.png")

@@ -50,6 +50,12 @@ FAST_OVERRIDES = {
                  "model.lstm_dim": 64},
     # shapes/tiny's 32x32 scenes warped to the mini rows' 128x128, detectors at 1/16 width.
     "single_shot": {**_FAST, "dataset.name": "shapes/tiny", "model.width": 0.0625},
+    # shapes/tiny's 32x32 scenes as they are (the mini rows warp 64x64 ones), VGG16 at 1/16.
+    "localization": {**_FAST, "dataset.name": "shapes/tiny", "dataset.preprocess.size": 32,
+                     "model.input_size": 32, "model.width": 0.0625},
+    # poses/tiny's 48x48 figures, stage 1 at 32x32 and 16x16 joint crops, PoseNets at 1/16.
+    "deeppose": {**_FAST, "dataset.name": "poses/tiny", "dataset.preprocess.size": 48,
+                 "model.input_size": 32, "model.crop_size": 16, "model.width": 0.0625},
     # The embedded digits' first 360 (tiny_none is 28x28 like the mini rows), 4 glimpses.
     "draw": {**_FAST, "dataset.name": "distorted_digits/tiny_none", "model.steps": 4,
              "model.hidden": 32, "model.latent": 8},

@@ -15,6 +15,8 @@ import tensorflow as tf
 from segattn_jax.data.box_augment import AUGMENTATIONS
 from segattn_jax.data.captions import CaptionEncoder, caption_texts, phrase_texts
 from segattn_jax.data.handwriting import tf_encode_text
+from segattn_jax.data.poses import flic_to_lsp
+from segattn_jax.metrics.pose import JOINT_NAMES, NUM_JOINTS
 
 if TYPE_CHECKING:  # data.proposals reads datasets through data.pipeline, which imports this
     from segattn_jax.data.proposals import Proposals
@@ -196,6 +198,89 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     return out
 
 
+def localization(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
+                 size: int = 224, max_boxes: int = 16, flip: bool = True) -> dict[str, tf.Tensor]:
+    """One main object per image, for classification + localization (ILSVRC's CLS-LOC task).
+
+    `detection`'s image warped to size x size (mirrored half the time in training when `flip`),
+    plus label int32 (): the image's class (its 'label' feature, as ILSVRC's) or, for scenes
+    without one (`shapes`), the class of the object with the largest box; box float32 (4,) in
+    pixels: the largest box of that class, the regression target; and boxes (max_boxes, 4) with
+    box_valid (max_boxes,): every box of that class, which the ILSVRC protocol accepts a
+    prediction against. An image without a box of its class stops the pipeline with an error.
+    """
+    out = detection(example, seed, train, max_boxes=max_boxes, warp_size=size,
+                    augment="flip" if flip else "none")
+    valid = out["box_valid"]
+    areas = tf.where(valid, (out["boxes"][:, 2] - out["boxes"][:, 0])
+                     * (out["boxes"][:, 3] - out["boxes"][:, 1]), -1.0)
+    if "label" in example:
+        label = tf.cast(example["label"], tf.int32)
+    else:
+        label = tf.gather(out["classes"], tf.argmax(areas, output_type=tf.int32))
+    same_class = valid & tf.equal(out["classes"], label)
+    check = tf.debugging.assert_greater(
+        tf.reduce_sum(tf.cast(same_class, tf.int32)), 0, message="An image has no box of its "
+        "class: classification + localization needs one (filter such images out of the dataset).")
+    with tf.control_dependencies([check]):
+        main = tf.argmax(tf.where(same_class, areas, -1.0), output_type=tf.int32)
+    return {"image": out["image"], "label": label, "box": tf.gather(out["boxes"], main),
+            "boxes": out["boxes"], "box_valid": same_class}
+
+
+def _left_right_swap() -> list[int]:
+    """Joint permutation that a mirror image needs: each left joint takes its right one's place."""
+    swapped = [name.replace("left", "@").replace("right", "left").replace("@", "right")
+               for name in JOINT_NAMES]
+    return [JOINT_NAMES.index(name) for name in swapped]
+
+
+def pose(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *, size: int = 128,
+         margin: float = 0.1, jitter: float = 0.0, flip: bool = False) -> dict[str, tf.Tensor]:
+    """A square crop around the person, with the LSP-order joints in its pixels (DeepPose).
+
+    Reads the `poses` layout (data/poses.py: image, joints (14, 2) (x, y) pixels, visible,
+    person_box) or TFDS `flic` (mapped by `poses.flic_to_lsp`). The crop is the person box's
+    longer side plus `margin` on each side, centred on the box, zero-padded past the image, and
+    resized to size x size. Training may move the crop by up to `jitter` of its side and scale
+    it by 1 +- jitter, and mirror it when `flip` (left and right joints swap; leave it off for
+    data whose colours tell left from right, as `poses`). Returns image float32 (size, size, 3)
+    in [0, 1], joints float32 (14, 2) (x, y) in the crop's pixels (pixel centres at +0.5) and
+    visible bool (14,): annotated as visible and inside the crop.
+    """
+    if "xcoords" in example:
+        example = flic_to_lsp(example)
+    image = to_float_image(example["image"])
+    hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    ymin, xmin, ymax, xmax = tf.unstack(tf.cast(example["person_box"], tf.float32) * tf.concat(
+        [hw, hw], 0))
+    centre = tf.stack([(xmin + xmax) / 2, (ymin + ymax) / 2])
+    side = tf.maximum(tf.maximum(xmax - xmin, ymax - ymin), 1.0) * (1 + 2 * margin)
+    if train and jitter:
+        shift, scale = tf.split(tf.random.stateless_uniform([3], seed, -jitter, jitter), [2, 1])
+        centre, side = centre + shift * side, side * (1 + scale[0])
+    top_left = centre - side / 2
+    # crop_and_resize samples at pixel centres of a normalized box: output pixel i's centre
+    # (i + 0.5) sits at top_left + (i + 0.5) * side / size in the image's continuous pixels.
+    step = side / size
+    start = (top_left + step / 2 - 0.5) / tf.maximum(hw[::-1] - 1, 1.0)
+    end = start + step * (size - 1) / tf.maximum(hw[::-1] - 1, 1.0)
+    crop = tf.image.crop_and_resize(image[None], [[start[1], start[0], end[1], end[0]]], [0],
+                                    [size, size], extrapolation_value=0.0)[0]
+    joints = (tf.cast(example["joints"], tf.float32) - top_left) / step
+    visible = tf.cast(example["visible"], tf.bool) & tf.reduce_all(
+        (joints >= 0) & (joints < size), axis=-1)
+    if train and flip:
+        mirrored = flip_coin(tf.random.experimental.stateless_fold_in(seed, 1))
+        swap = _left_right_swap()
+        crop = tf.cond(mirrored, lambda: tf.reverse(crop, axis=[1]), lambda: crop)
+        joints = tf.cond(mirrored, lambda: tf.gather(
+            tf.stack([size - joints[:, 0], joints[:, 1]], 1), swap), lambda: joints)
+        visible = tf.cond(mirrored, lambda: tf.gather(visible, swap), lambda: visible)
+    return {"image": tf.ensure_shape(crop, [size, size, 3]),
+            "joints": tf.ensure_shape(joints, [NUM_JOINTS, 2]), "visible": visible}
+
+
 def resize_and_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
     """Shorter side resized to `size`, then the central size x size square (the captioning and
     VGG evaluation crop)."""
@@ -357,6 +442,8 @@ PREPROCESSORS: dict[str, Preprocess] = {
     "segmentation": segmentation,
     "classification": classification,
     "detection": detection,
+    "localization": localization,
+    "pose": pose,
     "captioning": captioning,
     "dense_captioning": dense_captioning,
     "binary_image": binary_image,

@@ -111,7 +111,7 @@ def shape_mask(class_name: str, center: tuple[float, float], size: float, angle:
     return mask
 
 
-def _background(rng: np.random.Generator, image_size: int) -> np.ndarray:
+def background(rng: np.random.Generator, image_size: int) -> np.ndarray:
     """Muted, textured background: tinted grey + smooth blotches + stripes + pixel noise."""
     s = image_size
     grey = rng.uniform(60, 170)
@@ -170,8 +170,11 @@ def _caption(phrases: list[str], boxes: np.ndarray, areas: np.ndarray) -> str:
 
 
 def render_scene(rng: np.random.Generator, image_size: int = 64, max_objects: int = 6,
-                 min_objects: int = 1) -> dict:
+                 min_objects: int = 1, main_object: bool = False) -> dict:
     """Renders one scene; objects later in the draw order occlude earlier ones.
+
+    `main_object` makes the last-drawn object (never occluded) the scene's main one, as an
+    ILSVRC image has: its size from the upper half of the range, at least 1.5x any other's.
 
     Returns a dict of numpy arrays/strings in the `Shapes` feature layout:
       image (H, W, 3) uint8; segmentation_mask (H, W, 1) uint8 (0 background, class + 1);
@@ -189,6 +192,9 @@ def render_scene(rng: np.random.Generator, image_size: int = 64, max_objects: in
     labels = rng.integers(0, len(CLASS_NAMES), size=num)
     colours = rng.integers(0, len(_COLOUR_NAMES), size=num)
     sizes = np.exp(rng.uniform(np.log(lo), np.log(hi), size=num))
+    if main_object:
+        sizes[-1] = np.exp(rng.uniform(np.log(np.sqrt(lo * hi)), np.log(hi)))
+        sizes[:-1] = np.minimum(sizes[:-1], sizes[-1] / 1.5)
     angles = rng.uniform(0, 2 * np.pi, size=num)
     margins = sizes / 2
     centers = rng.uniform(margins[:, None], s - margins[:, None], size=(num, 2))
@@ -205,7 +211,7 @@ def render_scene(rng: np.random.Generator, image_size: int = 64, max_objects: in
             covered |= full_masks[i]
     kept = np.flatnonzero(keep)
 
-    image = _background(rng, s)
+    image = background(rng, s)
     segmentation = np.zeros((s, s), np.uint8)
     for i in kept:  # bottom to top
         shade = _COLOUR_VALUES[colours[i]] + rng.uniform(-20, 20, size=3)
@@ -248,6 +254,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
     num_train: int = 4000
     num_test: int = 500
     max_objects: int = 6
+    main_object: bool = False  # render_scene's: one dominant object per scene
     seed: int = 0
 
     def __post_init__(self):
@@ -265,6 +272,9 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         ShapesConfig(name="default", description="64x64, 4000 train / 500 test scenes."),
         ShapesConfig(name="tiny", image_size=32, num_train=64, num_test=32,
                      description="32x32, 64 train / 32 test scenes, for smoke tests."),
+        ShapesConfig(name="main_object", max_objects=3, main_object=True,
+                     description="64x64, 4000 train / 500 test scenes of 1-3 shapes, one of "
+                                 "them dominant (classification + localization)."),
     ]
     # Generated locally from its config: the input pipeline may prepare it on first use.
     generated_locally = True
@@ -302,4 +312,5 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         split_id = zlib.crc32(split.encode())
         for index in range(num_examples):
             rng = np.random.default_rng([cfg.seed, split_id, index])
-            yield index, render_scene(rng, cfg.image_size, cfg.max_objects)
+            yield index, render_scene(rng, cfg.image_size, cfg.max_objects,
+                                      main_object=cfg.main_object)

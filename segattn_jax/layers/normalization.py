@@ -1,4 +1,5 @@
-"""Batch norm as the backbones' released checkpoints use it, and frozen for detection fine-tuning.
+"""Batch norm as the backbones' released checkpoints use it, and frozen for detection fine-tuning;
+AlexNet's local response normalization (DeepPose's network).
 
 Detection papers (Faster/Mask R-CNN, FPN) fine-tune ImageNet backbones with batches of one or two
 images, too few for batch statistics: they freeze batch norm into a fixed affine map of the
@@ -49,3 +50,19 @@ def batch_norm(*, frozen: bool, train: bool, use_scale: bool, momentum: float, e
         return FrozenBatchNorm(use_scale=use_scale, epsilon=epsilon, dtype=dtype, name=name)
     return nn.BatchNorm(use_running_average=not train, use_scale=use_scale, momentum=momentum,
                         epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def local_response_norm(x: jax.Array, depth_radius: int = 2, bias: float = 2.0,
+                        alpha: float = 1e-4, beta: float = 0.75) -> jax.Array:
+    """AlexNet's local response normalization across channels (Krizhevsky et al. 2012, sec.
+    3.3: n = 5, k = 2, alpha = 1e-4, beta = 0.75), as DeepPose's network uses it:
+    x / (bias + alpha * sum of x^2 over the 2 * depth_radius + 1 nearest channels)^beta.
+
+    Same arguments and meaning as `tf.nn.local_response_normalization` (whose alpha multiplies
+    the sum, not the sum / n as Caffe's does: pass alpha / n to match a Caffe net)."""
+    squares = jnp.square(x.astype(jnp.float32))
+    window = 2 * depth_radius + 1
+    summed = jax.lax.reduce_window(squares, 0.0, jax.lax.add, (1,) * (x.ndim - 1) + (window,),
+                                   (1,) * x.ndim,
+                                   [(0, 0)] * (x.ndim - 1) + [(depth_radius, depth_radius)])
+    return (x.astype(jnp.float32) * (bias + alpha * summed) ** -beta).astype(x.dtype)

@@ -13,6 +13,8 @@ MODELS = {
     "fcn": "segattn_jax.models.fcn:FCN",
     "stn": "segattn_jax.models.stn:STNClassifier",
     "classifier": "segattn_jax.models.classifier:ImageClassifier",
+    "classloc": "segattn_jax.models.localization:ClassLocNet",
+    "deeppose": "segattn_jax.models.deeppose:DeepPose",
     "rcnn": "segattn_jax.models.rcnn:RCNN",
     "fast_rcnn": "segattn_jax.models.fast_rcnn:FastRCNN",
     "faster_rcnn": "segattn_jax.models.faster_rcnn:FasterRCNN",

@@ -10,6 +10,8 @@ from segattn_jax.tasks.dense_captioning import DenseCaptioningTask
 from segattn_jax.tasks.detection import DetectionTask
 from segattn_jax.tasks.generation import GenerationTask
 from segattn_jax.tasks.handwriting import HandwritingTask
+from segattn_jax.tasks.localization import LocalizationTask
+from segattn_jax.tasks.pose import PoseTask
 from segattn_jax.tasks.segmentation import SegmentationTask
 from segattn_jax.tasks.translation import TranslationTask
 
@@ -17,6 +19,8 @@ TASKS: dict[str, type[Task]] = {
     "segmentation": SegmentationTask,
     "classification": ClassificationTask,
     "detection": DetectionTask,
+    "localization": LocalizationTask,
+    "pose": PoseTask,
     "captioning": CaptioningTask,
     "dense_captioning": DenseCaptioningTask,
     "generation": GenerationTask,

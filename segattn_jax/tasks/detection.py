@@ -107,16 +107,7 @@ class DetectionTask(RegionTask):
                  else k): v for k, v in metrics.items()}
 
     def _drawn(self, image: np.ndarray, boxes, classes, scores=None) -> np.ndarray:
-        """The image, upscaled for legibility, with boxes, class names (and scores)."""
-        image = pics.to_rgb_uint8(image)
-        big = pics.upscale(image)
-        factor = big.shape[0] / image.shape[0]
-        captions = [pics.class_name(self.class_names, int(k)) for k in classes]
-        if scores is not None:
-            captions = [f"{caption} {float(p):.2f}" for caption, p in zip(captions, scores)]
-        # Object class k is drawn in VOC color k + 1 (color 0 is black).
-        return pics.draw_boxes(big, np.asarray(boxes) * factor, captions,
-                               [int(k) + 1 for k in classes])
+        return pics.labeled_boxes(image, boxes, classes, self.class_names, scores)
 
     def _shown(self, predictions: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         keep = np.asarray(predictions["valid"]) & (np.asarray(predictions["scores"]) >= SHOWN_SCORE)

@@ -172,6 +172,47 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, captions: Sequence[str],
     return np.asarray(canvas)
 
 
+def labeled_boxes(image: np.ndarray, boxes: np.ndarray, classes: Sequence[int],
+                  names: Sequence[str], scores: Sequence[float] | None = None) -> np.ndarray:
+    """`image` upscaled for legibility with object boxes (x1, y1, x2, y2 in its pixels), each
+    captioned with its class name (and score); object class k in VOC color k + 1 (0 is black)."""
+    image = to_rgb_uint8(image)
+    big = upscale(image)
+    factor = big.shape[0] / image.shape[0]
+    captions = [class_name(names, int(k)) for k in classes]
+    if scores is not None:
+        captions = [f"{caption} {float(p):.2f}" for caption, p in zip(captions, scores)]
+    return draw_boxes(big, np.asarray(boxes) * factor, captions, [int(k) + 1 for k in classes])
+
+
+SKELETON_COLORS = {"left": (60, 220, 60), "right": (240, 70, 70), "": (70, 150, 255)}
+
+
+def draw_skeleton(image: np.ndarray, joints: np.ndarray, limbs: Sequence[tuple],
+                  visible: np.ndarray | None = None, width: int = 3) -> np.ndarray:
+    """`image` upscaled for legibility with a pose: each limb (name, endpoint a, endpoint b; an
+    endpoint is a tuple of joint indices whose positions are averaged) a line between its
+    endpoints, the person's left limbs green, right red, the others blue; joints (x, y in the
+    image's pixels) as dots. With `visible`, limbs touching an invisible joint are left out."""
+    image = to_rgb_uint8(image)
+    big = upscale(image)
+    factor = big.shape[0] / image.shape[0]
+    points = np.asarray(joints, np.float64) * factor
+    shown = np.ones(len(points), bool) if visible is None else np.asarray(visible, bool)
+    canvas = Image.fromarray(big)
+    draw = ImageDraw.Draw(canvas)
+    for name, a, b in limbs:
+        if not shown[list(a) + list(b)].all():
+            continue
+        side = name.split("_")[0] if name.split("_")[0] in SKELETON_COLORS else ""
+        start, end = points[list(a)].mean(0), points[list(b)].mean(0)
+        draw.line([tuple(start), tuple(end)], fill=SKELETON_COLORS[side], width=width)
+    for (x, y), seen in zip(points, shown):
+        if seen:
+            draw.ellipse([x - width, y - width, x + width, y + width], fill=(255, 255, 255))
+    return np.asarray(canvas)
+
+
 def titled(image: np.ndarray, title: str) -> np.ndarray:
     """`image` (RGB uint8) with a one-line caption strip above it."""
     image = to_rgb_uint8(image)

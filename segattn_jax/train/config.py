@@ -21,6 +21,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.column = ""              # table column for grid tables, e.g. 'RTS' ('' = metrics are columns)
     c.paper = ml_collections.ConfigDict()   # metric name -> the paper's number for this cell
     c.table_metrics = ()       # metrics shown by `table`, in order
+    # Cells with the same table_run share one training run (e.g. every stage of a cascade);
+    # such a cell shows the run's metrics under table_metric_prefix (e.g. 'stage1/').
+    c.table_run = ""
+    c.table_metric_prefix = ""
     c.seed = 0
 
     c.dataset = ml_collections.ConfigDict()

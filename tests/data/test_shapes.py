@@ -107,3 +107,14 @@ def test_registered_configs():
 def test_render_scene_rejects_bad_counts():
     with pytest.raises(ValueError, match="min_objects"):
         render_scene(np.random.default_rng(0), 64, max_objects=0)
+
+
+def test_main_object_scenes_have_one_dominant_unoccluded_object():
+    """The last-drawn object has the largest box, about 1.5x any other's side or more."""
+    for index in range(60):
+        scene = render_scene(np.random.default_rng([3, index]), 64, 3, main_object=True)
+        boxes = scene["objects"]["bbox"]
+        sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        assert np.argmax(sides) == len(sides) - 1
+        assert (sides[:-1] <= sides[-1] / 1.2).all()  # 1.5x in size; rendering rounds
+        assert len(sides) <= 3

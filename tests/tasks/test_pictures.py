@@ -117,3 +117,22 @@ def test_image_grid_titles_caption_the_first_row():
     assert (strip < 100).all(-1).any()  # the titles' glyphs
     with pytest.raises(ValueError, match="titles"):
         image_grid([[tile, tile]], titles=("one",))
+
+
+def test_skeleton_draws_left_and_right_limbs_and_leaves_out_invisible_ones():
+    from segattn_jax.metrics.pose import JOINT_NAMES, LIMBS
+
+    joints = np.full((len(JOINT_NAMES), 2), 16.0)
+    joints[JOINT_NAMES.index("left_elbow")] = (4.0, 4.0)    # left upper arm towards the top left
+    joints[JOINT_NAMES.index("right_knee")] = (28.0, 28.0)  # right leg towards the bottom right
+    image = np.zeros((32, 32, 3), np.float32)
+    picture = pics.draw_skeleton(image, joints, LIMBS)
+    assert picture.shape == (256, 256, 3)  # upscaled 8x
+    top_left, bottom_right = picture[:110, :110], picture[146:, 146:]
+    assert has_color(top_left, pics.SKELETON_COLORS["left"], 0)
+    assert not has_color(top_left, pics.SKELETON_COLORS["right"], 0)
+    assert has_color(bottom_right, pics.SKELETON_COLORS["right"], 0)
+    visible = np.ones(len(JOINT_NAMES), bool)
+    visible[JOINT_NAMES.index("right_knee")] = False
+    hidden = pics.draw_skeleton(image, joints, LIMBS, visible)
+    assert not has_color(hidden[146:, 146:], pics.SKELETON_COLORS["right"], 0)
