@@ -40,6 +40,7 @@ def table_runs(arg: str) -> list[str]:
 def _mini(c) -> None:
     c.dataset.name = "shapes/main_object"
     c.dataset.preprocess.size = MINI_SIZE
+    c.dataset.preprocess.crop = "warp"  # the scenes are square already
     c.dataset.preprocess.max_boxes = 8
     c.model.num_classes = len(CLASS_NAMES)
     c.model.input_size = MINI_SIZE
@@ -61,15 +62,16 @@ def _mini(c) -> None:
 def _paper_scale(c, row: str) -> None:
     """ILSVRC-2012 CLS-LOC (the training images with boxes; data/imagenet_localization.py),
     224x224 inputs, SGD momentum 0.9, weight decay 5e-4, batch 256, learning rate 1e-3 (sec.
-    4.5: the localization nets start from the classification net at 1e-3). The paper does not
-    give the schedule: ours is 20 epochs of the 544k boxed images, divided by 10 twice. The
-    paper trains the box net alone (the class comes from the classifier); here the class head
-    trains beside it (the lectures' multitask loss), its logits starting from the classifier's
-    fc8 when init_from holds one."""
+    4.5: the localization nets start from the classification net at 1e-3), evaluated on the
+    central 224x224 crop. The paper does not give the schedule: ours is 20 epochs of the 544k
+    boxed images, divided by 10 twice. The paper trains the box net alone (the class comes from
+    the classifier); here the class head trains beside it (the lectures' multitask loss), from
+    VGG16's fc8 when init_from holds ImageNet weights."""
     c.dataset.name = "imagenet_localization/cls_loc_2012"
     c.dataset.train_split = "train"
     c.dataset.eval_split = "validation"
     c.dataset.preprocess.size = 224
+    c.dataset.preprocess.crop = "center"  # the shorter side to 224, the central square
     c.dataset.preprocess.max_boxes = 64
     c.model.num_classes = ILSVRC_CLASSES
     c.model.input_size = 224

@@ -199,33 +199,49 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
 
 
 def localization(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
-                 size: int = 224, max_boxes: int = 16, flip: bool = True) -> dict[str, tf.Tensor]:
+                 size: int = 224, max_boxes: int = 16, flip: bool = True,
+                 crop: str = "warp") -> dict[str, tf.Tensor]:
     """One main object per image, for classification + localization (ILSVRC's CLS-LOC task).
 
-    `detection`'s image warped to size x size (mirrored half the time in training when `flip`),
-    plus label int32 (): the image's class (its 'label' feature, as ILSVRC's) or, for scenes
-    without one (`shapes`), the class of the object with the largest box; box float32 (4,) in
-    pixels: the largest box of that class, the regression target; and boxes (max_boxes, 4) with
-    box_valid (max_boxes,): every box of that class, which the ILSVRC protocol accepts a
-    prediction against. An image without a box of its class stops the pipeline with an error.
+    The image becomes size x size by `crop`: 'warp' resizes it whole (aspect ratio lost; the
+    embedded square scenes), 'center' resizes its shorter side to `size` and keeps the central
+    square (VGG's single central crop; boxes clipped to it); mirrored half the time in training
+    when `flip`. Returns image float32 (size, size, 3) in [0, 1]; label int32 (): the image's
+    class (its 'label' feature, as ILSVRC's) or, for scenes without one (`shapes`), the class of
+    the object with the largest box; box float32 (4,) in pixels: the largest box of that class,
+    the regression target; boxes (max_boxes, 4) with box_valid (max_boxes,): every box of that
+    class, which the ILSVRC protocol accepts a prediction against; has_box bool (): whether
+    there is one (an image without, as a degenerate annotation leaves, trains only its class
+    and counts as a localization error).
     """
-    out = detection(example, seed, train, max_boxes=max_boxes, warp_size=size,
-                    augment="flip" if flip else "none")
-    valid = out["box_valid"]
-    areas = tf.where(valid, (out["boxes"][:, 2] - out["boxes"][:, 0])
-                     * (out["boxes"][:, 3] - out["boxes"][:, 1]), -1.0)
+    if crop not in ("warp", "center"):
+        raise ValueError(f"Unknown --config.dataset.preprocess.crop {crop!r}; valid: 'warp', "
+                         "'center'.")
+    augment = "flip" if flip else "none"
+    if crop == "warp":
+        out = detection(example, seed, train, max_boxes=max_boxes, warp_size=size,
+                        augment=augment)
+        image, boxes = out["image"], out["boxes"]
+    else:
+        out = detection(example, seed, train, max_boxes=max_boxes, augment=augment)
+        hw = tf.cast(tf.shape(out["image"])[:2], tf.float32)
+        image = resize_and_center_crop(out["image"], size)
+        scaled = tf.math.ceil(hw * size / tf.reduce_min(hw))  # as resize_and_center_crop
+        top, left = tf.unstack(tf.floor((scaled - size) / 2))
+        sy, sx = tf.unstack(scaled / hw)
+        boxes = tf.clip_by_value(out["boxes"] * tf.stack([sx, sy, sx, sy])
+                                 - tf.stack([left, top, left, top]), 0.0, float(size))
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    valid = out["box_valid"] & (areas > 0)
+    areas = tf.where(valid, areas, -1.0)
     if "label" in example:
         label = tf.cast(example["label"], tf.int32)
     else:
         label = tf.gather(out["classes"], tf.argmax(areas, output_type=tf.int32))
     same_class = valid & tf.equal(out["classes"], label)
-    check = tf.debugging.assert_greater(
-        tf.reduce_sum(tf.cast(same_class, tf.int32)), 0, message="An image has no box of its "
-        "class: classification + localization needs one (filter such images out of the dataset).")
-    with tf.control_dependencies([check]):
-        main = tf.argmax(tf.where(same_class, areas, -1.0), output_type=tf.int32)
-    return {"image": out["image"], "label": label, "box": tf.gather(out["boxes"], main),
-            "boxes": out["boxes"], "box_valid": same_class}
+    main = tf.argmax(tf.where(same_class, areas, -1.0), output_type=tf.int32)
+    return {"image": image, "label": label, "box": tf.gather(boxes, main), "boxes": boxes,
+            "box_valid": same_class, "has_box": tf.reduce_any(same_class)}
 
 
 def _left_right_swap() -> list[int]:
@@ -252,8 +268,8 @@ def pose(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *, size: i
         example = flic_to_lsp(example)
     image = to_float_image(example["image"])
     hw = tf.cast(tf.shape(image)[:2], tf.float32)
-    ymin, xmin, ymax, xmax = tf.unstack(tf.cast(example["person_box"], tf.float32) * tf.concat(
-        [hw, hw], 0))
+    xmin, ymin, xmax, ymax = tf.unstack(_pixel_boxes(
+        tf.cast(example["person_box"], tf.float32), hw[0], hw[1])[0])
     centre = tf.stack([(xmin + xmax) / 2, (ymin + ymax) / 2])
     side = tf.maximum(tf.maximum(xmax - xmin, ymax - ymin), 1.0) * (1 + 2 * margin)
     if train and jitter:

@@ -12,9 +12,12 @@ normalized by that box (eq. 6-7). Each stage has its own network (the paper's ar
 Training differs from the paper in one way, so that one jitted step trains every stage: the
 stages train together, each on the current estimates of the one before it (through
 `stop_gradient`, so no stage trains another), instead of one after the other. The paper's
-simulated predictions stay: half of a later stage's training crops are centred on the true joint
-displaced by a sample from a normal distribution with the mean and variance of the previous
-stage's displacements of that joint (here of the current batch, not of the whole training set).
+simulated predictions stay: half of a later stage's training crops (of visible joints) are centred
+on the true joint displaced by a sample from a normal distribution with the mean and variance of
+the previous stage's displacements of that joint (here of the current batch, not of the whole
+training set). Every crop's side comes from the estimates it is centred among (simulated or
+not), as at test time, where only estimates exist; the paper sizes training crops by the true
+pose.
 """
 from __future__ import annotations
 
@@ -168,15 +171,17 @@ class DeepPose(nn.Module):
         predictions). A later stage trains on the estimates that the stage before it made in
         this step (simulated ones included), so each stage runs once per step."""
         size = jnp.array([images.shape[2], images.shape[1]], jnp.float32)
-        weight = visible.astype(jnp.float32)[..., None]
         count = jnp.maximum(jnp.sum(visible), 1)
+        # Unannotated joints may hold anything (NaN): nothing reads them past this line.
+        joints = jnp.where(visible[..., None], joints, 0.0)
 
         def l2(predicted, target):  # sum over x, y; mean over visible joints
-            return jnp.sum(weight * jnp.square(predicted - target)) / count
+            return jnp.sum(jnp.where(visible[..., None], jnp.square(predicted - target), 0.0)
+                           ) / count
 
         def error_px(estimates):
             distance = jnp.linalg.norm(estimates - joints, axis=-1)
-            return jax.lax.stop_gradient(jnp.sum(visible * distance) / count)
+            return jax.lax.stop_gradient(jnp.sum(jnp.where(visible, distance, 0.0)) / count)
 
         normalized = self._stage1(images, train=True)
         losses = {"stage1": l2(normalized, joints / size - 0.5)}
@@ -193,10 +198,12 @@ class DeepPose(nn.Module):
     @staticmethod
     def _simulated(estimates: jax.Array, joints: jax.Array, visible: jax.Array,
                    rng: jax.Array) -> jax.Array:
-        """Crop centres for training a later stage: per example and joint, the previous stage's
-        estimate, or (probability 1/2) the true joint plus a displacement drawn from a normal
-        with the mean and variance of that joint's displacements in this batch (eq. 8)."""
-        errors = estimates - joints
+        """Crop centres for training a later stage: per example and visible joint, the previous
+        stage's estimate, or (probability 1/2) the true joint plus a displacement drawn from a
+        normal with the mean and variance of that joint's displacements in this batch (eq. 8).
+        Invisible joints keep the estimate (they train nothing)."""
+        joints = jnp.where(visible[..., None], joints, 0.0)
+        errors = jnp.where(visible[..., None], estimates - joints, 0.0)
         weight = visible.astype(jnp.float32)[..., None]
         count = jnp.maximum(jnp.sum(weight, axis=0), 1.0)
         mean = jnp.sum(weight * errors, axis=0) / count

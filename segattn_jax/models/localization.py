@@ -1,7 +1,7 @@
 """Classification + localization: one network with a class head and a box-regression head.
 
 The lectures' "localization as regression", as VGG's ILSVRC localization net does it (Simonyan &
-Zisserman, ICLR 2015, sec. 4.5 and Table 8): VGG16's fc8 classifier beside a box layer on fc7
+Zisserman, ICLR 2015, sec. 4.5 and Table 8): VGG16's own fc8 classifier beside a box layer on fc7
 that regresses the box as (centre x, centre y, width, height) in units of the image's size, with
 a Euclidean loss. The box layer is either single-class regression (SCR: one box shared by every
 class, `class_specific=False`) or per-class regression (PCR: one box per class, the box of the
@@ -53,16 +53,17 @@ class ClassLocNet(nn.Module):
                 f"{VGG_STRIDE}); got {images.shape[1:3]}: set dataset.preprocess.size to "
                 "model.input_size, both a multiple of 32.")
         if self.backbone == "vgg16":
-            fc7, _ = VGG16(width=self.width, first_padding=1,
-                           fc6_kernel=self.input_size // VGG_STRIDE,
-                           dropout_rate=self.dropout_rate, dtype=self.dtype, name="backbone"
-                           )(images, train=train)
-            features = fc7.reshape(fc7.shape[0], -1)
-        else:  # the backbone's last map, averaged over positions
+            # VGG16's own fc8 classifier, so converted ImageNet weights load into it.
+            logits, layers = VGG16(width=self.width, first_padding=1,
+                                   fc6_kernel=self.input_size // VGG_STRIDE,
+                                   dropout_rate=self.dropout_rate, num_classes=self.num_classes,
+                                   dtype=self.dtype, name="backbone")(images, train=train)
+            features = layers["fc7"].reshape(images.shape[0], -1)
+        else:  # the backbone's last map, averaged over positions, and a new classifier
             last, _ = build_backbone(self.backbone, num_classes=0, width=self.width,
                                      dtype=self.dtype, name="backbone")(images, train=train)
             features = jnp.mean(last.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc8")(features)
+            logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc8")(features)
         num_boxes = self.num_classes if self.class_specific else 1
         # Zero weights and a centred half-size box as bias: training starts from the mean
         # answer, not from random boxes whose errors would swamp the class loss.

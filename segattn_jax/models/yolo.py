@@ -146,8 +146,8 @@ class YOLO(nn.Module):
         cells = jnp.arange(self.grid, dtype=jnp.float32)
         cx = (box[..., 0] + cells[None, None, :, None]) / self.grid * size
         cy = (box[..., 1] + cells[None, :, None, None]) / self.grid * size
-        w, h = jnp.square(box[..., 2]) * size, jnp.square(box[..., 3]) * size
-        return jnp.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
+        return box_ops.from_center_size(cx, cy, jnp.square(box[..., 2]) * size,
+                                        jnp.square(box[..., 3]) * size)
 
     def __call__(self, inputs: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
         images, factor = warp_to_square(inputs["image"], self.input_size)

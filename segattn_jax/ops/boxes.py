@@ -63,6 +63,12 @@ def center_size(boxes: jax.Array) -> tuple[jax.Array, ...]:
     return boxes[..., 0] + 0.5 * width, boxes[..., 1] + 0.5 * height, width, height
 
 
+def from_center_size(cx: jax.Array, cy: jax.Array, width: jax.Array, height: jax.Array
+                     ) -> jax.Array:
+    """(..., 4) boxes (x1, y1, x2, y2) from their centres and sizes (`center_size`'s inverse)."""
+    return jnp.stack([cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2], axis=-1)
+
+
 def encode(boxes: jax.Array, references: jax.Array,
            weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)) -> jax.Array:
     """R-CNN regression targets of `boxes` relative to `references` (anchors or proposals):

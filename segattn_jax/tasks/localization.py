@@ -27,9 +27,8 @@ IOU_THRESHOLD = 0.5  # ILSVRC's
 def corners(boxes: jax.Array, image_hw: tuple[int, int]) -> jax.Array:
     """(centre x, centre y, width, height) fractions of the image -> (x1, y1, x2, y2) pixels."""
     height, width = image_hw
-    cx, cy, w, h = (boxes[..., i] for i in range(4))
-    return jnp.stack([(cx - w / 2) * width, (cy - h / 2) * height,
-                      (cx + w / 2) * width, (cy + h / 2) * height], axis=-1)
+    return box_ops.from_center_size(boxes[..., 0] * width, boxes[..., 1] * height,
+                                    boxes[..., 2] * width, boxes[..., 3] * height)
 
 
 def fractions(boxes: jax.Array, image_hw: tuple[int, int]) -> jax.Array:
@@ -65,9 +64,12 @@ class LocalizationTask(Task):
         error = self.box_of(outputs["boxes"], labels) - fractions(
             batch["box"], batch["image"].shape[1:3])
         if self.config.task.box_loss == "l2":
-            box_loss = 0.5 * jnp.sum(error ** 2, axis=-1).mean()
+            box_loss = 0.5 * jnp.sum(error ** 2, axis=-1)
         else:
-            box_loss = jnp.sum(optax.huber_loss(error), axis=-1).mean()
+            box_loss = jnp.sum(optax.huber_loss(error), axis=-1)
+        # Images without a box of their class train only their class.
+        has_box = batch["has_box"].astype(jnp.float32)
+        box_loss = jnp.sum(has_box * box_loss) / jnp.maximum(jnp.sum(has_box), 1.0)
         loss = class_loss + self.config.task.box_weight * box_loss
         return loss, {"class_loss": class_loss, "box_loss": box_loss,
                       "accuracy": (jnp.argmax(logits, -1) == labels).mean()}, model_state

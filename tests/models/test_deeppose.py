@@ -105,41 +105,67 @@ def test_simulated_predictions_follow_the_previous_stages_error_statistics():
     np.testing.assert_allclose(simulated.std(0), [4.0, 1.0], rtol=0.05)
 
 
-def test_invisible_joints_train_a_step_without_nan(tfds_dir):
+def test_invisible_joints_are_out_of_the_loss_even_when_nan(tfds_dir):
+    """Unannotated joints may be NaN: the step stays finite and they change nothing; with every
+    joint invisible the loss is 0."""
     task = build_task(experiment_config("deeppose", "stage3,mini", tfds_dir))
-    batch = {"image": jnp.asarray(np.random.default_rng(3).uniform(size=(2, 48, 48, 3)),
-                                  jnp.float32),
-             "joints": jnp.full((2, NUM_JOINTS, 2), jnp.nan).at[1].set(10.0),
-             "visible": jnp.zeros((2, NUM_JOINTS), bool)}
-    batch["joints"] = jnp.where(batch["visible"][..., None], batch["joints"], 0.0)
-    variables = task.init_variables(jax.random.key(0), {"image": batch["image"][:1]})
+    rng = np.random.default_rng(3)
+    image = jnp.asarray(rng.uniform(size=(2, 48, 48, 3)), jnp.float32)
+    joints = jnp.asarray(rng.uniform(5, 40, size=(2, NUM_JOINTS, 2)), jnp.float32)
+    visible = jnp.asarray(rng.uniform(size=(2, NUM_JOINTS)) < 0.6)
+    variables = task.init_variables(jax.random.key(0), {"image": image[:1]})
 
-    def loss(params):
-        return task.loss({"params": params}, batch, jax.random.key(1))[:2]
+    def step(joints, visible):
+        def loss(params):
+            batch = {"image": image, "joints": joints, "visible": visible}
+            return task.loss({"params": params}, batch, jax.random.key(1))[:2]
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
 
-    (value, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
-    assert float(value) == 0.0 and all(np.isfinite(float(v)) for v in metrics.values())
-    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
-    # The zero-initialized output layer starts every estimate at the crop's centre.
-    estimates = jax.jit(task.predict)(variables, {"image": batch["image"]})
-    np.testing.assert_allclose(estimates["stage1"], 24.0)
-    np.testing.assert_allclose(estimates["stage3"], estimates["stage1"])
+    (value, metrics), grads = step(joints, visible)
+    (nan_value, nan_metrics), nan_grads = step(
+        jnp.where(visible[..., None], joints, jnp.nan), visible)
+    assert np.isfinite(float(value)) and float(value) > 0
+    np.testing.assert_allclose(float(nan_value), float(value), rtol=1e-6)
+    for g, h in zip(jax.tree.leaves(grads), jax.tree.leaves(nan_grads)):
+        np.testing.assert_allclose(h, g, rtol=1e-5, atol=1e-7)
+    (none_value, _), none_grads = step(jnp.full_like(joints, jnp.nan), jnp.zeros_like(visible))
+    assert float(none_value) == 0.0
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(none_grads))
+
+
+def test_later_stages_move_each_joint_by_their_output_times_the_crop_side():
+    """With stage 2's output fixed to (dx, dy) for joint i, its estimate of joint i is stage 1's
+    plus (dx, dy) x the crop side (sigma x the torso diameter of stage 1's estimate, or the
+    smallest crop): the refinement's sign and scale."""
+    model = DeepPose(stages=2, input_size=32, crop_size=8, width=0.0625, first_stride=2,
+                     sigma=1.5, min_crop=0.1)
+    images = jnp.asarray(np.random.default_rng(4).uniform(size=(2, 64, 64, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), images)
+    params = jax.tree.map(lambda x: x, variables["params"])
+    rng = np.random.default_rng(5)
+    params["stage1"]["fc8"]["bias"] = jnp.asarray(rng.uniform(-0.3, 0.3, 2 * NUM_JOINTS))
+    shift = rng.uniform(-0.5, 0.5, (NUM_JOINTS, 2))
+    params["stage2"]["fc8"]["bias"] = jnp.asarray(shift.reshape(-1))
+    stage1, stage2 = model.apply({"params": params}, images)
+    stage1, stage2 = np.asarray(stage1), np.asarray(stage2)
+    shoulder, hip = JOINT_NAMES.index("left_shoulder"), JOINT_NAMES.index("right_hip")
+    side = np.maximum(1.5 * np.linalg.norm(stage1[:, shoulder] - stage1[:, hip], axis=-1), 6.4)
+    np.testing.assert_allclose(stage2, stage1 + shift[None] * side[:, None, None], rtol=1e-5)
 
 
 def test_mini_table_trains_the_cascade_once_for_its_three_rows(tmp_path, tfds_dir):
     markdown = table.run_table(str(EXPERIMENT), "mini", tmp_path,
                                overrides=fast_overrides("deeppose", tfds_dir,
                                                         **{"train.num_steps": 2}))
-    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["cascade"]
-    metrics = json.loads((tmp_path / "cascade" / "metrics.json").read_text())["eval"]
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["cascade_mini"]
+    metrics = json.loads((tmp_path / "cascade_mini" / "metrics.json").read_text())["eval"]
     rows = {line.split("|")[1].strip(): line.split("|") for line in markdown.splitlines()
             if "| stage" in line}
     assert list(rows) == ["stage1", "stage2", "stage3"]
     for stage, cells in rows.items():
-        assert cells[2].strip() == "54.0" if stage == "stage1" else True  # the paper's Ave
-        pcp = metrics.get(f"{stage}/pcp")
-        assert cells[3].strip() == ("-" if pcp is None else f"{pcp:.1f}")
-    assert 0.0 <= metrics["pdj/wrists@0.5"] <= metrics["stage3/pdj/wrists@0.5"] + 1e-9 <= 100.0
+        assert float(cells[2]) == load_experiment(EXPERIMENT).PAPER[stage]["pcp"]
+        upper_arm = metrics[f"{stage}/pcp/upper_arm"]  # each row shows its own stage's
+        assert cells[5].strip() == f"{upper_arm:.1f}"
     assert f"figure: {tmp_path / 'pdj.png'}" in markdown and (tmp_path / "pdj.png").is_file()
 
 

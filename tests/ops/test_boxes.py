@@ -113,3 +113,9 @@ def test_sample_pads_with_background_then_marks_invalid():
     picked = np.asarray(labels)[np.asarray(indices)]
     assert (picked[np.asarray(valid)] == 1).sum() == 2 and (picked[np.asarray(valid)] == 0).sum() == 3
     assert np.asarray(valid).sum() == 5 and np.all(picked[~np.asarray(valid)] == -1)
+
+
+def test_from_center_size_inverts_center_size():
+    boxes = jnp.array([[0.0, 0.0, 10.0, 10.0], [2.0, 3.0, 7.0, 11.0]])
+    np.testing.assert_allclose(box_ops.from_center_size(*box_ops.center_size(boxes)), boxes)
+    np.testing.assert_allclose(box_ops.from_center_size(5.0, 7.0, 4.0, 8.0), [3.0, 3.0, 7.0, 11.0])
