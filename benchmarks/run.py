@@ -17,6 +17,7 @@ import faster_rcnn_train_step  # noqa: E402
 import fcn_train_step  # noqa: E402
 import handwriting_train_step  # noqa: E402
 import inception_step  # noqa: E402
+import localization_train_step  # noqa: E402
 import loop_overhead  # noqa: E402
 import rnnsearch_train_step  # noqa: E402
 import show_attend_tell_step  # noqa: E402
@@ -38,6 +39,8 @@ def main() -> None:
     faster_rcnn_train_step.main()
     print()
     single_shot_train_step.main()
+    print()
+    localization_train_step.main()
     print()
     inception_step.main()
     print()
