@@ -45,8 +45,9 @@ def test_classification():
     assert float(tf.reduce_max(out["image"])) <= 1.0
     assert out["label"].dtype == tf.int32 and int(out["label"]) == 7
     assert set(preprocess.PREPROCESSORS) == {"segmentation", "classification", "detection",
-                                             "captioning", "dense_captioning", "binary_image",
-                                             "translation", "handwriting"}
+                                             "localization", "pose", "captioning",
+                                             "dense_captioning", "binary_image", "translation",
+                                             "handwriting"}
 
 
 def test_binary_image_thresholds_stored_values_and_binarized_mnist_bits():
