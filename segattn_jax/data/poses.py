@@ -39,14 +39,13 @@ The renderer, `render_pose`, is pure numpy/scikit-image so tests can check its i
 from __future__ import annotations
 
 import dataclasses
-import zlib
 
 import numpy as np
 import skimage.draw
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from segattn_jax.data.shapes import background
+from segattn_jax.data.shapes import background, example_rng
 from segattn_jax.metrics.pose import JOINT_NAMES, NUM_JOINTS
 
 _J = {name: i for i, name in enumerate(JOINT_NAMES)}
@@ -302,11 +301,8 @@ class Poses(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str, num_examples: int):
         cfg = self.builder_config
-        # Each example's RNG depends only on (seed, split, index): order-free and reproducible.
-        split_id = zlib.crc32(split.encode())
         for index in range(num_examples):
-            rng = np.random.default_rng([cfg.seed, split_id, index])
-            yield index, render_pose(rng, cfg.image_size)
+            yield index, render_pose(example_rng(cfg.seed, split, index), cfg.image_size)
 
 
 # --- FLIC -----------------------------------------------------------------------------------------

@@ -43,6 +43,12 @@ _REFERENCE_OBJECT_SIZE = (6, 40)
 _MIN_VISIBLE_FRACTION = 0.2
 
 
+def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The RNG of one example of an embedded set: a function of (seed, split, index) only, so
+    examples are order-free and reproducible."""
+    return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
+
+
 def _regular_polygon(num_vertices: int, angle: float) -> np.ndarray:
     t = angle + 2 * np.pi * np.arange(num_vertices) / num_vertices
     return np.stack([np.sin(t), np.cos(t)], axis=1)
@@ -308,9 +314,6 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str, num_examples: int):
         cfg = self.builder_config
-        # Each example's RNG depends only on (seed, split, index): order-free and reproducible.
-        split_id = zlib.crc32(split.encode())
         for index in range(num_examples):
-            rng = np.random.default_rng([cfg.seed, split_id, index])
-            yield index, render_scene(rng, cfg.image_size, cfg.max_objects,
+            yield index, render_scene(example_rng(cfg.seed, split, index), cfg.image_size, cfg.max_objects,
                                       main_object=cfg.main_object)
