@@ -21,6 +21,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 from pathlib import Path  # noqa: E402
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,10 +80,22 @@ def without_timing(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not k.endswith("seconds_per_image")}
 
 
-def step_on_mock_data(config, workdir, monkeypatch, *, training: bool = False):
+def traced_step(experiment, state, batch) -> tuple[dict, dict]:
+    """The shapes of a train step's metrics and of the predictions on `batch`, traced without
+    compiling: the check of a paper-scale row whose program differs from one its test compiles
+    only in sizes and settings (a compile costs 10-50 s here, a trace a second or two)."""
+    _, metrics = jax.eval_shape(experiment.train_step, state, batch)
+    predictions = jax.eval_shape(experiment.task.predict, state.variables,
+                                 experiment.task.inputs(batch))
+    return metrics, predictions
+
+
+def step_on_mock_data(config, workdir, monkeypatch, *, training: bool = False,
+                      compiled: bool = True):
     """One train step and an evaluation of `config` offline, on TFDS's mocked data (2 examples):
     what the paper-scale rows' tests check. Returns (the training batch, the step's metrics, the
-    eval metrics, the Experiment)."""
+    eval metrics, the Experiment); with `compiled=False` the step is `traced_step`'s: (batch,
+    the metrics' shapes, the predictions' shapes, the Experiment)."""
     import tensorflow_datasets as tfds
 
     from segattn_jax.data import pipeline
@@ -94,11 +107,13 @@ def step_on_mock_data(config, workdir, monkeypatch, *, training: bool = False):
     monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
     with tfds.testing.mock_data(num_examples=2):
         experiment = loop.Experiment(config, workdir, training=training)
-        state = experiment.new_state()
+        state = experiment.new_state() if compiled else experiment.abstract_state
         batch = next(pipeline.train_iterator(
             config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
             global_batch_size=2, seed=0, data_dir=config.dataset.data_dir,
             extra=config.dataset.extra_train))
+        if not compiled:
+            return batch, *traced_step(experiment, state, batch), experiment
         state, metrics = experiment.train_step(state, batch)
         return batch, metrics, experiment.evaluate(state.variables), experiment
 

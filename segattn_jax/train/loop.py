@@ -36,7 +36,7 @@ from segattn_jax.train.checkpoint import UNREADABLE_DIR, Checkpointer
 from segattn_jax.train.config import validate
 from segattn_jax.train.errors import NoIntactCheckpointError, NonFiniteLossError
 from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import TrainState, create_train_state
+from segattn_jax.train.state import TrainState, create_train_state, run_once
 
 METRICS_FILE = "metrics.json"
 # One JSON line per evaluation ({"step", metric: value}); resumed runs append to it.
@@ -164,16 +164,9 @@ class Experiment:
 
     # ---- host functions ---------------------------------------------------------------------
     def new_state(self) -> TrainState:
-        """Step 0: the model's initialization, with `config.init_from`'s weights loaded.
-
-        Initialization runs once, so on CPU it is compiled without XLA's backend optimizations:
-        the random initializers of a deep net otherwise take most of a short run's time to
-        compile (Inception-ResNet-v2: 24 s -> 7 s at one block of each kind; the values are the
-        same up to float rounding, 1e-7).
-        """
-        options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
-        state = jax.jit(self._init_state, out_shardings=self.state_sharding).lower().compile(
-            compiler_options=options)()
+        """Step 0: the model's initialization (compiled for one call: `run_once`), with
+        `config.init_from`'s weights loaded."""
+        state = run_once(self._init_state, out_shardings=self.state_sharding)
         if not self.config.init_from:
             return state
         variables, _ = pretrained.init_from(jax.device_get(state.variables),

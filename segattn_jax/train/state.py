@@ -9,6 +9,7 @@ of the config and the step, and the data stream is resumed by step (data/pipelin
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -35,3 +36,24 @@ def create_train_state(variables: dict[str, Any], tx: optax.GradientTransformati
     model_state = {name: value for name, value in variables.items() if name != "params"}
     return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
                       opt_state=tx.init(params), model_state=model_state)
+
+
+def run_once(fn: Callable[..., Any], *args: Any, out_shardings: Any = None) -> Any:
+    """`fn(*args)` jitted for a single call, such as a model's initialization.
+
+    On CPU it is compiled without XLA's backend optimizations: they would take most of a short
+    run's time on a deep net's random initializers (Inception-ResNet-v2 at one block of each
+    kind: 24 s -> 7 s), and eager `Module.init` is slower still where the forward pass has loops
+    (SSD's mini init with its NMS: 44 s eager, 16 s jitted, 4 s here). The values are the same up
+    to float rounding (1e-7).
+    """
+    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+    compiled = jax.jit(fn, out_shardings=out_shardings).lower(*args).compile(
+        compiler_options=options)
+    return compiled(*args)
+
+
+def initial_variables(task: Any, rng: jax.Array, inputs: dict[str, Any]) -> dict[str, Any]:
+    """`task.init_variables(rng, inputs)` compiled as `run_once` does: what notebooks and tests
+    call instead of the eager init."""
+    return run_once(task.init_variables, rng, inputs)

@@ -4,12 +4,13 @@ import jax
 import numpy as np
 
 from segattn_jax.train import loop
+from segattn_jax.train.state import initial_variables
 
 
 def finite_step_detections(task, batch: dict) -> dict:
     """Asserts the task's loss and every gradient on `batch` are finite; returns the jitted
     predictions on it."""
-    variables = task.init_variables(jax.random.key(0), task.inputs(batch))
+    variables = initial_variables(task, jax.random.key(0), task.inputs(batch))
 
     def loss(params):
         loss, metrics, _ = task.loss({"params": params}, batch, jax.random.key(1))

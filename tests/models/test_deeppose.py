@@ -18,6 +18,7 @@ from segattn_jax.models.deeppose import DeepPose, crop_around
 from segattn_jax.tasks import build_task
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
+from segattn_jax.train.state import initial_variables
 from tests.conftest import ROOT, experiment_config, fast_overrides
 
 EXPERIMENT = ROOT / "experiments" / "deeppose.py"
@@ -112,7 +113,7 @@ def test_invisible_joints_are_out_of_the_loss_even_when_nan(tfds_dir):
     image = jnp.asarray(rng.uniform(size=(2, 48, 48, 3)), jnp.float32)
     joints = jnp.asarray(rng.uniform(5, 40, size=(2, NUM_JOINTS, 2)), jnp.float32)
     visible = jnp.asarray(rng.uniform(size=(2, NUM_JOINTS)) < 0.6)
-    variables = task.init_variables(jax.random.key(0), {"image": image[:1]})
+    variables = initial_variables(task, jax.random.key(0), {"image": image[:1]})
 
     @jax.jit
     def step(joints, visible):  # one compilation for the three cases

@@ -7,6 +7,7 @@ import pytest
 
 from segattn_jax.models.densecap import DenseCap
 from segattn_jax.train import loop
+from segattn_jax.train.state import run_once
 from tests.conftest import experiment_config
 
 _SMALL = dict(vocab_size=12, width=0.0625, feature_layer="conv4_3", anchor_scales=(1.0, 2.0),
@@ -14,10 +15,8 @@ _SMALL = dict(vocab_size=12, width=0.0625, feature_layer="conv4_3", anchor_scale
 
 
 def _init(model, inputs):
-    """The model's variables, initialized as the train loop does (compiled without backend
-    optimizations: it runs once)."""
-    return jax.jit(model.init).lower({"params": jax.random.key(1)}, inputs).compile(
-        {"xla_backend_optimization_level": 0})({"params": jax.random.key(1)}, inputs)
+    """The model's variables, initialized as the train loop does (`run_once`)."""
+    return run_once(model.init, {"params": jax.random.key(1)}, inputs)
 
 
 def _inputs_and_targets():

@@ -14,6 +14,7 @@ from segattn_jax.tasks import build_task
 from segattn_jax.tasks.localization import corners, fractions
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
+from segattn_jax.train.state import initial_variables
 from tests import cli
 from tests.conftest import ROOT, cli_overrides, experiment_config
 from tests.data.test_imagenet_localization import prepare, write_download
@@ -68,7 +69,7 @@ def test_an_image_without_a_box_of_its_class_trains_its_class_only(tfds_dir):
     batch = {"image": jnp.zeros((2, size, size, 3)), "label": jnp.array([4, 4]),
              "box": jnp.array([[0, 0, 0, 0], [0, 0, size, size]], jnp.float32),
              "has_box": jnp.array([False, True])}
-    variables = task.init_variables(jax.random.key(0), {"image": batch["image"][:1]})
+    variables = initial_variables(task, jax.random.key(0), {"image": batch["image"][:1]})
     _, metrics, _ = jax.jit(task.loss)(variables, batch, jax.random.key(1))
     # The box loss is the second image's alone: the centred half-size box vs the whole image.
     assert float(metrics["box_loss"]) == pytest.approx(0.5 * (0.5 ** 2 + 0.5 ** 2))
@@ -140,8 +141,8 @@ def test_loss_trains_only_the_true_class_box(row, tfds_dir):
     batch = {"image": jnp.zeros((2, size, size, 3)), "label": jnp.array([3, 3]),
              "box": jnp.array([[0, 0, 32, 32], [8, 8, 40, 60]], jnp.float32),
              "has_box": jnp.array([True, True])}
-    variables = task.init_variables(jax.random.key(0), {"image": batch["image"][:1]})
-    grads = jax.grad(lambda p: task.loss({"params": p}, batch, jax.random.key(1))[0])(
+    variables = initial_variables(task, jax.random.key(0), {"image": batch["image"][:1]})
+    grads = jax.jit(jax.grad(lambda p: task.loss({"params": p}, batch, jax.random.key(1))[0]))(
         variables["params"])
     bias = np.asarray(grads["box"]["bias"]).reshape(-1, 4)
     assert bias.shape[0] == (1 if row == "SCR" else task.config.model.num_classes)

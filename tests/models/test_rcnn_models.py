@@ -51,15 +51,16 @@ def test_train_step_with_an_empty_image_and_degenerate_boxes_is_finite(row, tfds
     assert (kept[:, [1, 3]] <= 48).all()  # clipped to the second image's real height
 
 
-@pytest.mark.parametrize("row", ROWS)
-def test_mini_row_trains_and_evaluates_through_the_cli(row, tfds_dir, tmp_path):
-    result = cli.run(["train", "--config", f"experiments/rcnn.py:{row},mini",
+def test_mini_row_trains_and_evaluates_through_the_cli(tfds_dir, tmp_path):
+    """Fast R-CNN's mini row, the one with cached proposals in the input pipeline (every row
+    trains and evaluates in-process: the paper-scale tests and the learning test)."""
+    result = cli.run(["train", "--config", "experiments/rcnn.py:Fast-R-CNN,mini",
                       "--workdir", str(tmp_path), *cli_overrides(
                           "rcnn", tfds_dir, **{"train.num_steps": 2})], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())["eval"]
     assert 0.0 <= metrics["mAP"] <= 100.0 and metrics["seconds_per_image"] > 0
-    assert ("proposal_seconds_per_image" in metrics) == (row != "Faster-R-CNN")
+    assert metrics["proposal_seconds_per_image"] > 0
     assert "AP/star" in metrics  # per-class APs named after the dataset's classes
     assert (tmp_path / "pictures" / "step_000002.png").is_file()
 

@@ -9,7 +9,7 @@ import pytest
 from segattn_jax.tasks import build_task
 from segattn_jax.train import loop, mesh as mesh_lib
 from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import create_train_state
+from segattn_jax.train.state import create_train_state, initial_variables
 from tests.conftest import experiment_config, without_timing
 
 
@@ -99,7 +99,7 @@ def test_segmentation_learns(tfds_dir):
     tx = make_optimizer(config.optimizer, 200)
     rng = np.random.default_rng(0)
     state = create_train_state(
-        task.init_variables(jax.random.key(0), {"image": np.zeros((1, 32, 32, 3))}), tx)
+        initial_variables(task, jax.random.key(0), {"image": np.zeros((1, 32, 32, 3))}), tx)
     step = jax.jit(functools.partial(loop.train_step, task, tx, config.seed))
     for _ in range(200):
         batch = _coloured_boxes(rng, 8)
