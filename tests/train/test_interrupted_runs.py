@@ -1,8 +1,12 @@
-"""Damaged checkpoints: the newest unreadable one is reported and skipped, the run resumes from
-the previous one and ends as an uninterrupted run does; with none intact it stops (or, when
-allowed, starts over) without deleting anything. `eval` skips the same way."""
+"""Interrupted runs, against one uninterrupted run: SIGKILL + restart ends with the same metrics;
+SIGTERM saves a checkpoint and exits cleanly. Damaged checkpoints: the newest unreadable one is
+reported and skipped, the run resumes from the previous one and ends as an uninterrupted run
+does; with none intact it stops (or, when allowed, starts over) without deleting anything.
+`eval` skips the same way."""
 import json
 import shutil
+import signal
+import time
 
 import pytest
 
@@ -10,7 +14,7 @@ from tests import cli
 from tests.conftest import cli_overrides, without_timing
 
 pytestmark = pytest.mark.slow
-NUM_STEPS, EVERY = 12, 4  # checkpoints at 4, 8, 12
+NUM_STEPS, EVERY, KEPT = 60, 4, 3  # checkpoints every 4 steps; the last 3 are kept (52, 56, 60)
 
 
 def _args(command, workdir, data_dir, **overrides):
@@ -46,6 +50,40 @@ def _copy_without_metrics(finished_run, tmp_path):
     return workdir
 
 
+def _wait_for_checkpoint(process, directory, step: int, timeout: float = 240):
+    deadline = time.time() + timeout
+    while not (directory / "checkpoints" / str(step)).is_dir():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, f"no checkpoint {step} after {timeout}s"
+        time.sleep(0.02)
+
+
+def test_sigkill_and_restart_matches_uninterrupted_run(finished_run, tfds_dir, tmp_path):
+    process = cli.start(_args("train", tmp_path, tfds_dir))
+    _wait_for_checkpoint(process, tmp_path, EVERY)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert not (tmp_path / "metrics.json").exists(), "killed too late: the run had finished"
+
+    resumed = cli.run(_args("train", tmp_path, tfds_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Restored checkpoint at step" in resumed.stderr
+    assert without_timing(json.loads((tmp_path / "metrics.json").read_text())["eval"]) == finished_run[1]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tfds_dir, tmp_path):
+    process = cli.start(_args("train", tmp_path, tfds_dir, **{"train.checkpoint_every": 5}))
+    _wait_for_checkpoint(process, tmp_path, 5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "SIGTERM: saved a checkpoint at step" in stderr
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert 5 <= steps[-1] < NUM_STEPS
+    assert not (tmp_path / "metrics.json").exists()
+
+
 @pytest.mark.parametrize("damage", [_truncate_arrays, _delete_metadata])
 def test_unreadable_newest_checkpoint_resumes_from_previous(damage, finished_run, tfds_dir,
                                                             tmp_path):
@@ -55,7 +93,7 @@ def test_unreadable_newest_checkpoint_resumes_from_previous(damage, finished_run
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stderr.count("cannot be restored") == 1
     assert f"Checkpoint at step {NUM_STEPS} in" in resumed.stderr
-    assert "Restored checkpoint at step 8" in resumed.stderr
+    assert f"Restored checkpoint at step {NUM_STEPS - EVERY}" in resumed.stderr
     assert "Traceback" not in resumed.stderr and "Event loop is closed" not in resumed.stderr
     assert without_timing(json.loads((workdir / "metrics.json").read_text())["eval"]) == finished_run[1]
     # The damaged checkpoint is kept aside, and a fresh one took its step.
@@ -68,14 +106,16 @@ def test_eval_skips_an_unreadable_newest_checkpoint(finished_run, tfds_dir, tmp_
     _truncate_arrays(workdir / "checkpoints" / str(NUM_STEPS))
     result = cli.run(_args("eval", workdir, tfds_dir))
     assert result.returncode == 0, result.stderr
-    assert "Restored checkpoint at step 8" in result.stderr
+    assert f"Restored checkpoint at step {NUM_STEPS - EVERY}" in result.stderr
     assert "mean_iou" in result.stdout
     assert not (workdir / "checkpoints_unreadable").exists()  # eval changes nothing
 
 
 def test_all_unreadable_stops_unless_allowed_to_start_over(finished_run, tfds_dir, tmp_path):
     workdir = _copy_without_metrics(finished_run, tmp_path)
-    for step in (4, 8, NUM_STEPS):
+    kept = [NUM_STEPS - EVERY * i for i in reversed(range(KEPT))]
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == kept
+    for step in kept:
         _truncate_arrays(workdir / "checkpoints" / str(step))
     before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
 
@@ -84,7 +124,7 @@ def test_all_unreadable_stops_unless_allowed_to_start_over(finished_run, tfds_di
         stopped = cli.run(_args(command, workdir, tfds_dir))
         assert stopped.returncode != 0
         last = stopped.stderr.strip().splitlines()[-1]
-        assert last.startswith("error: No checkpoint in") and "step 4:" in last, stopped.stderr
+        assert last.startswith("error: No checkpoint in") and f"step {kept[0]}:" in last, stopped.stderr
         assert advice in last and "Traceback" not in stopped.stderr
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
 
@@ -93,5 +133,5 @@ def test_all_unreadable_stops_unless_allowed_to_start_over(finished_run, tfds_di
     assert restarted.returncode == 0, restarted.stderr
     assert "starting from scratch" in restarted.stderr
     assert without_timing(json.loads((workdir / "metrics.json").read_text())["eval"]) == finished_run[1]
-    assert sorted(p.name for p in (workdir / "checkpoints_unreadable").iterdir()) == ["12", "4", "8"]
+    assert sorted(int(p.name) for p in (workdir / "checkpoints_unreadable").iterdir()) == kept
 
