@@ -1,5 +1,7 @@
 """Show, Attend and Tell: the three rows through the loop and the CLI, learning, hard attention's
 REINFORCE state, the attention-in-box measure, bad inputs, and the paper-scale row on mocked COCO."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ from segattn_jax.models.show_attend_tell import ShowAttendTell
 from segattn_jax.tasks.captioning import attention_in_boxes, box_coverage
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
+from segattn_jax.train.state import run_once
 from tests import cli
 from tests.conftest import ROOT, cli_overrides, experiment_config, step_on_mock_data
 
@@ -38,12 +41,14 @@ def test_teacher_forcing_equals_decoding_step_by_step(attention):
                            embed_dim=8, lstm_dim=16, attention_dim=8)
     images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
     tokens = jnp.array([[1, 5, 7, 4], [1, 9, 4, 11]])
-    variables = model.init(jax.random.key(1, impl="rbg"), images, tokens, train=False)
-    forced = model.apply(variables, images, tokens, train=False)
-    state = model.apply(variables, model.apply(variables, images, method="encode"),
-                        method="initial_state")
+    variables = run_once(functools.partial(model.init, train=False),
+                         jax.random.key(1, impl="rbg"), images, tokens)
+    forced = jax.jit(functools.partial(model.apply, train=False))(variables, images, tokens)
+    state = jax.jit(lambda v, x: model.apply(v, model.apply(v, x, method="encode"),
+                                             method="initial_state"))(variables, images)
+    step = jax.jit(functools.partial(model.apply, method="step"))
     for t in range(tokens.shape[1]):
-        state, outputs = model.apply(variables, state, tokens[:, t], method="step")
+        state, outputs = step(variables, state, tokens[:, t])
         np.testing.assert_allclose(outputs["logits"], forced["logits"][:, t], atol=1e-5)
         np.testing.assert_allclose(outputs["alpha"], forced["alpha"][:, t], atol=1e-6)
 
