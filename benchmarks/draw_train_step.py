@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from report import (compiled_train_step, import_torch, markdown_table, matmul_gflops,
-                    sequence_model_row)
+                    timed_row)
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.optimizers import make_optimizer
@@ -141,9 +141,9 @@ def run(repeats: int = 5) -> list[dict]:
     rows = []
     for row, (read, write) in ROWS.items():
         ours, info = jax_step(row)
-        rows.append(sequence_model_row(
+        rows.append(timed_row(
             row, ours, info, torch_train_step(torch, read, write) if torch else None,
-            batch=BATCH, gflop=step_gflop(read, write), peak_gflops=peak, repeats=repeats))
+            batch=BATCH, unit="sequences", gflop=step_gflop(read, write), peak_gflops=peak, repeats=repeats))
     return rows
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from report import (compiled_train_step, import_torch, markdown_table, matmul_gflops,
-                    sequence_model_row)
+                    timed_row)
 from segattn_jax.data.handwriting import SYMBOLS
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
@@ -162,9 +162,9 @@ def run(repeats: int = 4) -> list[dict]:
     for row in ROWS:
         synthesis = row == "Synthesis"
         ours, info = jax_step(row)
-        rows.append(sequence_model_row(
+        rows.append(timed_row(
             row, ours, info, torch_train_step(torch, synthesis) if torch else None,
-            batch=BATCH, gflop=step_gflop(synthesis), peak_gflops=peak, repeats=repeats))
+            batch=BATCH, unit="sequences", gflop=step_gflop(synthesis), peak_gflops=peak, repeats=repeats))
     return rows
 
 

@@ -12,14 +12,13 @@ Run: `.venv/bin/python benchmarks/localization_train_step.py` (a few minutes on 
 """
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import best_seconds, compiled_train_step, import_torch, markdown_table, matmul_gflops
+from report import compiled_train_step, import_torch, markdown_table, matmul_gflops, timed_row
 from segattn_jax.backbones.vgg import vgg16_layer_specs
 from segattn_jax.metrics.pose import NUM_JOINTS
 from segattn_jax.tasks import build_task
@@ -156,16 +155,9 @@ def run(repeats: int = 3) -> list[dict]:
     rows = []
     for name, config, batch, reference in cases:
         ours, info = jax_step(config, batch)
-        theirs_step = reference() if reference else None
-        seconds = best_seconds({"ours": ours, **({"torch": theirs_step} if theirs_step else {})},
-                               repeats)
-        theirs = BATCH / seconds["torch"] if theirs_step else None
-        rows.append({"row": f"{name} (batch {BATCH})", "images_per_s": BATCH / seconds["ours"],
-                     "GFLOP": info["gflop"],
-                     "fraction_of_matmul": info["gflop"] / seconds["ours"] / peak,
-                     "xla_temp_MiB": info["xla_temp_mib"], "torch_images_per_s": theirs,
-                     "ratio_vs_torch": BATCH / seconds["ours"] / theirs if theirs else None,
-                     "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+        rows.append(timed_row(f"{name} (batch {BATCH})", ours, info,
+                              reference() if reference else None, batch=BATCH, peak_gflops=peak,
+                              repeats=repeats))
     return rows
 
 

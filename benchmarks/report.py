@@ -97,16 +97,19 @@ def compiled_train_step(task, tx, state, batch: dict[str, Any]
                       "xla_temp_mib": memory.temp_size_in_bytes / 2**20 if memory else None}
 
 
-def sequence_model_row(row: str, ours: Callable[[], None], info: dict, torch_step, *, batch: int,
-                       gflop: float, peak_gflops: float, repeats: int) -> dict:
-    """One row of a recurrent model's table: our step beside PyTorch's (`torch_step` None when
-    torch is missing), timed together: sequences/s, hand-counted GFLOP as a fraction of the
-    matmul peak, XLA's temporary memory, the ratio and the process's peak memory."""
+def timed_row(row: str, ours: Callable[[], None], info: dict, torch_step, *, batch: int,
+              peak_gflops: float, repeats: int, unit: str = "images",
+              gflop: float | None = None) -> dict:
+    """One row of a train-step table: our step beside PyTorch's (`torch_step` None when torch is
+    missing or has no such model), timed together: `unit`s/s, the GFLOP (XLA's count, or a hand
+    count where XLA's misses the loops of a recurrence) as a fraction of the matmul peak, XLA's
+    temporary memory, the ratio and the process's peak memory."""
+    gflop = info["gflop"] if gflop is None else gflop
     steps = {"ours": ours, **({"torch": torch_step} if torch_step else {})}
     seconds = best_seconds(steps, repeats)
     theirs = batch / seconds["torch"] if torch_step else None
-    return {"row": row, "sequences_per_s": batch / seconds["ours"], "GFLOP": gflop,
+    return {"row": row, f"{unit}_per_s": batch / seconds["ours"], "GFLOP": gflop,
             "fraction_of_matmul": gflop / seconds["ours"] / peak_gflops,
-            "xla_temp_MiB": info["xla_temp_mib"], "torch_sequences_per_s": theirs,
+            "xla_temp_MiB": info["xla_temp_mib"], f"torch_{unit}_per_s": theirs,
             "ratio_vs_torch": batch / seconds["ours"] / theirs if torch_step else None,
             "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

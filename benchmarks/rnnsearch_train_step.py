@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from report import (compiled_train_step, import_torch, markdown_table, matmul_gflops,
-                    sequence_model_row)
+                    timed_row)
 from segattn_jax.data.captions import SPECIAL, Vocabulary
 from segattn_jax.models import build_model
 from segattn_jax.tasks import build_task
@@ -138,9 +138,9 @@ def run(repeats: int = 3) -> list[dict]:
     for row in ROWS:
         attention = row.startswith("RNNsearch")
         ours, info = jax_step(row)
-        rows.append(sequence_model_row(
+        rows.append(timed_row(
             row, ours, info, torch_train_step(torch, attention) if torch else None,
-            batch=BATCH, gflop=step_gflop(attention), peak_gflops=peak, repeats=repeats))
+            batch=BATCH, unit="sequences", gflop=step_gflop(attention), peak_gflops=peak, repeats=repeats))
     return rows
 
 

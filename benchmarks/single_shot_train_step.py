@@ -11,14 +11,13 @@ Run: `.venv/bin/python benchmarks/single_shot_train_step.py` (a few minutes on 2
 """
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import best_seconds, compiled_train_step, import_torch, markdown_table, matmul_gflops
+from report import compiled_train_step, import_torch, markdown_table, matmul_gflops, timed_row
 from segattn_jax.models import build_model
 from segattn_jax.models.ssd import ASPECT_RATIOS, EXTRA_LAYERS, default_box_scales, default_boxes
 from segattn_jax.tasks import build_task
@@ -177,15 +176,8 @@ def run(repeats: int = 3) -> list[dict]:
     for row in ROWS:
         ours, info = jax_step(row)
         reference = torch_ssd300_step(torch) if torch and row == "SSD300" else None
-        seconds = best_seconds({"ours": ours, **({"torch": reference} if reference else {})},
-                               repeats)
-        theirs = BATCH / seconds["torch"] if reference else None
-        rows.append({"row": f"{row} (batch {BATCH})", "images_per_s": BATCH / seconds["ours"],
-                     "GFLOP": info["gflop"],
-                     "fraction_of_matmul": info["gflop"] / seconds["ours"] / peak,
-                     "xla_temp_MiB": info["xla_temp_mib"], "torch_images_per_s": theirs,
-                     "ratio_vs_torch": BATCH / seconds["ours"] / theirs if reference else None,
-                     "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+        rows.append(timed_row(f"{row} (batch {BATCH})", ours, info, reference, batch=BATCH,
+                              peak_gflops=peak, repeats=repeats))
     return rows
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import zlib
 
 import jax
 import numpy as np
@@ -27,6 +26,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
+
+from segattn_jax.data.embedded import example_rng
 
 ALPHABET = (" abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
             ".,'\"!?;:-()")
@@ -252,7 +253,7 @@ class SyntheticHandwriting(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str, count: int, writers: list[Writer], first_id: int):
         cfg = self.builder_config
         for i in range(count):  # each line depends only on (seed, split, index)
-            rng = np.random.default_rng([cfg.seed, zlib.crc32(split.encode()), i])
+            rng = example_rng(cfg.seed, split, i)
             w = int(rng.integers(len(writers)))
             text = random_text(rng, cfg.max_chars)
             yield i, {"strokes": write_line(text, writers[w], rng), "text": text,

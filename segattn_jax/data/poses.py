@@ -45,7 +45,8 @@ import skimage.draw
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from segattn_jax.data.shapes import background, example_rng
+from segattn_jax.data.embedded import example_rng
+from segattn_jax.data.shapes import background
 from segattn_jax.metrics.pose import JOINT_NAMES, NUM_JOINTS
 
 _J = {name: i for i, name in enumerate(JOINT_NAMES)}

@@ -11,12 +11,13 @@ The renderer, `render_scene`, is pure numpy/scikit-image so tests can check its 
 from __future__ import annotations
 
 import dataclasses
-import zlib
 
 import numpy as np
 import scipy.ndimage
 import skimage.draw
 import tensorflow_datasets as tfds
+
+from segattn_jax.data.embedded import example_rng
 
 CLASS_NAMES = ("circle", "square", "triangle", "star", "ring", "cross", "semicircle", "heart")
 # Semantic segmentation classes: 0 is background, object class k is k + 1.
@@ -41,12 +42,6 @@ _REFERENCE_IMAGE_SIZE = 64
 _REFERENCE_OBJECT_SIZE = (6, 40)
 # An object hidden by more than this fraction is not drawn at all: slivers would be label noise.
 _MIN_VISIBLE_FRACTION = 0.2
-
-
-def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    """The RNG of one example of an embedded set: a function of (seed, split, index) only, so
-    examples are order-free and reproducible."""
-    return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
 
 
 def _regular_polygon(num_vertices: int, angle: float) -> np.ndarray:

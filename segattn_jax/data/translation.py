@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import zlib
 
 import jax
 import numpy as np
@@ -36,6 +35,7 @@ from absl import logging
 from etils import epath
 
 from segattn_jax.data import captions as captions_lib
+from segattn_jax.data.embedded import example_rng
 
 # ---- tokenization (Python and TensorFlow twins: RE2 and `re` with re.ASCII agree) ---------------
 _PUNCTUATION = r"""([.,!?;:"()\[\]])"""
@@ -227,6 +227,6 @@ class SyntheticTranslation(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str, count: int):
         cfg = self.builder_config
         for i in range(count):  # each pair depends only on (seed, split, index)
-            rng = np.random.default_rng([cfg.seed, zlib.crc32(split.encode()), i])
+            rng = example_rng(cfg.seed, split, i)
             source, target = sentence_pair(rng, max_length=cfg.max_length)
             yield i, {"source": source, "target": target}
