@@ -143,7 +143,8 @@ def run(repeats: int = 5) -> list[dict]:
         ours, info = jax_step(row)
         rows.append(timed_row(
             row, ours, info, torch_train_step(torch, read, write) if torch else None,
-            batch=BATCH, unit="sequences", gflop=step_gflop(read, write), peak_gflops=peak, repeats=repeats))
+            batch=BATCH, unit="sequences", gflop=step_gflop(read, write), peak_gflops=peak,
+            repeats=repeats))
     return rows
 
 

@@ -164,7 +164,8 @@ def run(repeats: int = 4) -> list[dict]:
         ours, info = jax_step(row)
         rows.append(timed_row(
             row, ours, info, torch_train_step(torch, synthesis) if torch else None,
-            batch=BATCH, unit="sequences", gflop=step_gflop(synthesis), peak_gflops=peak, repeats=repeats))
+            batch=BATCH, unit="sequences", gflop=step_gflop(synthesis), peak_gflops=peak,
+            repeats=repeats))
     return rows
 
 

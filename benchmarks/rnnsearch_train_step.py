@@ -140,7 +140,8 @@ def run(repeats: int = 3) -> list[dict]:
         ours, info = jax_step(row)
         rows.append(timed_row(
             row, ours, info, torch_train_step(torch, attention) if torch else None,
-            batch=BATCH, unit="sequences", gflop=step_gflop(attention), peak_gflops=peak, repeats=repeats))
+            batch=BATCH, unit="sequences", gflop=step_gflop(attention), peak_gflops=peak,
+            repeats=repeats))
     return rows
 
 

@@ -310,5 +310,5 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str, num_examples: int):
         cfg = self.builder_config
         for index in range(num_examples):
-            yield index, render_scene(example_rng(cfg.seed, split, index), cfg.image_size, cfg.max_objects,
-                                      main_object=cfg.main_object)
+            yield index, render_scene(example_rng(cfg.seed, split, index), cfg.image_size,
+                                      cfg.max_objects, main_object=cfg.main_object)

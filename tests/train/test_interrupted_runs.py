@@ -114,7 +114,8 @@ def test_eval_skips_an_unreadable_newest_checkpoint(finished_run, tfds_dir, tmp_
 def test_all_unreadable_stops_unless_allowed_to_start_over(finished_run, tfds_dir, tmp_path):
     workdir = _copy_without_metrics(finished_run, tmp_path)
     kept = [NUM_STEPS - EVERY * i for i in reversed(range(KEPT))]
-    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == kept
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == kept
     for step in kept:
         _truncate_arrays(workdir / "checkpoints" / str(step))
     before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
