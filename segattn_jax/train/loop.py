@@ -171,8 +171,8 @@ class Experiment:
             return state
         variables, _ = pretrained.init_from(jax.device_get(state.variables),
                                             self.config.init_from, self.config.init_from_skip)
-        return jax.jit(functools.partial(create_train_state, tx=self.tx),
-                       out_shardings=self.state_sharding)(variables)
+        return run_once(functools.partial(create_train_state, tx=self.tx), variables,
+                        out_shardings=self.state_sharding)
 
     def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
         return pipeline.eval_iterator(
