@@ -5,7 +5,8 @@ YOLO (24 conv layers + 2 fc, 448x448).
 
 Reported: images/s, XLA's FLOP count as a fraction of this machine's measured fp32 matmul
 FLOP/s, XLA's temporary memory, the process's peak RSS, and (SSD300) PyTorch's images/s and
-the ratio, timed in interleaved rounds.
+the ratio, timed in interleaved rounds; then SSD300's network alone, forward and backward, ours
+and PyTorch's (`network_passes`).
 
 Run: `.venv/bin/python benchmarks/single_shot_train_step.py` (a few minutes on 2 CPU cores).
 """
@@ -17,13 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import compiled_train_step, import_torch, markdown_table, matmul_gflops, timed_row
+from report import (best_seconds, compiled_train_step, import_torch, markdown_table,
+                    matmul_gflops, timed_row)
 from segattn_jax.models import build_model
 from segattn_jax.models.ssd import ASPECT_RATIOS, EXTRA_LAYERS, default_box_scales, default_boxes
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import create_train_state
+from segattn_jax.train.state import create_train_state, initial_variables
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "single_shot.py"
 BATCH, OBJECTS, MAX_BOXES, CLASSES = 2, 3, 64, 20
@@ -59,16 +61,10 @@ def jax_step(row: str):
     return compiled_train_step(task, tx, state, batch)
 
 
-def torch_ssd300_step(torch):
-    """SSD300 in PyTorch (NCHW, `nn.Conv2d`, ceil-mode pool3, L2Norm, the extras and 3x3
-    heads), the MultiBox loss (best default box per object + IoU >= 0.5, variances
-    0.1 / 0.2, smooth L1, softmax loss with 3:1 hard negatives over N) and SGD momentum."""
+def torch_ssd300(torch):
+    """SSD300 in PyTorch: NCHW, `nn.Conv2d`, ceil-mode pool3, L2Norm, the extras and 3x3 heads."""
     nn, F = torch.nn, torch.nn.functional
-    model_config = build_model(_config("SSD300").model)
     ratios = ASPECT_RATIOS["ssd300"]
-    defaults = torch.from_numpy(np.array(default_boxes(
-        [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)], 300,
-        default_box_scales(len(ratios)), ratios)))
 
     class SSD300(nn.Module):
         def __init__(self):
@@ -115,6 +111,19 @@ def torch_ssd300_step(torch):
             return (torch.cat([flat(h, s, CLASSES + 1) for h, s in zip(self.classes, sources)], 1),
                     torch.cat([flat(h, s, 4) for h, s in zip(self.offsets, sources)], 1))
 
+    return SSD300()
+
+
+def torch_ssd300_step(torch):
+    """`torch_ssd300`, the MultiBox loss (best default box per object + IoU >= 0.5, variances
+    0.1 / 0.2, smooth L1, softmax loss with 3:1 hard negatives over N) and SGD momentum."""
+    F = torch.nn.functional
+    model_config = build_model(_config("SSD300").model)
+    ratios = ASPECT_RATIOS["ssd300"]
+    defaults = torch.from_numpy(np.array(default_boxes(
+        [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)], 300,
+        default_box_scales(len(ratios)), ratios)))
+
     def iou(a, b):
         top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
         bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
@@ -151,7 +160,7 @@ def torch_ssd300_step(torch):
         negatives = rank < 3 * positive.sum(1, keepdim=True)
         return (ce[positive | negatives].sum() + box) / count
 
-    model = SSD300()
+    model = torch_ssd300(torch)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     numpy_batch = _batch(300)
     batch = {k: torch.from_numpy(v) for k, v in numpy_batch.items()}
@@ -181,10 +190,48 @@ def run(repeats: int = 3) -> list[dict]:
     return rows
 
 
+def network_passes(repeats: int = 3) -> list[dict]:
+    """SSD300's network alone (no loss, no optimizer), ours and PyTorch's, ms: the forward, and
+    forward + backward of a weighted sum of its outputs, timed in interleaved rounds. Says
+    whether the step's gap is in the forward, the backward, or outside the network."""
+    torch = import_torch()
+    task = build_task(_config("SSD300"))
+    inputs = task.inputs(jax.tree.map(jnp.asarray, _batch(300)))
+    images, variables = inputs["image"], initial_variables(task, jax.random.key(0), inputs)
+
+    def outputs_sum(params, images):
+        logits, offsets, _ = task.model.apply({**variables, "params": params}, images,
+                                              method="raw_outputs")
+        return 1e-3 * (jnp.sum(logits) + jnp.sum(offsets))
+
+    forward = jax.jit(lambda params: outputs_sum(params, images))
+    backward = jax.jit(jax.grad(lambda params: outputs_sum(params, images)))
+    steps = {"ours_fwd": lambda: forward(variables["params"]).block_until_ready(),
+             "ours_fwd_bwd": lambda: jax.block_until_ready(backward(variables["params"]))}
+    if torch is not None:
+        model = torch_ssd300(torch)
+        torch_images = torch.from_numpy(np.asarray(images).transpose(0, 3, 1, 2).copy())
+
+        def torch_forward():
+            with torch.no_grad():
+                model(torch_images)
+
+        def torch_forward_backward():
+            model.zero_grad()
+            logits, offsets = model(torch_images)
+            (1e-3 * (logits.sum() + offsets.sum())).backward()
+
+        steps.update(torch_fwd=torch_forward, torch_fwd_bwd=torch_forward_backward)
+    return [{"pass": name, "ms": 1e3 * seconds}
+            for name, seconds in best_seconds(steps, repeats).items()]
+
+
 def main() -> None:
     print(f"Single-shot detectors' train steps (SSD300 on VGG16, 300x300; YOLO, 448x448; batch "
           f"{BATCH}, {CLASSES} classes, float32); PyTorch's SSD300 side by side:")
     print(markdown_table(run()))
+    print(f"SSD300's network alone, batch {BATCH}, ms (best of 3):")
+    print(markdown_table(network_passes(), digits=0))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ def test_conv2d_equals_lax_values_and_gradients(shape, kernel_hw, features, stri
                                                 dilation, force_gemm_kernel_grad, monkeypatch):
     if force_gemm_kernel_grad:  # small shapes would otherwise keep XLA's kernel gradient
         monkeypatch.setattr(conv_lib, "MATMUL_KERNEL_GRAD_MIN_MACS", 0)
+        monkeypatch.setattr(conv_lib, "MATMUL_KERNEL_GRAD_MIN_IN_FEATURES", 0)
+        monkeypatch.setattr(conv_lib, "KERNEL_GRAD_CHUNK_BYTES", 1)  # 128-row chunks: several
         features = 64
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
@@ -71,10 +73,12 @@ def test_cpu_paths_are_the_ones_described():
 
 def test_gemm_kernel_gradient_replaces_xla_convolution(monkeypatch):
     monkeypatch.setattr(conv_lib, "MATMUL_KERNEL_GRAD_MIN_MACS", 0)
-    x, kernel = jnp.ones((1, 12, 12, 8)), jnp.ones((3, 3, 8, 64))
+    x, kernel = jnp.ones((1, 12, 12, 16)), jnp.ones((3, 3, 16, 64))
     grad = jax.jit(jax.grad(lambda k: conv2d(x, k, 1, "SAME").sum()))
     hlo = grad.lower(kernel).as_text()
     assert "convolution" not in hlo and "dot_general" in hlo
+    rgb = jax.jit(jax.grad(lambda k: conv2d(x[..., :3], k, 1, "SAME").sum()))
+    assert "convolution" in rgb.lower(kernel[:, :, :3]).as_text()  # RGB input: XLA's own
 
 
 def test_conv_module_is_a_drop_in_flax_conv():
