@@ -4,10 +4,11 @@
 Passes: forward, gradient w.r.t. the input (dx), gradient w.r.t. the kernel (dw); PyTorch is timed
 as forward and forward+backward (its autograd computes dx and dw together). Layers are FCN-8s's at
 the paper size (224x224 + pad 100, batch 2) and at the mini size (width 1/8, 64x64 + pad 60,
-batch 8), then SSD300's atrous fc6, extras and heads. Milliseconds, best of `repeats`. This
-profile is what `layers/conv.py` was built from: XLA:CPU's dw is 3-10x its own forward, and
-large-kernel/few-pixel layers (fc6) are slow in every pass. Isolated passes overstate some
-differences: XLA shares one patch matrix between SSD's class and box heads inside the step.
+batch 8), then SSD300's (VGG16 at 300x300, the atrous fc6, extras and heads). Milliseconds, best
+of `repeats`. This profile is what `layers/conv.py` was built from: XLA:CPU's dw is 3-10x its
+own forward, and large-kernel/few-pixel layers (fc6) are slow in every pass. Isolated passes
+overstate some differences: XLA shares one patch matrix between SSD's class and box heads inside
+the step.
 """
 from __future__ import annotations
 
@@ -53,9 +54,13 @@ MINI = (
     Layer("conv5_1", 8, 12, 64, 64, 3, 1), Layer("fc6", 8, 6, 64, 512, 5, 0),
     Layer("fc7", 8, 2, 512, 512, 1, 0),
 )
-# SSD300's distinct layers beyond VGG16's trunk (batch 2, 300x300): the atrous fc6, fc7, the
+# SSD300's distinct layers (batch 2, 300x300): VGG16's at SSD's sizes, the atrous fc6, fc7, the
 # extra layers, and the class/box heads on conv4_3 (38x38), fc7 (19x19) and conv8_2 (10x10).
 SSD300 = (
+    Layer("conv1_1", 2, 300, 3, 64, 3, 1), Layer("conv1_2", 2, 300, 64, 64, 3, 1),
+    Layer("conv2_1", 2, 150, 64, 128, 3, 1), Layer("conv2_2", 2, 150, 128, 128, 3, 1),
+    Layer("conv3_1", 2, 75, 128, 256, 3, 1), Layer("conv3_2", 2, 75, 256, 256, 3, 1),
+    Layer("conv4_1", 2, 38, 256, 512, 3, 1),
     Layer("conv4_2", 2, 38, 512, 512, 3, 1), Layer("conv5_1", 2, 19, 512, 512, 3, 1),
     Layer("fc6", 2, 19, 512, 1024, 3, 6, dilation=6), Layer("fc7", 2, 19, 1024, 1024, 1, 0),
     Layer("conv8_1", 2, 19, 1024, 256, 1, 0), Layer("conv8_2", 2, 19, 256, 512, 3, 1, stride=2),
@@ -137,7 +142,7 @@ def run(layers=PAPER + MINI, repeats: int = 3) -> list[dict]:
 def main() -> None:
     print("Convolution passes per FCN-8s VGG16 layer, ms (paper size rows, then mini size rows):")
     print(markdown_table(run(), digits=1))
-    print("SSD300's layers beyond VGG16's trunk, ms (batch 2):")
+    print("SSD300's layers, ms (batch 2, 300x300):")
     print(markdown_table(run(SSD300), digits=1))
 
 

@@ -35,8 +35,8 @@ from segattn_jax.layers.upsampling import _pair, conv_transpose_cropped
 
 _NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 MATMUL_KERNEL_GRAD_MIN_MACS = 2**28  # see use_matmul_kernel_grad
-MATMUL_KERNEL_GRAD_MIN_IN_FEATURES = 16
-KERNEL_GRAD_CHUNK_BYTES = 2**21  # patch rows per step of _kernel_grad_unstrided's loop
+MATMUL_KERNEL_GRAD_MIN_IN_FEATURES = 16  # see use_matmul_kernel_grad
+KERNEL_GRAD_CHUNK_BYTES = 2**21  # bytes of patch rows per step of _kernel_grad_unstrided
 Padding = str | Sequence[tuple[int, int]]
 
 
@@ -112,8 +112,8 @@ def use_matmul_kernel_grad(kernel_shape: Sequence[int], out_shape: Sequence[int]
     """Whether the kernel gradient runs as an im2col GEMM on CPU (else XLA's own): measured to
     win 2-9x for >= 64 output features on large layers (>= 2^28 multiply-adds), and to lose on
     narrow or small ones, where building the patch matrix costs more than the GEMM saves, and on
-    RGB inputs (< 16 input features: each tap's GEMM is 3 columns wide; VGG16's conv1_1 at 300x300
-    takes 106 ms that way, 34 ms in XLA's)."""
+    RGB inputs (< 16 input features: the patch rows are 27 wide; VGG16's conv1_1 at 300x300 takes
+    151 ms that way, 47 ms in XLA's)."""
     kh, kw, c, o = kernel_shape
     return (o >= 64 and c >= MATMUL_KERNEL_GRAD_MIN_IN_FEATURES
             and np.prod(out_shape[:3]) * kh * kw * c * o >= MATMUL_KERNEL_GRAD_MIN_MACS)
@@ -141,7 +141,7 @@ def _kernel_grad_unstrided(x, g, kernel_shape, pads, dilation):
     the output gradient, zero-padded to the padded input's grid, lines up with it row for row (the
     padding rows are zero, so rows that wrap into the next image or row add nothing). A loop
     copies ~KERNEL_GRAD_CHUNK_BYTES of patch rows at a time from those ranges and multiplies them
-    while they are in cache: VGG16's conv1_2 at 300x300, batch 2, 397 -> 190 ms, where one GEMM
+    while they are in cache: VGG16's conv1_2 at 300x300, batch 2, 474 -> 203 ms, where one GEMM
     per tap over all rows (memory-bound copies) and a whole im2col matrix (415 MB) were slower.
     """
     kh, kw, c, o = kernel_shape
