@@ -26,8 +26,7 @@ def test_full_image_row_through_the_cli_with_predict(tfds_dir, tmp_path):
     assert (workdir / "pictures" / "step_000002.png").is_file()
     image = tmp_path / "scene.png"
     Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(image)
-    config = experiment_config("densecap", "Full-image-RNN,mini", tfds_dir, **{
-        "train.num_steps": 2})
+    config = experiment_config("densecap", "Full-image-RNN,mini", tfds_dir)
     predict.predict_files(config, workdir, [str(image)])  # in-process: tests/test_main.py runs
     assert (workdir / "predictions" / "scene.png").is_file()  # the CLI's predict
 
