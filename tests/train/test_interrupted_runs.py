@@ -16,7 +16,7 @@ from tests import cli
 from tests.conftest import cli_overrides, experiment_config, without_timing
 
 pytestmark = pytest.mark.slow
-NUM_STEPS, EVERY, KEPT = 60, 4, 3  # checkpoints every 4 steps; the last 3 are kept (52, 56, 60)
+NUM_STEPS, EVERY, KEPT = 24, 4, 3  # checkpoints every 4 steps; the last 3 are kept (16, 20, 24)
 
 
 def _args(command, workdir, data_dir, **overrides):
