@@ -56,6 +56,11 @@ def _output_size(size: int, kernel: int, stride: int, dilation: int, pad: tuple[
     return (size + pad[0] + pad[1] - (kernel - 1) * dilation - 1) // stride + 1
 
 
+def _pad_spatial(x: jax.Array, pads: Sequence[tuple[int, int]]) -> jax.Array:
+    """NHWC x zero-padded by explicit (lo, hi) pairs on H and W (negative pairs crop)."""
+    return lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
+
+
 def patches(x: jax.Array, kernel_hw: Sequence[int], strides: tuple[int, int],
             pads: Sequence[tuple[int, int]], dilation: tuple[int, int]) -> jax.Array:
     """im2col: (N, Ho, Wo, kh * kw * C), taps in (row, col, channel) order = HWIO kernel rows.
@@ -66,8 +71,7 @@ def patches(x: jax.Array, kernel_hw: Sequence[int], strides: tuple[int, int],
     (sh, sw), (dh, dw) = strides, dilation
     out_h = _output_size(x.shape[1], kh, sh, dh, pads[0])
     out_w = _output_size(x.shape[2], kw, sw, dw, pads[1])
-    padded = lax.pad(x, jnp.zeros((), x.dtype),
-                     [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
+    padded = _pad_spatial(x, pads)
     if (kh, kw, sh, sw) == (1, 1, 1, 1):
         return padded[:, :out_h, :out_w]
     taps = [lax.slice(padded, (0, a * dh, b * dw, 0),
@@ -145,8 +149,7 @@ def _kernel_grad_unstrided(x, g, kernel_shape, pads, dilation):
     per tap over all rows (memory-bound copies) and a whole im2col matrix (415 MB) were slower.
     """
     kh, kw, c, o = kernel_shape
-    padded = lax.pad(x, jnp.zeros((), x.dtype),
-                     [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
+    padded = _pad_spatial(x, pads)
     n, hp, wp, _ = padded.shape
     offsets = [a * dilation[0] * wp + b * dilation[1] for a in range(kh) for b in range(kw)]
     length = n * hp * wp - offsets[-1]  # the rows every tap's range covers
