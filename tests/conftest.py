@@ -8,7 +8,11 @@ import os
 import shutil
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Most of the suite's time is XLA:CPU compiling (over half of it, measured in-process). LLVM at
+# -O1 instead of XLA's default compiles the mini FCN-8s train step in 10 s instead of 16 s and
+# runs it within 5% as fast: the tests use it, the product keeps XLA's default.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=1"
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The CLI, resume and checkpoint tests compile the same programs again (a new Experiment, a CLI
 # subprocess): one on-disk cache compiles each once. The process that starts the run makes it;

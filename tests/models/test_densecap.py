@@ -67,7 +67,7 @@ def test_the_recognition_gradient_reaches_the_boxes_as_the_switches_say(pooling,
 
 def test_fcln_learns_the_phrases_of_a_batch(tfds_dir, tmp_path):
     """The learning test: 200 Adam steps on one batch of 8 shapes/tiny scenes (objects of 4-28
-    px at 64x64) take the phrases' word accuracy on the sampled regions from ~0.1 to 1.0 and
+    px at 64x64) take the phrases' word accuracy on the sampled regions from ~0.1 to ~0.97 and
     the dense-captioning AP at IoU 0.3 on that batch from 0 to 14.9 (the bar is 5)."""
     config = experiment_config("densecap", "FCLN,mini", tfds_dir, **{
         "optimizer.schedule": "constant", "optimizer.warmup_steps": 0,
@@ -85,8 +85,12 @@ def test_fcln_learns_the_phrases_of_a_batch(tfds_dir, tmp_path):
     state = experiment.new_state()
     before = batch_ap(state.variables)
     train_batch = {k: v for k, v in batch.items() if k != "valid"}
+    accuracy = []
     for _ in range(200):
         state, metrics = experiment.train_step(state, train_batch)
+        accuracy.append(metrics["word_accuracy"])
     after = batch_ap(state.variables)
-    assert float(metrics["word_accuracy"]) > 0.95, float(metrics["word_accuracy"])
+    # Over the last 10 steps: one step's sampled regions swing it (0.91-1.0 measured); the
+    # mean was 0.97-0.98 with XLA's default LLVM level and with the tests' -O1.
+    assert np.mean(accuracy[-10:]) > 0.95, accuracy[-10:]
     assert before < 2.0 and after > 5.0, (before, after)
