@@ -1,6 +1,6 @@
-"""The Inception experiment: a mini row through the CLI (batch-norm state trained, checkpointed and
-restored), the paper-scale rows on mocked ImageNet, and `init_from` through the loop."""
-import json
+"""The Inception experiment: a mini row trained and evaluated (batch-norm state trained,
+checkpointed and restored), the paper-scale rows on mocked ImageNet, and `init_from` through the
+loop."""
 
 import jax
 import numpy as np
@@ -12,21 +12,17 @@ from segattn_jax.backbones import build_backbone, pretrained
 from segattn_jax.data import pipeline
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
-from tests import cli
-from tests.conftest import ROOT, cli_overrides, experiment_config, traced_step
+from tests.conftest import ROOT, experiment_config, traced_step
 
 
-def test_mini_row_trains_and_evaluates_through_the_cli_and_eval_restores_it(tfds_dir, tmp_path):
-    result = cli.run(["train", "--config", "experiments/inception.py:Inception-ResNet-v2,mini",
-                      "--workdir", str(tmp_path), *cli_overrides(
-                          "inception", tfds_dir, **{"train.num_steps": 2})], timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trained = json.loads((tmp_path / "metrics.json").read_text())["eval"]
+def test_mini_row_trains_and_evaluates_and_eval_restores_it(tfds_dir, tmp_path):
+    config = experiment_config("inception", "Inception-ResNet-v2,mini", tfds_dir,
+                               **{"train.num_steps": 2})
+    trained = loop.train_and_evaluate(config, tmp_path)["eval"]
     assert 0.0 <= trained["error_percent"] <= 100.0
     assert 0.0 <= trained["top5_error_percent"] <= trained["error_percent"]
     assert (tmp_path / "pictures" / "step_000002.png").is_file()
     # The checkpoint holds the batch-norm statistics the run trained, and `eval` restores them.
-    config = experiment_config("inception", "Inception-ResNet-v2,mini", tfds_dir)
     restored = loop.Experiment(config, tmp_path).restore_variables()["batch_stats"]
     stem = restored["backbone"]["Conv2d_1a_3x3"]["bn"]
     assert not np.allclose(stem["mean"], 0.0) and not np.allclose(stem["var"], 1.0)

@@ -1,4 +1,4 @@
-"""DenseCap runs: a mini row through the CLI (train, evaluate, predict) and the paper-scale row
+"""DenseCap runs: a mini row trained, evaluated and predicting and the paper-scale row
 on Visual Genome fixture data (truncated phrases, unknown words)."""
 import numpy as np
 import tensorflow_datasets as tfds
@@ -9,26 +9,23 @@ from segattn_jax.data import pipeline
 from segattn_jax.data.visual_genome import VisualGenome
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
-from tests import cli
-from tests.conftest import ROOT, cli_overrides, experiment_config, vgg_kernels
+from tests.conftest import ROOT, experiment_config, vgg_kernels
 from tests.data.test_visual_genome import write_visual_genome
 
 
-def test_full_image_row_through_the_cli_with_predict(tfds_dir, tmp_path):
-    """train (2 steps and an evaluation) -> predict on an image file, as a user runs them, on the
-    full-image baseline row (FCLN's steps: the learning test; RoI pooling's: the gradient test)."""
-    overrides = cli_overrides("densecap", tfds_dir, **{"train.num_steps": 2})
-    config_arg = ["--config", "experiments/densecap.py:Full-image-RNN,mini"]
+def test_full_image_row_trains_and_predicts(tfds_dir, tmp_path):
+    """train (2 steps and an evaluation) -> predict on an image file on the full-image baseline
+    row (FCLN's steps: the learning test; RoI pooling's: the gradient test)."""
+    config = experiment_config("densecap", "Full-image-RNN,mini", tfds_dir,
+                               **{"train.num_steps": 2})
     workdir = tmp_path / "run"
-    result = cli.run(["train", *config_arg, "--workdir", str(workdir), *overrides], timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    loop.train_and_evaluate(config, workdir)
     assert (workdir / "vocabulary.txt").is_file()
     assert (workdir / "pictures" / "step_000002.png").is_file()
     image = tmp_path / "scene.png"
     Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(image)
-    config = experiment_config("densecap", "Full-image-RNN,mini", tfds_dir)
-    predict.predict_files(config, workdir, [str(image)])  # in-process: tests/test_main.py runs
-    assert (workdir / "predictions" / "scene.png").is_file()  # the CLI's predict
+    predict.predict_files(config, workdir, [str(image)])
+    assert (workdir / "predictions" / "scene.png").is_file()
 
 
 def test_paper_scale_row_trains_and_evaluates_on_visual_genome_fixture_data(tmp_path):

@@ -1,5 +1,5 @@
 """DRAW: the bound's two terms, generation from the prior, gradients reaching the attention
-windows, learning, the mini row through the CLI, and the paper-scale row on mocked
+windows, learning, the mini rows trained and evaluated, and the paper-scale row on mocked
 binarized_mnist."""
 import jax
 import jax.numpy as jnp
@@ -13,8 +13,7 @@ from segattn_jax.models.draw import DRAW, DrawClassifier
 from segattn_jax.tasks.generation import bound_terms
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
-from tests import cli
-from tests.conftest import (ROOT, cli_overrides, experiment_config,
+from tests.conftest import (ROOT, experiment_config,
                             step_on_mock_data)
 
 _SMALL = dict(steps=3, hidden=16, latent=4)
@@ -100,23 +99,19 @@ def test_draw_learns_to_encode_a_batch_of_digits(tfds_dir, tmp_path):
     assert float(metrics["nll_bound"]) < 200, float(metrics["nll_bound"])
 
 
-def test_mini_row_through_the_cli_with_pictures_gif_and_predict(tfds_dir, tmp_path):
+def test_mini_row_trains_with_pictures_gif_and_predicts(tfds_dir, tmp_path):
     """train (2 steps and an evaluation) writes the canvas pictures and the generation GIF;
     predict draws an image file's reconstruction."""
-    overrides = cli_overrides("draw", tfds_dir, **{"train.num_steps": 2})
-    config_arg = ["--config", "experiments/draw.py:DRAW,mini"]
+    config = experiment_config("draw", "DRAW,mini", tfds_dir, **{"train.num_steps": 2})
     workdir = tmp_path / "run"
-    result = cli.run(["train", *config_arg, "--workdir", str(workdir), *overrides])
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "nll_bound" in result.stdout
+    assert "nll_bound" in loop.train_and_evaluate(config, workdir)["eval"]
     assert (workdir / "pictures" / "step_000002.png").is_file()
     with Image.open(workdir / "pictures" / "step_000002.gif") as gif:
         assert gif.n_frames == 4  # one per glimpse
     image = tmp_path / "digit.png"
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
-    config = experiment_config("draw", "DRAW,mini", tfds_dir)
-    predict.predict_files(config, workdir, [str(image)])  # in-process: tests/test_main.py runs
-    assert (workdir / "predictions" / "digit.png").is_file()  # the CLI's predict
+    predict.predict_files(config, workdir, [str(image)])
+    assert (workdir / "predictions" / "digit.png").is_file()
 
 
 @pytest.mark.parametrize("row, compiled", [("DRAW", True), ("DRAW-no-attention", False)])
@@ -159,14 +154,11 @@ def test_classifier_glimpses_where_its_state_points_and_learns_the_window():
     assert state["intermediates"]["read_windows"][0].shape == (2, 3, 5)
 
 
-def test_cluttered_classification_row_through_the_cli(tfds_dir, tmp_path):
+def test_cluttered_classification_row_trains_and_evaluates(tfds_dir, tmp_path):
     """The DRAW row (the CNN row is the Spatial Transformer experiments' tested CNN)."""
-    overrides = cli_overrides("draw_cluttered", tfds_dir, **{"train.num_steps": 2})
+    config = experiment_config("draw_cluttered", "DRAW,mini", tfds_dir, **{"train.num_steps": 2})
     workdir = tmp_path / "run"
-    result = cli.run(["train", "--config", "experiments/draw_cluttered.py:DRAW,mini",
-                      "--workdir", str(workdir), *overrides])
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "error_percent" in result.stdout
+    assert "error_percent" in loop.train_and_evaluate(config, workdir)["eval"]
     assert (workdir / "pictures" / "step_000002.png").is_file()
 
 

@@ -1,7 +1,6 @@
 """Classification + localization: the main-object preprocessor, the box coding, ILSVRC's
-localization counts on hand-made cases, the mini rows through the CLI, the paper-scale rows on
+localization counts on hand-made cases, a mini row trained and evaluated, the paper-scale rows on
 the ILSVRC builder's fixture, and a learning test."""
-import json
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +14,7 @@ from segattn_jax.tasks.localization import corners, fractions
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.state import initial_variables
-from tests import cli
-from tests.conftest import ROOT, cli_overrides, experiment_config
+from tests.conftest import ROOT, experiment_config
 from tests.data.test_imagenet_localization import prepare, write_download
 
 EXPERIMENT = ROOT / "experiments" / "localization.py"
@@ -151,13 +149,10 @@ def test_loss_trains_only_the_true_class_box(row, tfds_dir):
     assert not np.delete(bias, trained, axis=0).any()
 
 
-def test_mini_row_trains_through_the_cli(tmp_path, tfds_dir):
+def test_mini_row_trains_and_evaluates(tmp_path, tfds_dir):
     """The PCR row (SCR's differs only in the box layer's width, see the loss test above)."""
-    result = cli.run(["train", "--config", "experiments/localization.py:PCR,mini",
-                      "--workdir", str(tmp_path), *cli_overrides(
-                          "localization", tfds_dir, **{"train.num_steps": 2})], timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["eval"]
+    config = experiment_config("localization", "PCR,mini", tfds_dir, **{"train.num_steps": 2})
+    metrics = loop.train_and_evaluate(config, tmp_path)["eval"]
     for key in ("class_error", "loc_error", "gt_class_loc_error", "top5_loc_error"):
         assert 0.0 <= metrics[key] <= 100.0, metrics
     # A localized image has the right class and a good box for it.

@@ -1,7 +1,7 @@
 """R-CNN, Fast and Faster R-CNN: a train step on a batch with an empty image, degenerate boxes and
-proposals outside the image stays finite; all three train and evaluate through the CLI on
-shapes, and their paper-scale configs on mocked VOC 2007; R-CNN's SVM loss mines the hard negatives and its chunked test-time CNN changes nothing."""
-import json
+proposals outside the image stays finite; all three train and evaluate on shapes, and
+their paper-scale configs on mocked VOC 2007; R-CNN's SVM loss mines the hard negatives and its
+chunked test-time CNN changes nothing."""
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +13,7 @@ from segattn_jax.data import pipeline
 from segattn_jax.tasks import build_task
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
-from tests import cli
-from tests.conftest import ROOT, cli_overrides, experiment_config, vgg_kernels
+from tests.conftest import ROOT, experiment_config, vgg_kernels
 from tests.models.detection_checks import finite_step_detections, learn_one_batch
 from tests.data.test_detection_data import voc_like_as_dataset
 
@@ -50,14 +49,11 @@ def test_train_step_with_an_empty_image_and_degenerate_boxes_is_finite(row, tfds
     assert (kept[:, [1, 3]] <= 48).all()  # clipped to the second image's real height
 
 
-def test_mini_row_trains_and_evaluates_through_the_cli(tfds_dir, tmp_path):
+def test_mini_row_trains_and_evaluates(tfds_dir, tmp_path):
     """Fast R-CNN's mini row, the one with cached proposals in the input pipeline (every row
-    trains and evaluates in-process: the paper-scale tests and the learning test)."""
-    result = cli.run(["train", "--config", "experiments/rcnn.py:Fast-R-CNN,mini",
-                      "--workdir", str(tmp_path), *cli_overrides(
-                          "rcnn", tfds_dir, **{"train.num_steps": 2})], timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["eval"]
+    also trains: the paper-scale tests and the learning test)."""
+    config = experiment_config("rcnn", "Fast-R-CNN,mini", tfds_dir, **{"train.num_steps": 2})
+    metrics = loop.train_and_evaluate(config, tmp_path)["eval"]
     assert 0.0 <= metrics["mAP"] <= 100.0 and metrics["seconds_per_image"] > 0
     assert metrics["proposal_seconds_per_image"] > 0
     assert "AP/star" in metrics  # per-class APs named after the dataset's classes

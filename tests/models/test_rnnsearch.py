@@ -1,6 +1,6 @@
 """RNNsearch / RNNencdec: the GRU against the paper's equations, padding, the bidirectional
 annotations, attention, the decoding step against teacher forcing, learning the synthetic pair,
-the mini row through the CLI, and the paper-scale row on mocked WMT'14."""
+the mini row trained and evaluated, and the paper-scale row on mocked WMT'14."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +9,9 @@ import pytest
 
 from segattn_jax.layers.recurrent import gru_update
 from segattn_jax.models.rnnsearch import RNNSearch
+from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
-from tests import cli
-from tests.conftest import ROOT, cli_overrides, step_on_mock_data
+from tests.conftest import ROOT, experiment_config, step_on_mock_data
 
 _SMALL = dict(source_vocab_size=20, target_vocab_size=24, embed=8, hidden=16, maxout=6,
               alignment=12)
@@ -138,13 +138,12 @@ def test_both_models_learn_to_reverse_sequences(attention, length, steps, floor)
     assert accuracy > floor, (accuracy, float(value))
 
 
-def test_mini_row_through_the_cli_with_alignment_pictures(tfds_dir, tmp_path):
-    overrides = cli_overrides("rnnsearch", tfds_dir, **{"train.num_steps": 2})
-    config_arg = ["--config", "experiments/rnnsearch.py:RNNsearch-30,mini"]
+def test_mini_row_trains_with_alignment_pictures(tfds_dir, tmp_path):
+    config = experiment_config("rnnsearch", "RNNsearch-30,mini", tfds_dir,
+                               **{"train.num_steps": 2})
     workdir = tmp_path / "run"
-    result = cli.run(["train", *config_arg, "--workdir", str(workdir), *overrides])
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "bleu_len_11_20" in result.stdout and "bleu_no_unk" in result.stdout
+    metrics = loop.train_and_evaluate(config, workdir)["eval"]
+    assert "bleu_len_11_20" in metrics and "bleu_no_unk" in metrics
     assert (workdir / "pictures" / "step_000002.png").is_file()
     assert (workdir / "vocabulary_source.txt").is_file()
     assert (workdir / "vocabulary_target.txt").is_file()

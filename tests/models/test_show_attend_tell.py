@@ -1,7 +1,7 @@
-"""Show, Attend and Tell: the three rows through the loop and the CLI, learning, hard attention's
-REINFORCE state, the attention-in-box measure, bad inputs, and the paper-scale row on mocked COCO."""
+"""Show, Attend and Tell: the three rows through the train loop, learning, hard attention's
+REINFORCE state, the attention-in-box measure, bad inputs, and the paper-scale row on mocked
+COCO."""
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
@@ -15,8 +15,7 @@ from segattn_jax.tasks.captioning import attention_in_boxes, box_coverage
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.state import run_once
-from tests import cli
-from tests.conftest import ROOT, cli_overrides, experiment_config, step_on_mock_data
+from tests.conftest import ROOT, experiment_config, step_on_mock_data
 
 
 
@@ -94,28 +93,25 @@ def test_soft_attention_learns_the_captions_of_a_batch(tfds_dir, tmp_path):
     assert before < 5.0 and after > 40.0, (before, after)
 
 
-def test_hard_row_through_the_cli_with_predict_and_bad_inputs(tfds_dir, tmp_path):
-    """train -> predict as a user runs them, with hard attention's REINFORCE baseline in the
-    checkpoint; predict on a non-image file and eval in a workdir without the vocabulary fail
-    with what to do, and write nothing."""
-    overrides = cli_overrides("show_attend_tell", tfds_dir, **{"train.num_steps": 2})
-    config_arg = ["--config", "experiments/show_attend_tell.py:Hard-attention,mini"]
+def test_hard_row_trains_predicts_and_rejects_bad_inputs(tfds_dir, tmp_path):
+    """train -> predict, with hard attention's REINFORCE baseline in the checkpoint; predict on a
+    non-image file and eval in a workdir without the vocabulary fail with what to do, and write
+    nothing."""
+    config = experiment_config("show_attend_tell", "Hard-attention,mini", tfds_dir,
+                               **{"train.num_steps": 2})
     workdir = tmp_path / "run"
-    result = cli.run(["train", *config_arg, "--workdir", str(workdir), *overrides], timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = loop.train_and_evaluate(config, workdir)["eval"]
     assert (workdir / "vocabulary.txt").is_file()
     assert (workdir / "pictures" / "step_000002.png").is_file()
-    metrics = json.loads((workdir / "metrics.json").read_text())["eval"]
     assert 0.0 <= metrics["BLEU-4"] <= metrics["BLEU-1"] <= 100.0
     assert metrics["attention_in_box_ratio"] > 0.0  # where attention falls in the named boxes
-    config = experiment_config("show_attend_tell", "Hard-attention,mini", tfds_dir)
     # The moving average of the reward (-caption NLL) moved, and was checkpointed.
     baseline = float(loop.Experiment(config, workdir).restore_variables()["reinforce"]["baseline"])
     assert baseline < 0.0 and np.isfinite(baseline)
     image = tmp_path / "scene.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
-    predict.predict_files(config, workdir, [str(image)])  # in-process: tests/test_main.py
-    assert (workdir / "predictions" / "scene.png").is_file()  # runs the CLI's predict
+    predict.predict_files(config, workdir, [str(image)])
+    assert (workdir / "predictions" / "scene.png").is_file()
 
     not_image = tmp_path / "notes.png"
     not_image.write_text("not an image")

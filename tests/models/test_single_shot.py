@@ -1,7 +1,6 @@
 """YOLO and SSD: the losses against the papers' equations written as loops, SSD's default boxes
-and hard negative mining, finite train steps on images without objects, the mini rows through
-the CLI, the paper-scale rows on mocked VOC, and a learning test per detector."""
-import json
+and hard negative mining, finite train steps on images without objects, a mini row trained
+and evaluated, the paper-scale rows on mocked VOC, and a learning test per detector."""
 import math
 
 import jax
@@ -18,8 +17,7 @@ from segattn_jax.tasks import build_task
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.state import initial_variables
-from tests import cli
-from tests.conftest import ROOT, cli_overrides, experiment_config, traced_step
+from tests.conftest import ROOT, experiment_config, traced_step
 from tests.models.detection_checks import learn_one_batch
 from tests.data.test_detection_data import voc_like_as_dataset
 
@@ -168,13 +166,10 @@ def test_predict_warps_other_sizes_and_maps_boxes_back(tfds_dir):
     assert kept[:, 2].max() > 128  # boxes reach past the network's 128 px: mapped back
 
 
-def test_mini_row_trains_and_evaluates_through_the_cli(tfds_dir, tmp_path):
-    """SSD300's mini row (YOLO trains and evaluates in-process: its paper-scale test)."""
-    result = cli.run(["train", "--config", "experiments/single_shot.py:SSD300,mini",
-                      "--workdir", str(tmp_path), *cli_overrides(
-                          "single_shot", tfds_dir, **{"train.num_steps": 2})], timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["eval"]
+def test_mini_row_trains_and_evaluates(tfds_dir, tmp_path):
+    """SSD300's mini row (YOLO trains and evaluates in its paper-scale test)."""
+    config = experiment_config("single_shot", "SSD300,mini", tfds_dir, **{"train.num_steps": 2})
+    metrics = loop.train_and_evaluate(config, tmp_path)["eval"]
     assert 0.0 <= metrics["mAP"] <= 100.0 and metrics["seconds_per_image"] > 0
     assert "AP/star" in metrics
     assert (tmp_path / "pictures" / "step_000002.png").is_file()
