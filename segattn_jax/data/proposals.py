@@ -1,5 +1,5 @@
-"""Class-agnostic region proposals for R-CNN and Fast R-CNN: selective search (Uijlings et al.
-2013, "fast" mode, as both papers use it), computed once per image and cached beside the dataset.
+"""Class-agnostic region proposals for R-CNN and Fast R-CNN: selective search
+(`ops/selective_search.py`), computed once per image and cached beside the dataset.
 
 Each split's proposals are stored as one .npz in the dataset's directory, keyed by TFDS's
 per-example `tfds_id`, so the input pipeline can attach them to an example whatever the shuffle or
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -20,51 +19,10 @@ from etils import epath
 from tqdm import tqdm
 
 from segattn_jax.data import pipeline
+from segattn_jax.ops.selective_search import SelectiveSearch, timed_search
 
 CACHE_DIR = "proposals"
 CACHE_VERSION = "v2"  # v2: ids prefixed with the dataset's full name (pipeline.examples)
-
-
-@dataclasses.dataclass(frozen=True)
-class SelectiveSearch:
-    """OpenCV's selective search in fast mode (opencv-contrib's ximgproc).
-
-    upscale: images are resized by this factor first (its segmentation scale `base_k` is in
-      pixels: small images such as the embedded 64x64 scenes need 2x to separate small objects).
-    base_k: the Felzenszwalb segmentation scale (OpenCV's default 150 for ~500 px images).
-    max_proposals: the first N boxes in OpenCV's order (R-CNN uses ~2000 per image).
-    """
-
-    upscale: float = 1.0
-    base_k: int = 150
-    max_proposals: int = 2000
-
-    def cache_name(self, split: str) -> str:
-        split = split.replace("/", "_").replace("[", "_").replace("]", "").replace(":", "-")
-        return (f"selective_search_fast_x{self.upscale:g}_k{self.base_k}_"
-                f"n{self.max_proposals}_{split}.{CACHE_VERSION}.npz")
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """(N <= max_proposals, 4) normalized (ymin, xmin, ymax, xmax) boxes of a uint8 RGB
-        image (H, W, 3)."""
-        import cv2  # opencv-contrib-python-headless; imported here: only proposal users need it
-
-        cv2.setNumThreads(1)  # one image per process; the pool gives the parallelism
-        height, width = image.shape[:2]
-        if image.shape[-1] == 1:
-            image = np.repeat(image, 3, axis=-1)
-        if self.upscale != 1.0:
-            image = cv2.resize(image, None, fx=self.upscale, fy=self.upscale,
-                               interpolation=cv2.INTER_LINEAR)
-        search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
-        search.setBaseImage(np.ascontiguousarray(image[..., ::-1]))  # OpenCV wants BGR
-        search.switchToSelectiveSearchFast(self.base_k, self.base_k)
-        rects = search.process()[:self.max_proposals].astype(np.float32) / self.upscale
-        if len(rects) == 0:
-            return np.zeros((0, 4), np.float32)
-        x, y, w, h = rects.T
-        boxes = np.stack([y / height, x / width, (y + h) / height, (x + w) / width], axis=1)
-        return np.clip(boxes, 0.0, 1.0).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,13 +57,6 @@ class Proposals:
         object.__setattr__(self, "_counts", tf.constant(self.counts.astype(np.int32)))
 
 
-def _search_one(args: tuple[SelectiveSearch, np.ndarray]) -> tuple[np.ndarray, float]:
-    method, image = args
-    began = time.perf_counter()
-    boxes = method(image)
-    return boxes, time.perf_counter() - began
-
-
 def _compute(builder: tfds.core.DatasetBuilder, split: str, method: SelectiveSearch,
              path: epath.Path) -> None:
     """Runs `method` on every image of `split` (all cores) and writes the cache atomically."""
@@ -120,7 +71,7 @@ def _compute(builder: tfds.core.DatasetBuilder, split: str, method: SelectiveSea
 
     total = pipeline.num_examples(builder, split)
     with multiprocessing.get_context("spawn").Pool(pipeline.available_cores()) as pool:
-        for boxes, took in tqdm(pool.imap(_search_one, work(), chunksize=8), total=total,
+        for boxes, took in tqdm(pool.imap(timed_search, work(), chunksize=8), total=total,
                                 desc=f"selective search ({split})", unit="image"):
             found.append(boxes)
             seconds.append(took)
@@ -138,7 +89,10 @@ def _compute(builder: tfds.core.DatasetBuilder, split: str, method: SelectiveSea
 
 def _cache_path(builder: tfds.core.DatasetBuilder, split: str, method: SelectiveSearch
                 ) -> epath.Path:
-    return epath.Path(builder.data_dir) / CACHE_DIR / method.cache_name(split)
+    split = split.replace("/", "_").replace("[", "_").replace("]", "").replace(":", "-")
+    name = (f"selective_search_fast_x{method.upscale:g}_k{method.base_k}_"
+            f"n{method.max_proposals}_{split}.{CACHE_VERSION}.npz")
+    return epath.Path(builder.data_dir) / CACHE_DIR / name
 
 
 def compute_missing(sources: list[tuple[tfds.core.DatasetBuilder, str]],

@@ -1,2 +1,2 @@
 """Non-learned ops: boxes and anchors (`boxes`), NMS (`nms`), beam search (`beam_search`),
-images, thin-plate splines."""
+images, thin-plate splines, selective search."""

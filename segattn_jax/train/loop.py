@@ -29,6 +29,7 @@ from segattn_jax.backbones import pretrained
 from segattn_jax.data import pipeline
 from segattn_jax.data import proposals as proposals_lib
 from segattn_jax.data.preprocess import make_preprocess
+from segattn_jax.ops.selective_search import SelectiveSearch
 from segattn_jax.tasks import Task, build_task
 from segattn_jax.tasks import pictures as pics
 from segattn_jax.train import mesh as mesh_lib
@@ -64,8 +65,8 @@ def _load_proposals(config: ml_collections.ConfigDict) -> proposals_lib.Proposal
     if settings.method != "selective_search":
         raise ValueError(f"Unknown --config.dataset.proposals.method={settings.method!r}; valid: "
                          "'' (none), 'selective_search'.")
-    method = proposals_lib.SelectiveSearch(upscale=settings.upscale, base_k=settings.base_k,
-                                           max_proposals=settings.max_proposals)
+    method = SelectiveSearch(upscale=settings.upscale, base_k=settings.base_k,
+                             max_proposals=settings.max_proposals)
     data = config.dataset
     sources = [(data.name, data.train_split), (data.name, data.eval_split),
                *map(pipeline.parse_source, data.extra_train)]
