@@ -95,8 +95,8 @@ def test_init_from_loads_converted_weights_when_a_run_starts_and_for_eval(tfds_d
 
 def test_resnet_backbone_plugs_into_the_classifier(tfds_dir, tmp_path):
     """Any registered backbone fits the classifier's train step and predictions: ResNet-50 (1/16
-    width) on the digits, traced (`traced_step`; the CLI test trains and restores batch norm's
-    statistics through the loop, the backbone tests check ResNet's numbers)."""
+    width) on the digits, traced (`traced_step`; the mini-row test trains and restores batch
+    norm's statistics through the loop, the backbone tests check ResNet's numbers)."""
     config = experiment_config("inception", "Inception-v4,mini", tfds_dir, **{
         "model.backbone": "resnet50"})
     experiment = loop.Experiment(config, tmp_path)

@@ -54,7 +54,7 @@ def test_teacher_forcing_equals_decoding_step_by_step(attention):
 
 
 def test_no_attention_row_runs_a_few_steps(tfds_dir, tmp_path):
-    """(Hard attention: the CLI test; soft: the learning test.)"""
+    """(Hard attention: the mini-row test; soft: the learning test.)"""
     config = experiment_config("show_attend_tell", "No-attention,mini", tfds_dir,
                                **{"train.num_steps": 2})
     experiment = loop.Experiment(config, tmp_path, training=True)
