@@ -1,4 +1,4 @@
-"""DenseCap runs: a mini row trained, evaluated and predicting and the paper-scale row
+"""DenseCap runs: the full-image mini row trained, evaluated and predicting; the paper-scale row
 on Visual Genome fixture data (truncated phrases, unknown words)."""
 import numpy as np
 import tensorflow_datasets as tfds

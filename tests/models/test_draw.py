@@ -13,8 +13,7 @@ from segattn_jax.models.draw import DRAW, DrawClassifier
 from segattn_jax.tasks.generation import bound_terms
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
-from tests.conftest import (ROOT, experiment_config,
-                            step_on_mock_data)
+from tests.conftest import ROOT, experiment_config, step_on_mock_data
 
 _SMALL = dict(steps=3, hidden=16, latent=4)
 
