@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from jax import lax
 
-from report import best_seconds, import_torch, markdown_table
+from report import best_seconds, import_torch, machine, markdown_table
 from segattn_jax.layers.conv import conv2d
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -140,6 +140,7 @@ def run(layers=PAPER + MINI, repeats: int = 3) -> list[dict]:
 
 
 def main() -> None:
+    print(machine())
     print("Convolution passes per FCN-8s VGG16 layer, ms (paper size rows, then mini size rows):")
     print(markdown_table(run(), digits=1))
     print("SSD300's layers, ms (batch 2, 300x300):")

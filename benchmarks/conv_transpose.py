@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import best_seconds, import_torch, markdown_table
+from report import best_seconds, import_torch, machine, markdown_table
 from segattn_jax.layers.upsampling import ConvTranspose, conv_transpose_lax
 
 
@@ -142,11 +141,9 @@ def run(repeats: int = 20, budget_s: float = 2.0, cases: tuple[Case, ...] = CASE
 
 
 def main() -> None:
-    threads = len(os.sched_getaffinity(0))
-    torch = import_torch()
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {threads} CPU threads; "
-          + (f"torch {torch.__version__} with {torch.get_num_threads()} threads" if torch else
-             "torch not installed: torch columns skipped (pip install torch==2.13.0)"))
+    print(machine())
+    if import_torch() is None:
+        print("torch not installed: torch columns skipped (pip install torch==2.13.0)")
     print(markdown_table(run()))
 
 

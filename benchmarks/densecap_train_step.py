@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import best_seconds, compiled_train_step, markdown_table, matmul_gflops
+from report import best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops
 from segattn_jax.backbones.vgg import VGG16
 from segattn_jax.data.captions import SPECIAL, Vocabulary
 from segattn_jax.models import build_model
@@ -90,6 +90,7 @@ def run(repeats: int = 2, side: int = SIDE) -> list[dict]:
 
 
 def main() -> None:
+    print(machine())
     print(f"DenseCap FCLN train step (VGG16 conv5_3, {SIDE}x{SIDE}, 1 image, 256 regions, LSTM "
           f"512, vocabulary {VOCAB}):")
     print(markdown_table(run()))

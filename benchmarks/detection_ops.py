@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from report import best_seconds, markdown_table
+from report import best_seconds, machine, markdown_table
 from segattn_jax.layers.roi import roi_align
 from segattn_jax.ops.nms import nms
 
@@ -72,6 +72,7 @@ def _row(name: str, seconds: dict[str, float]) -> dict:
 
 
 def main() -> None:
+    print(machine())
     rng = np.random.default_rng(0)
     print(markdown_table([nms_row(rng), roi_align_row(rng)]))
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import (compiled_train_step, import_torch, markdown_table, matmul_gflops,
+from report import (compiled_train_step, import_torch, machine, markdown_table, matmul_gflops,
                     timed_row)
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
@@ -149,6 +149,7 @@ def run(repeats: int = 5) -> list[dict]:
 
 
 def main() -> None:
+    print(machine())
     print(f"DRAW train step ({SIDE}x{SIDE} binary images, T {STEPS}, LSTM {HIDDEN}, z "
           f"{LATENT}, batch {BATCH}, float32); PyTorch side by side (floor: ratio 1.0):")
     print(markdown_table(run()))

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import best_seconds, compiled_train_step, markdown_table, matmul_gflops
+from report import best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops
 from segattn_jax.layers import rcnn
 from segattn_jax.layers.roi import roi_pool
 from segattn_jax.models import build_model
@@ -123,6 +123,7 @@ def run(repeats: int = 2) -> list[dict]:
 
 
 def main() -> None:
+    print(machine())
     print(f"Faster R-CNN train step (VGG16, {HEIGHT}x{WIDTH}, batch {BATCH}, 21 classes); "
           "detection ops timed alone at the step's sizes (floor: under 15% together):")
     print(markdown_table(run()))

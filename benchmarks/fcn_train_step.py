@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import torch_fcn
-from report import (best_seconds, compiled_train_step, import_torch, markdown_table,
+from report import (best_seconds, compiled_train_step, import_torch, machine, markdown_table,
                     matmul_gflops)
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
@@ -111,6 +111,7 @@ def run(sizes=tuple(SIZES), repeats: int = 3) -> list[dict]:
 
 
 def main() -> None:
+    print(machine())
     print("FCN-8s train step, ours vs PyTorch (paper: VGG16 224x224 batch 2 21 classes; "
           "mini: experiments/fcn.py:FCN-8s,mini network, 64x64 batch 8):")
     print(markdown_table(run()))

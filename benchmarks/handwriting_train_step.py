@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import (compiled_train_step, import_torch, markdown_table, matmul_gflops,
+from report import (compiled_train_step, import_torch, machine, markdown_table, matmul_gflops,
                     timed_row)
 from segattn_jax.data.handwriting import SYMBOLS
 from segattn_jax.tasks import build_task
@@ -170,6 +170,7 @@ def run(repeats: int = 4) -> list[dict]:
 
 
 def main() -> None:
+    print(machine())
     print(f"Graves handwriting train step ({LAYERS} LSTMs of {HIDDEN}, {MIXTURES} mixtures, "
           f"window of {WINDOW} over {CHARS} characters, {POINTS} points, batch {BATCH}, "
           "float32); PyTorch side by side:")

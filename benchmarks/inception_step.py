@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import best_seconds, compiled_train_step, markdown_table, matmul_gflops, xla_gflop
+from report import (best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops,
+                    xla_gflop)
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.optimizers import make_optimizer
@@ -110,6 +111,7 @@ def run(repeats: int = 2) -> list[dict]:
 
 
 def main() -> None:
+    print(machine())
     print(f"Inception forward and train step ({SIZE}x{SIZE}, batch {BATCH}, full width, "
           "float32); Keras InceptionResNetV2 on TensorFlow CPU side by side (floor: ratio 1.0):")
     print(markdown_table(run()))

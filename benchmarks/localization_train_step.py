@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import compiled_train_step, import_torch, markdown_table, matmul_gflops, timed_row
+from report import (compiled_train_step, import_torch, machine, markdown_table, matmul_gflops,
+                    timed_row)
 from segattn_jax.backbones.vgg import vgg16_layer_specs
 from segattn_jax.metrics.pose import NUM_JOINTS
 from segattn_jax.tasks import build_task
@@ -162,6 +163,7 @@ def run(repeats: int = 3) -> list[dict]:
 
 
 def main() -> None:
+    print(machine())
     print(f"Localization as regression, train steps (batch {BATCH}, float32, SGD momentum); "
           "PyTorch side by side:")
     print(markdown_table(run()))

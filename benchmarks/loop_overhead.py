@@ -20,7 +20,7 @@ from pathlib import Path
 
 import jax
 
-from report import markdown_table
+from report import machine, markdown_table
 from segattn_jax.data import pipeline
 from segattn_jax.train import loop
 from segattn_jax.train import mesh as mesh_lib
@@ -67,7 +67,7 @@ def run(steps: int = 400) -> list[dict]:
 
 
 def main() -> None:
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
+    print(machine())
     print(markdown_table(run(*(int(a) for a in sys.argv[1:]))))
 
 

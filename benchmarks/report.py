@@ -1,9 +1,10 @@
 """What every benchmark shares: interleaved best-of-N timing, the measured matmul peak, the
-codebase's own train step compiled for a batch, the optional PyTorch reference, and markdown
-tables."""
+codebase's own train step compiled for a batch, the optional PyTorch reference, the machine
+a table was measured on, and markdown tables."""
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import math
 import os
 import resource
@@ -45,6 +46,30 @@ def import_torch():
         return None
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     return torch
+
+
+def machine() -> str:
+    """The CPU model, threads and library versions a table was measured on. Ratios against
+    PyTorch or Keras move with the CPU model (their libraries' kernels differ per vector unit),
+    so every table names it."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = "unknown CPU model"
+    versions = []
+    for package, distributions in (("jax", ["jax"]), ("flax", ["flax"]), ("torch", ["torch"]),
+                                   ("tensorflow", ["tensorflow", "tensorflow-cpu"])):
+        found = []
+        for distribution in distributions:
+            try:
+                found.append(importlib.metadata.version(distribution))
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        versions.append(f"{package} {found[0] if found else 'not installed'}")
+    return (f"{jax.devices()[0].platform} devices: {jax.device_count()}; CPU: {cpu}, "
+            f"{len(os.sched_getaffinity(0))} threads; " + ", ".join(versions))
 
 
 def markdown_table(rows: list[dict], digits: int = 2) -> str:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import (compiled_train_step, import_torch, markdown_table, matmul_gflops,
+from report import (compiled_train_step, import_torch, machine, markdown_table, matmul_gflops,
                     timed_row)
 from segattn_jax.data.captions import SPECIAL, Vocabulary
 from segattn_jax.models import build_model
@@ -146,6 +146,7 @@ def run(repeats: int = 3) -> list[dict]:
 
 
 def main() -> None:
+    print(machine())
     print(f"RNNsearch / RNNencdec train step (vocabularies {VOCAB}, embed {EMBED}, GRU {HIDDEN}, "
           f"alignment {ALIGN}, maxout {MAXOUT}, batch {BATCH}, {LENGTH} words, float32); "
           "PyTorch side by side:")

@@ -6,8 +6,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import jax  # noqa: E402
-
 import conv_passes  # noqa: E402
 import conv_transpose  # noqa: E402
 import densecap_train_step  # noqa: E402
@@ -25,7 +23,6 @@ import single_shot_train_step  # noqa: E402
 
 
 def main() -> None:
-    print(f"devices: {jax.devices()}\n")
     fcn_train_step.main()
     print()
     conv_passes.main()

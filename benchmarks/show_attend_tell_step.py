@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import best_seconds, compiled_train_step, import_torch, markdown_table, matmul_gflops
+from report import (best_seconds, compiled_train_step, import_torch, machine, markdown_table,
+                    matmul_gflops)
 from segattn_jax.data.captions import SPECIAL, Vocabulary
 from segattn_jax.models import build_model
 from segattn_jax.tasks import build_task
@@ -153,6 +154,7 @@ def run(repeats: int = 3) -> list[dict]:
 
 
 def main() -> None:
+    print(machine())
     print(f"Show, Attend and Tell soft-attention decoder ({GRID}x{GRID}x{CHANNELS} features, "
           f"LSTM {LSTM}, vocabulary {VOCAB}, {WORDS} words, batch {BATCH}, float32); PyTorch "
           "side by side (floor: ratio 1.0):")

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import (best_seconds, compiled_train_step, import_torch, markdown_table,
+from report import (best_seconds, compiled_train_step, import_torch, machine, markdown_table,
                     matmul_gflops, timed_row)
 from segattn_jax.models import build_model
 from segattn_jax.models.ssd import ASPECT_RATIOS, EXTRA_LAYERS, default_box_scales, default_boxes
@@ -227,6 +227,7 @@ def network_passes(repeats: int = 3) -> list[dict]:
 
 
 def main() -> None:
+    print(machine())
     print(f"Single-shot detectors' train steps (SSD300 on VGG16, 300x300; YOLO, 448x448; batch "
           f"{BATCH}, {CLASSES} classes, float32); PyTorch's SSD300 side by side:")
     print(markdown_table(run()))
