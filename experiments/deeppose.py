@@ -5,12 +5,15 @@ Rows: stage1, stage2, stage3: the estimates after that stage of one 3-stage casc
 once and shared by the three rows (the stages train together, each on its own loss; see
 models/deeppose.py). Paper scale trains on TFDS `flic` (FLIC's upper body in LSP's joint order:
 legs and head top are unannotated, so their parts drop out of PCP; the paper reports FLIC as PDJ
-curves, Figure 4, not in a table: the pdj/<group>@<f> metrics). ',mini' runs on the embedded
-`poses` stick figures (128x128, LSP's 14 joints), stage 1 reading the person crop at 64x64 and
-later stages 24x24 crops of the 128x128 one.
+curves, Figure 4, not in a table: the pdj/<group>@<f> metrics), or with ',lsp' on Table 1's
+data: LSP + LSPET (11000 training images), tested on LSP's 1000 (data/lsp.py, `lsp/extended`,
+from the manual download). ',mini' runs on the embedded `poses` stick figures (128x128, LSP's 14
+joints), stage 1 reading the person crop at 64x64 and later stages 24x24 crops of the 128x128
+one.
 
   python -m segattn_jax.main train --config experiments/deeppose.py:stage3,mini --workdir runs/deeppose_mini
   python -m segattn_jax.main table --config experiments/deeppose.py:mini --workdir runs/deeppose_table
+  python -m segattn_jax.main table --config experiments/deeppose.py:lsp --workdir runs/deeppose_lsp
 
 Expected on mini (measured, see README): pcp stage2 > stage1, stage3 >= stage2. Every row
 trains the same cascade: `train` with any row gives all three stages.
@@ -35,9 +38,12 @@ ROWS = tuple(PAPER)
 DEFAULT = {"row": "stage3"}
 
 
+FLAGS = ("mini", "lsp")
+
+
 def table_runs(arg: str) -> list[str]:
     """The config arguments of the table's cells (all rows, or those `arg` names), e.g. 'mini'."""
-    return table_cells(arg, {"row": ROWS})
+    return table_cells(arg, {"row": ROWS}, flags=FLAGS)
 
 
 def table_figures(cells, workdir):
@@ -88,12 +94,15 @@ def _mini(c) -> None:
     c.eval.batch_size = 100
 
 
-def _paper_scale(c) -> None:
-    """FLIC (TFDS flic/small: 3987 train / 1016 test), person crops at 440 px, stage 1 at the
-    paper's 220x220, later stages on 220x220 crops of the 440 px one; AdaGrad-era recipe
+def _paper_scale(c, lsp: bool) -> None:
+    """FLIC (TFDS flic/small: 3987 train / 1016 test) or LSP + LSPET (11000 train / 1000 test),
+    person crops at 440 px (LSP: the whole image, square, as the paper starts there), stage 1
+    at the paper's 220x220, later stages on 220x220 crops of the 440 px one; AdaGrad-era recipe
     replaced by SGD momentum (the paper trains with DistBelief; its optimizer settings are not
     given), random translations and flips as the paper's augmentation."""
-    c.dataset.name = "flic/small"
+    c.dataset.name = "lsp/extended" if lsp else "flic/small"
+    if lsp:
+        c.dataset.preprocess.margin = 0.0  # the person box is the whole image
     c.dataset.preprocess.size = 440
     c.dataset.preprocess.jitter = 0.1
     c.dataset.preprocess.flip = True
@@ -117,21 +126,24 @@ def _paper_scale(c) -> None:
 
 
 def get_config(arg: str = "stage3,mini"):
-    names, flags = parse_arg(arg, {"row": ROWS}, defaults=DEFAULT)
-    row = names["row"]
+    names, flags = parse_arg(arg, {"row": ROWS}, flags=FLAGS, defaults=DEFAULT)
+    row, mini, lsp = names["row"], "mini" in flags, "lsp" in flags
+    if mini and lsp:
+        raise ValueError(f"Config argument {arg!r}: 'mini' runs on the embedded poses and 'lsp' "
+                         "on the real LSP; choose one.")
     c = base_config()
     c.experiment, c.row = "deeppose", row
     # The paper's Table 1 is on LSP (14 joints, as `poses`); on FLIC it gives PDJ curves
     # (Figure 4) but no table, so the FLIC rows have no paper numbers beside them.
-    c.paper = PAPER[row] if "mini" in flags else {}
+    c.paper = PAPER[row] if mini or lsp else {}
     c.table_metrics = ("pcp", *(f"pcp/{group}" for group in _GROUPS), "pdj/wrists@0.2")
     c.task.name = "pose"
     c.model.name = "deeppose"
     c.model.stages = len(ROWS)
-    c.table_run = "cascade,mini" if "mini" in flags else "cascade"
+    c.table_run = ",".join(["cascade", *sorted(flags)])
     c.table_metric_prefix = f"{row}/"
     c.model.sigma = 1.0       # a later stage's crop: one torso diameter wide
     c.model.dropout_rate = 0.5
     c.model.dtype = "auto"    # bfloat16 on GPU/TPU, float32 on CPU
-    (_mini(c) if "mini" in flags else _paper_scale(c))
+    (_mini(c) if mini else _paper_scale(c, lsp))
     return c.lock()

@@ -1,6 +1,6 @@
 """Datasets (TFDS builders) and the input pipeline; importing this package registers the builders
 ('shapes', 'distorted_digits', 'flickr', 'visual_genome', 'imagenet_localization', 'poses',
-'synthetic_translation', 'synthetic_handwriting', 'iam_ondb')."""
+'lsp', 'synthetic_translation', 'synthetic_handwriting', 'iam_ondb')."""
 from segattn_jax.data import pipeline  # first: hides GPUs from TensorFlow before anything else runs
 from segattn_jax.data import preprocess
 from segattn_jax.data.distorted_digits import DistortedDigits
@@ -8,12 +8,13 @@ from segattn_jax.data.flickr import Flickr
 from segattn_jax.data.handwriting import SyntheticHandwriting
 from segattn_jax.data.iam_ondb import IamOndb
 from segattn_jax.data.imagenet_localization import ImagenetLocalization
+from segattn_jax.data.lsp import Lsp
 from segattn_jax.data.pipeline import eval_iterator, load_builder, train_iterator
 from segattn_jax.data.poses import Poses
 from segattn_jax.data.shapes import Shapes
 from segattn_jax.data.translation import SyntheticTranslation
 from segattn_jax.data.visual_genome import VisualGenome
 
-__all__ = ["DistortedDigits", "Flickr", "IamOndb", "ImagenetLocalization", "Shapes", "eval_iterator",
-           "load_builder", "pipeline", "Poses", "preprocess", "SyntheticHandwriting", "SyntheticTranslation",
-           "train_iterator", "VisualGenome"]
+__all__ = ["DistortedDigits", "Flickr", "IamOndb", "ImagenetLocalization", "Lsp", "Shapes",
+           "eval_iterator", "load_builder", "pipeline", "Poses", "preprocess",
+           "SyntheticHandwriting", "SyntheticTranslation", "train_iterator", "VisualGenome"]

@@ -179,7 +179,7 @@ class ImagenetLocalization(tfds.core.GeneratorBasedBuilder):
                     f"{path} is missing ({image_id} is in {solution_file}): extract all of the "
                     f"download's images into {manual / IMAGE_DIRS[split]}. "
                     + " ".join(self.MANUAL_DOWNLOAD_INSTRUCTIONS.split()))
-            image, width, height = _read_jpeg(path)
+            image, width, height = read_jpeg(path)
             objects = []
             for synset, x1, y1, x2, y2 in boxes:
                 x1, x2 = (min(max(x / width, 0.0), 1.0) for x in (x1, x2))
@@ -189,7 +189,7 @@ class ImagenetLocalization(tfds.core.GeneratorBasedBuilder):
             yield image_id, {"image": image, "label": label, "objects": objects}
 
 
-def _read_jpeg(path: epath.Path) -> tuple[bytes, int, int]:
+def read_jpeg(path: epath.Path) -> tuple[bytes, int, int]:
     """The file's JPEG bytes (CMYK or non-JPEG files, a few in ILSVRC, re-encoded as RGB JPEG)
     and its width and height."""
     data = path.read_bytes()

@@ -1,7 +1,8 @@
 """DeepPose: LRN against TensorFlow's, joint crops against tf.image.crop_and_resize, the person
 crop's joint bookkeeping, the simulated predictions' statistics, invisible joints masked out,
 the mini table (one cascade run shared by its three rows, through the loop that `train`
-runs), the paper-scale config on mocked FLIC, and a learning test."""
+runs), the paper-scale config on mocked FLIC and on the LSP builder's fixture, and a learning
+test."""
 import json
 
 import jax
@@ -19,7 +20,9 @@ from segattn_jax.tasks import build_task
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.state import initial_variables
-from tests.conftest import ROOT, experiment_config, fast_overrides
+from tests.conftest import ROOT, experiment_config, fast_overrides, traced_step
+from tests.data.test_lsp import prepare as prepare_lsp
+from tests.data.test_lsp import write_download as write_lsp
 
 EXPERIMENT = ROOT / "experiments" / "deeppose.py"
 
@@ -191,6 +194,29 @@ def test_paper_scale_config_trains_and_evaluates_on_mock_flic(tmp_path, monkeypa
         result = experiment.evaluate(state.variables)
     assert np.isfinite(float(metrics["loss"])), metrics
     assert "pcp/lower_leg" not in result and "stage1/pcp/lower_leg" not in result
+
+
+def test_lsp_rows_carry_table_1_and_step_on_the_lsp_fixture(tmp_path):
+    """',lsp' is Table 1's data (LSP + LSPET, tested on LSP) with the paper's numbers beside the
+    rows; on the builder's fixture its whole-image crops reach the 220x220 stages. The step is
+    traced (`traced_step`): the FLIC test above compiles the same network."""
+    experiment_module = load_experiment(EXPERIMENT)
+    assert experiment_module.table_runs("lsp") == ["stage1,lsp", "stage2,lsp", "stage3,lsp"]
+    config = experiment_module.get_config("stage2,lsp")
+    assert config.paper.pcp == 60 and config.dataset.name == "lsp/extended"
+    assert config.table_run == "cascade,lsp"
+    write_lsp(tmp_path / "manual")
+    prepare_lsp(tmp_path / "manual", tmp_path / "data", "extended")
+    config.update_from_flattened_dict({"model.width": 0.0625, "train.batch_size": 2,
+                                       "eval.batch_size": 2, "mesh.data": 1,
+                                       "dataset.data_dir": str(tmp_path / "data")})
+    experiment = loop.Experiment(config, tmp_path / "run")
+    batch = next(pipeline.train_iterator(
+        config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
+        global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
+    assert batch["image"].shape == (2, 440, 440, 3) and batch["visible"].any()
+    metrics, predictions = traced_step(experiment, experiment.abstract_state, batch)
+    assert metrics["loss"].shape == () and predictions["joints"].shape[-2:] == (NUM_JOINTS, 2)
 
 
 def test_stage1_learns_one_batch(tmp_path, tfds_dir):
