@@ -36,9 +36,7 @@ PAPER = {
 }
 ROWS = tuple(PAPER)
 DEFAULT = {"row": "stage3"}
-
-
-FLAGS = ("mini", "lsp")
+FLAGS = ("mini", "lsp")  # the embedded poses, or Table 1's data; neither: FLIC
 
 
 def table_runs(arg: str) -> list[str]:
