@@ -58,18 +58,22 @@ def machine() -> str:
                        if line.startswith("model name"))
     except (OSError, StopIteration):
         cpu = "unknown CPU model"
-    versions = []
-    for package, distributions in (("jax", ["jax"]), ("flax", ["flax"]), ("torch", ["torch"]),
-                                   ("tensorflow", ["tensorflow", "tensorflow-cpu"])):
-        found = []
-        for distribution in distributions:
-            try:
-                found.append(importlib.metadata.version(distribution))
-            except importlib.metadata.PackageNotFoundError:
-                pass
-        versions.append(f"{package} {found[0] if found else 'not installed'}")
+    versions = ", ".join(f"{package} {_installed_version(*distributions)}"
+                         for package, distributions in (
+                             ("jax", ["jax"]), ("flax", ["flax"]), ("torch", ["torch"]),
+                             ("tensorflow", ["tensorflow", "tensorflow-cpu"])))
     return (f"{jax.devices()[0].platform} devices: {jax.device_count()}; CPU: {cpu}, "
-            f"{len(os.sched_getaffinity(0))} threads; " + ", ".join(versions))
+            f"{len(os.sched_getaffinity(0))} threads; {versions}")
+
+
+def _installed_version(*distributions: str) -> str:
+    """The version of the first of `distributions` installed (TensorFlow ships under two)."""
+    for distribution in distributions:
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "not installed"
 
 
 def markdown_table(rows: list[dict], digits: int = 2) -> str:
