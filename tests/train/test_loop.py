@@ -26,34 +26,29 @@ def test_small_variant_trains_a_few_steps(name, arg, tfds_dir, tmp_path):
     assert "ms_per_step" in saved  # None: 3 steps are one log interval, the compiling one
 
 
-def test_sharded_step_equals_single_device_step(tfds_dir, tmp_path):
+def test_sharded_step_and_eval_equal_single_device(tfds_dir, tmp_path):
+    """A train step on 8 devices equals the 1-device step, and eval on 8 devices (the last batch
+    padded) gives the same metrics as on 1 device (one test: they share the programs)."""
     assert jax.device_count() == 8, "tests/conftest.py asks XLA for 8 host devices"
-    results = {}
-    for devices in (1, 8):
-        config = experiment_config("fcn", "FCN-8s,mini", tfds_dir,
-                                   **{"mesh.data": devices, "optimizer.warmup_steps": 0})
-        exp = loop.Experiment(config, tmp_path / str(devices))
-        state = exp.new_state()
+    config = experiment_config("fcn", "FCN-8s,mini", tfds_dir, **{
+        "train.num_steps": 2, "eval.batch_size": 24, "optimizer.warmup_steps": 0})
+    result = loop.train_and_evaluate(config, tmp_path / "one")  # trained params, 1 device
+    experiments = {1: loop.Experiment(config, tmp_path / "one")}
+    config.mesh.data = 8
+    experiments[8] = loop.Experiment(config, tmp_path / "one")
+    variables = experiments[1].restore_variables()
+    assert (without_timing(experiments[8].evaluate(variables))
+            == without_timing(experiments[1].evaluate(variables))
+            == without_timing(result["eval"]))
+
+    stepped = {}
+    for devices, exp in experiments.items():
         batch = next(iter(exp.eval_batches()))
         batch = mesh_lib.to_global({"image": batch["image"], "label": batch["label"]}, exp.mesh)
         assert len(batch["image"].sharding.device_set) == devices
-        state, metrics = exp.train_step(state, batch)
-        results[devices] = jax.device_get((state.params, metrics))
+        stepped[devices] = jax.device_get(exp.train_step(exp.new_state(), batch))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 results[1], results[8])
-
-
-def test_sharded_eval_counts_every_example_once(tfds_dir, tmp_path):
-    """Eval on 8 devices (last batch padded) gives the same metrics as on 1 device."""
-    config = experiment_config("fcn", "FCN-8s,mini", tfds_dir,
-                               **{"train.num_steps": 2, "eval.batch_size": 24})
-    result = loop.train_and_evaluate(config, tmp_path / "one")  # trained params, 1 device
-    one = loop.Experiment(config, tmp_path / "one")
-    variables = one.restore_variables()
-    config.mesh.data = 8
-    eight = loop.Experiment(config, tmp_path / "one")
-    assert (without_timing(eight.evaluate(variables)) == without_timing(one.evaluate(variables))
-            == without_timing(result["eval"]))
+                 stepped[1], stepped[8])
 
 
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(
