@@ -13,7 +13,7 @@ from segattn_jax.data import pipeline
 from segattn_jax.tasks import build_task
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
-from tests.conftest import ROOT, experiment_config, vgg_kernels
+from tests.conftest import ROOT, experiment_config, traced_step, vgg_kernels
 from tests.models.detection_checks import finite_step_detections, learn_one_batch
 from tests.data.test_detection_data import voc_like_as_dataset
 
@@ -103,7 +103,8 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_voc(row, mock_voc_dir, tmp
     """The paper-scale config (voc/2007 trainval (+ voc/2012 trainval) -> test, SGD, the papers'
     model settings, selective search for R-CNN and Fast R-CNN) runs end to end offline on mocked
     VOC; only its size is cut: VGG16 at 1/16 width, images resized into 160x240, 64 proposals
-    found at half resolution."""
+    found at half resolution. The Fast R-CNN rows, whose network the mini row compiles and runs,
+    read their train and test proposals and trace their step (`traced_step`)."""
     config = load_experiment(ROOT / "experiments" / "rcnn.py").get_config(row)
     config.update_from_flattened_dict({
         "model.width": 0.0625,
@@ -118,11 +119,17 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_voc(row, mock_voc_dir, tmp
     with tfds.testing.mock_data(num_examples=4, as_dataset_fn=voc_like_as_dataset(4),
                                 data_dir=mock_voc_dir):  # proposals are cached there
         experiment = loop.Experiment(config, tmp_path / "run")
-        state = experiment.new_state()
         batch = next(pipeline.train_iterator(
             config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
             global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
-        from_conv3_1 = not row.startswith("R-CNN")  # Fast R-CNN 4.5, Faster R-CNN 3.2
+        if row.startswith("Fast-R-CNN"):
+            assert next(experiment.eval_batches())["proposal_valid"].any()
+            metrics, detections = traced_step(experiment, experiment.abstract_state, batch)
+            assert metrics["loss"].shape == ()
+            assert detections["boxes"].shape[0] == 2 and detections["boxes"].shape[-1] == 4
+            return
+        state = experiment.new_state()
+        from_conv3_1 = row == "Faster-R-CNN"  # conv1-2 frozen: Fast R-CNN 4.5, Faster R-CNN 3.2
         before = vgg_kernels(state.params) if from_conv3_1 else None
         state, metrics = experiment.train_step(state, batch)
         result = experiment.evaluate(state.variables)
