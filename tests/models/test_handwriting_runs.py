@@ -1,6 +1,6 @@
 """Graves' handwriting experiments end to end: the CLI trains and evaluates the synthesis row on
-the embedded lines, and `predict` writes given text; the prediction row trains; the paper-scale config runs
-a step on an IAM-OnDB fixture (both rows)."""
+the embedded lines, and `predict` writes given text; the prediction row trains; the paper-scale
+config runs a step on an IAM-OnDB fixture (both rows)."""
 import json
 import logging
 
