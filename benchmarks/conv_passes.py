@@ -19,6 +19,7 @@ import numpy as np
 from jax import lax
 
 from report import best_seconds, import_torch, machine, markdown_table
+from segattn_jax import compilation
 from segattn_jax.layers.conv import conv2d
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -75,9 +76,9 @@ def _best_ms(fn, repeats: int) -> float:
 
 
 def _jax_passes(conv, x, kernel, g, repeats: int) -> dict[str, float]:
-    fwd = jax.jit(conv)
-    dx = jax.jit(lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0])
-    dw = jax.jit(lambda x, k, g: jax.vjp(lambda k: conv(x, k), kernel)[1](g)[0])
+    fwd = compilation.jit(conv)
+    dx = compilation.jit(lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0])
+    dw = compilation.jit(lambda x, k, g: jax.vjp(lambda k: conv(x, k), kernel)[1](g)[0])
     return {"fwd": _best_ms(lambda: fwd(x, kernel).block_until_ready(), repeats),
             "dx": _best_ms(lambda: dx(x, kernel, g).block_until_ready(), repeats),
             "dw": _best_ms(lambda: dw(x, kernel, g).block_until_ready(), repeats)}

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from report import best_seconds, import_torch, machine, markdown_table
+from segattn_jax import compilation
 from segattn_jax.layers.upsampling import ConvTranspose, conv_transpose_lax
 
 
@@ -56,12 +57,12 @@ CASES = (
 def _jax_steps(apply: Callable, params, x, cotangent):
     """(fwd+bwd, fwd) jitted steps; fwd+bwd returns the output too so XLA cannot drop the forward."""
 
-    @jax.jit
+    @compilation.jit
     def fwd_bwd(params, x, cotangent):
         y, vjp = jax.vjp(apply, params, x)
         return y, vjp(cotangent)
 
-    fwd = jax.jit(apply)
+    fwd = compilation.jit(apply)
     return (
         lambda: jax.block_until_ready(fwd_bwd(params, x, cotangent)),
         lambda: jax.block_until_ready(fwd(params, x)),

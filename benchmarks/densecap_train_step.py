@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from report import best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops
+from segattn_jax import compilation
 from segattn_jax.backbones.vgg import VGG16
 from segattn_jax.data.captions import SPECIAL, Vocabulary
 from segattn_jax.models import build_model
@@ -69,7 +70,7 @@ def steps(side: int = SIDE) -> tuple[dict, dict]:
 
     vgg = VGG16(width=task.model.width, first_padding=1, last_layer=task.model.feature_layer)
     params = jax.jit(vgg.init)(jax.random.key(3), batch["image"], train=False)
-    convs = jax.jit(jax.grad(lambda p, x: jnp.sum(vgg.apply(p, x, train=False)[0] ** 2)))
+    convs = compilation.jit(jax.grad(lambda p, x: jnp.sum(vgg.apply(p, x, train=False)[0] ** 2)))
     return ({"step": step, "convolutions": lambda: jax.block_until_ready(
         convs(params, batch["image"]))}, info)
 

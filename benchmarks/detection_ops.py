@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from report import best_seconds, machine, markdown_table
+from segattn_jax import compilation
 from segattn_jax.layers.roi import roi_align
 from segattn_jax.ops.nms import nms
 
@@ -32,7 +33,7 @@ def _boxes(rng: np.random.Generator) -> np.ndarray:
 
 def nms_row(rng: np.random.Generator) -> dict:
     boxes, scores = _boxes(rng), rng.uniform(size=NUM_BOXES).astype(np.float32)
-    ours = jax.jit(lambda b, s: nms(b, s, iou_threshold=NMS_IOU, max_output=NMS_OUTPUT))
+    ours = compilation.jit(lambda b, s: nms(b, s, iou_threshold=NMS_IOU, max_output=NMS_OUTPUT))
     yx = tf.constant(boxes[:, [1, 0, 3, 2]])
     reference = tf.function(lambda b, s: tf.image.non_max_suppression(b, s, NMS_OUTPUT, NMS_IOU))
     seconds = best_seconds({"ours": lambda: jax.block_until_ready(ours(boxes, scores)),
@@ -43,7 +44,7 @@ def nms_row(rng: np.random.Generator) -> dict:
 def roi_align_row(rng: np.random.Generator) -> dict:
     features = rng.normal(size=(1, *FEATURE_HW, CHANNELS)).astype(np.float32)
     boxes = _boxes(rng)
-    ours = jax.jit(lambda f, b: roi_align(f, b[None], BINS, spatial_scale=1 / STRIDE,
+    ours = compilation.jit(lambda f, b: roi_align(f, b[None], BINS, spatial_scale=1 / STRIDE,
                                           sampling_ratio=SAMPLES))
     # crop_and_resize's end points sit on the box corners; RoIAlign's first/last samples sit half
     # a sample step inside the box (aligned=True: box edges are pixel edges, centres at -0.5).

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from report import best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops
+from segattn_jax import compilation
 from segattn_jax.layers import rcnn
 from segattn_jax.layers.roi import roi_pool
 from segattn_jax.models import build_model
@@ -78,12 +79,12 @@ def detection_op_fns(config) -> dict:
     objectness = jnp.asarray(rng.normal(size=(BATCH, num)), jnp.float32)
     deltas = jnp.asarray(rng.normal(size=(BATCH, num, 4)) * 0.1, jnp.float32)
     features = jnp.asarray(rng.normal(size=(BATCH, *feature_hw, channels)), jnp.float32)
-    propose = jax.jit(lambda o, d: rcnn.propose(
+    propose = compilation.jit(lambda o, d: rcnn.propose(
         anchors, o, d, batch["image_hw"], pre_nms=m.pre_nms_train, post_nms=m.post_nms_train,
         nms_threshold=m.rpn_nms_threshold, min_size=m.min_proposal_size))
     proposals, proposal_valid = propose(objectness, deltas)
 
-    @jax.jit
+    @compilation.jit
     def assign(o, d, p, pv):
         rpn = rcnn.rpn_loss(jax.random.key(0), anchors, o, d, batch["boxes"],
                             batch["box_valid"], batch["image_hw"], num_samples=m.rpn_samples)
@@ -93,7 +94,7 @@ def detection_op_fns(config) -> dict:
         return rpn, samples
 
     rois = assign(objectness, deltas, proposals, proposal_valid)[1]["rois"]
-    pool = jax.jit(jax.value_and_grad(
+    pool = compilation.jit(jax.value_and_grad(
         lambda f: jnp.sum(roi_pool(f, rois, 7, spatial_scale=1.0 / stride) ** 2)))
     return {
         "proposals (top-k + NMS)": lambda: jax.block_until_ready(

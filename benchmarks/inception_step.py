@@ -21,6 +21,7 @@ import numpy as np
 
 from report import (best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops,
                     xla_gflop)
+from segattn_jax import compilation
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.optimizers import make_optimizer
@@ -47,7 +48,7 @@ def jax_steps(row: str, width: float = 1.0) -> tuple[dict, dict]:
     state = jax.jit(lambda: create_train_state(task.init_variables(
         key, {"image": batch["image"][:1]}), tx))()
     variables = jax.tree.map(jnp.copy, state.variables)  # the train step donates the state's
-    predict = jax.jit(task.predict).lower(variables, {"image": batch["image"]}).compile()
+    predict = compilation.jit(task.predict).lower(variables, {"image": batch["image"]}).compile()
     train, info = compiled_train_step(task, tx, state, batch)
     return ({"forward": lambda: jax.block_until_ready(predict(variables,
                                                               {"image": batch["image"]})),

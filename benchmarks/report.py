@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from segattn_jax import compilation
 from segattn_jax.layers import conv
 
 
@@ -129,7 +130,7 @@ def compiled_train_step(task, tx, state, batch: dict[str, Any]
     from segattn_jax.train.loop import train_step
 
     step = functools.partial(train_step, task, tx, 0)
-    compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
+    compiled = compilation.jit(step, donate_argnums=0).lower(state, batch).compile()
     memory = compiled.memory_analysis()
     holder = [state]
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from report import (best_seconds, compiled_train_step, import_torch, machine, markdown_table,
                     matmul_gflops)
+from segattn_jax import compilation
 from segattn_jax.data.captions import SPECIAL, Vocabulary
 from segattn_jax.models import build_model
 from segattn_jax.tasks import build_task
@@ -70,7 +71,7 @@ def jax_steps() -> tuple[dict, dict]:
     variables = jax.tree.map(jnp.copy, state.variables)  # the train step donates the state's
     train, info = compiled_train_step(task, tx, state, batch)
     inputs = {"image": batch["image"]}
-    decode = jax.jit(task.predict).lower(variables, inputs).compile()
+    decode = compilation.jit(task.predict).lower(variables, inputs).compile()
     return ({"train step": train,
              "beam search": lambda: jax.block_until_ready(decode(variables, inputs))}, info)
 

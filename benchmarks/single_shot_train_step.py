@@ -20,6 +20,7 @@ import numpy as np
 
 from report import (best_seconds, compiled_train_step, import_torch, machine, markdown_table,
                     matmul_gflops, timed_row)
+from segattn_jax import compilation
 from segattn_jax.models import build_model
 from segattn_jax.models.ssd import ASPECT_RATIOS, EXTRA_LAYERS, default_box_scales, default_boxes
 from segattn_jax.tasks import build_task
@@ -204,8 +205,8 @@ def network_passes(repeats: int = 3) -> list[dict]:
                                               method="raw_outputs")
         return 1e-3 * (jnp.sum(logits) + jnp.sum(offsets))
 
-    forward = jax.jit(lambda params: outputs_sum(params, images))
-    backward = jax.jit(jax.grad(lambda params: outputs_sum(params, images)))
+    forward = compilation.jit(lambda params: outputs_sum(params, images))
+    backward = compilation.jit(jax.grad(lambda params: outputs_sum(params, images)))
     steps = {"ours_fwd": lambda: forward(variables["params"]).block_until_ready(),
              "ours_fwd_bwd": lambda: jax.block_until_ready(backward(variables["params"]))}
     if torch is not None:

@@ -11,6 +11,7 @@ from absl import logging
 from etils import epath
 from PIL import Image, UnidentifiedImageError
 
+from segattn_jax import compilation
 from segattn_jax.tasks import pictures as pics
 
 
@@ -73,7 +74,7 @@ def predict_files(config: ml_collections.ConfigDict, workdir: str | epath.Path,
             raise ValueError(f"{path} is {image.shape[1]}x{image.shape[0]} but this model takes "
                              f"{width}x{height} images; resize it first.")
     variables = exp.restore_variables()
-    predict = jax.jit(exp.task.predict)
+    predict = compilation.jit(exp.task.predict)
     out_dir = epath.Path(workdir) / "predictions"  # epath: gs:// workdirs too
     written = []
     for path, image in zip(paths, images):

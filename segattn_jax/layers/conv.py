@@ -4,7 +4,8 @@ Why: measured per layer on VGG16 (benchmarks/conv_passes.py), XLA:CPU's forward 
 convolutions are level with PyTorch's, but its *kernel* gradient is 3-10x slower than its own
 forward (Eigen evaluates it as a convolution whose "kernel" is the whole output gradient), and
 convolutions with few output pixels and large kernels (FCN's fc6: 7x7 over a 14x14 map) or 1x1
-kernels are slow in every pass. Here the same numbers come from matrix multiplies where that wins:
+kernels are slow in every pass, and so is the forward of layers with few input features and many
+output pixels (FCN's conv1_1). Here the same numbers come from other formulations where they win:
 
 - kernel gradient: `g^T @ patches(x)` (im2col) GEMMs with a long contraction, over cache-sized
   chunks of patch rows for stride 1, on layers large and wide enough for it to win, RGB inputs
@@ -12,6 +13,9 @@ kernels are slow in every pass. Here the same numbers come from matrix multiplie
 - forward and input gradient: one GEMM `patches(x) @ W` when the patch matrix is no taller than it
   is wide (output pixels <= kh * kw * C: fc-as-conv layers, late small maps) or the kernel is 1x1;
   the input gradient is then the transpose of the patch gather (col2im) that autodiff derives;
+- forward of layers with few taps (kh * kw * C <= 32: 3x3 over RGB, 5x5 over gray): a sum of
+  shifted input slices times kernel rows, one fused loop instead of a GEMM 27 deep
+  (`use_shifted_sum_forward`);
 - otherwise XLA's own forward and input-gradient convolutions.
 
 The choice between this and XLA's convolution is made per backend when lowering
@@ -36,6 +40,7 @@ from segattn_jax.layers.upsampling import _pair, conv_transpose_cropped
 _NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 MATMUL_KERNEL_GRAD_MIN_MACS = 2**28  # see use_matmul_kernel_grad
 MATMUL_KERNEL_GRAD_MIN_IN_FEATURES = 16  # see use_matmul_kernel_grad
+SHIFTED_SUM_MAX_TAPS = 32  # see use_shifted_sum_forward
 KERNEL_GRAD_CHUNK_BYTES = 2**21  # bytes of patch rows per step of _kernel_grad_unstrided
 Padding = str | Sequence[tuple[int, int]]
 
@@ -102,14 +107,50 @@ def _native_conv(x, kernel, strides, pads, dilation):
                                     dimension_numbers=_NHWC_DIMENSIONS)
 
 
+def use_shifted_sum_forward(kernel_shape: Sequence[int]) -> bool:
+    """Whether the forward runs as `_shifted_sum_conv` on CPU: measured to win for 3x3 kernels
+    over RGB (FCN-8s mini's conv1_1 14 -> 1.7 ms, SSD300's 30 -> 23 ms, Inception's stride-2 stem
+    10 -> 6 ms) and 5x5 over gray, to tie at 72 taps (3x3 over 8 features) and to lose 3x at 147
+    (ResNet's 7x7 stem over RGB)."""
+    kh, kw, c, _ = kernel_shape
+    return kh * kw * c <= SHIFTED_SUM_MAX_TAPS
+
+
+def _shifted_sum_conv(x, kernel, strides, pads, dilation):
+    """The convolution as a sum over taps (a, b, c) of strided input slices times kernel row
+    (a, b, c): XLA fuses it into one loop over the output, accumulating in float32."""
+    kh, kw, c, _ = kernel.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    out_h = _output_size(x.shape[1], kh, sh, dh, pads[0])
+    out_w = _output_size(x.shape[2], kw, sw, dw, pads[1])
+    padded = _pad_spatial(x, pads).astype(jnp.float32)
+    weights = kernel.astype(jnp.float32)
+    total = None
+    for a in range(kh):
+        for b in range(kw):
+            tap = lax.slice(padded, (0, a * dh, b * dw, 0),
+                            (x.shape[0], a * dh + (out_h - 1) * sh + 1,
+                             b * dw + (out_w - 1) * sw + 1, c), (1, sh, sw, 1))
+            for channel in range(c):
+                term = tap[..., channel:channel + 1] * weights[a, b, channel]
+                total = term if total is None else total + term
+    return total.astype(x.dtype)
+
+
+def _forward_conv(x, kernel, strides, pads, dilation):
+    conv = _shifted_sum_conv if use_shifted_sum_forward(kernel.shape) else _native_conv
+    return conv(x, kernel, strides, pads, dilation)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_native_matmul_kernel_grad(x, kernel, strides, pads, dilation):
-    """XLA's forward and input gradient; the kernel gradient as one im2col GEMM where it wins."""
-    return _native_conv(x, kernel, strides, pads, dilation)
+def _conv_cpu_passes(x, kernel, strides, pads, dilation):
+    """Each pass in its fastest CPU formulation: the forward as `_forward_conv` picks, XLA's
+    input gradient, and the kernel gradient as im2col GEMMs where they win."""
+    return _forward_conv(x, kernel, strides, pads, dilation)
 
 
-def _native_fwd(x, kernel, strides, pads, dilation):
-    return _native_conv(x, kernel, strides, pads, dilation), (x, kernel)
+def _cpu_passes_fwd(x, kernel, strides, pads, dilation):
+    return _forward_conv(x, kernel, strides, pads, dilation), (x, kernel)
 
 
 def use_matmul_kernel_grad(kernel_shape: Sequence[int], out_shape: Sequence[int]) -> bool:
@@ -123,7 +164,7 @@ def use_matmul_kernel_grad(kernel_shape: Sequence[int], out_shape: Sequence[int]
             and np.prod(out_shape[:3]) * kh * kw * c * o >= MATMUL_KERNEL_GRAD_MIN_MACS)
 
 
-def _native_bwd(strides, pads, dilation, residuals, g):
+def _cpu_passes_bwd(strides, pads, dilation, residuals, g):
     x, kernel = residuals
     kh, kw, c, o = kernel.shape
     conv = functools.partial(_native_conv, strides=strides, pads=pads, dilation=dilation)
@@ -174,7 +215,7 @@ def _kernel_grad_unstrided(x, g, kernel_shape, pads, dilation):
     return total.T.reshape(kh, kw, c, o).astype(x.dtype)
 
 
-_conv_native_matmul_kernel_grad.defvjp(_native_fwd, _native_bwd)
+_conv_cpu_passes.defvjp(_cpu_passes_fwd, _cpu_passes_bwd)
 
 
 def use_matmul_forward(x_shape: Sequence[int], kernel_shape: Sequence[int],
@@ -188,7 +229,7 @@ def use_matmul_forward(x_shape: Sequence[int], kernel_shape: Sequence[int],
 def _conv_cpu(x, kernel, strides, pads, dilation, out_hw):
     if use_matmul_forward(x.shape, kernel.shape, out_hw):
         return _conv_as_matmul(x, kernel, strides, pads, dilation)
-    return _conv_native_matmul_kernel_grad(x, kernel, strides, pads, dilation)
+    return _conv_cpu_passes(x, kernel, strides, pads, dilation)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,

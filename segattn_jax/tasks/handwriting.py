@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from segattn_jax import compilation
 from segattn_jax.data import handwriting as handwriting_lib
 from segattn_jax.models.handwriting import mixture_nll, shift_inputs
 from segattn_jax.tasks import pictures as pics
@@ -135,8 +136,8 @@ class HandwritingTask(Task):
         size = max(len(i) for i in ids)
         text = np.stack([np.pad(i, (0, size - len(i))) for i in ids])
         lengths = np.array([len(i) for i in ids], np.int32)
-        out = jax.jit(self.sample, static_argnums=4)(variables, jax.random.key(seed), text,
-                                                     lengths, len(texts), **primed)
+        sample = compilation.jit(self.sample, static_argnums=4)
+        out = sample(variables, jax.random.key(seed), text, lengths, len(texts), **primed)
         return {**jax.device_get(out), "text": text, "text_length": lengths, **primed}
 
     # ---- evaluation ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from segattn_jax import compilation
 from segattn_jax.backbones import pretrained
 from segattn_jax.data import pipeline
 from segattn_jax.data import proposals as proposals_lib
@@ -141,17 +142,17 @@ class Experiment:
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
             self.state_sharding)
 
-        self.train_step = jax.jit(functools.partial(train_step, self.task, self.tx, config.seed),
-                                  in_shardings=(self.state_sharding, self.data_sharded),
-                                  out_shardings=(self.state_sharding, self.replicated),
-                                  donate_argnums=0)
+        self.train_step = compilation.jit(
+            functools.partial(train_step, self.task, self.tx, config.seed),
+            in_shardings=(self.state_sharding, self.data_sharded),
+            out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
         variables_sharding = self.state_sharding.variables
-        self.eval_step = jax.jit(self._eval_step,
-                                 in_shardings=(variables_sharding, self.data_sharded),
-                                 out_shardings=self.replicated)
-        self.predict_step = jax.jit(self.task.predict,
-                                    in_shardings=(variables_sharding, self.data_sharded),
-                                    out_shardings=self.replicated)
+        self.eval_step = compilation.jit(self._eval_step,
+                                         in_shardings=(variables_sharding, self.data_sharded),
+                                         out_shardings=self.replicated)
+        self.predict_step = compilation.jit(self.task.predict,
+                                            in_shardings=(variables_sharding, self.data_sharded),
+                                            out_shardings=self.replicated)
 
     # ---- traced functions -------------------------------------------------------------------
     def _init_state(self) -> TrainState:

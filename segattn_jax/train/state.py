@@ -16,6 +16,8 @@ import flax.struct
 import jax
 import optax
 
+from segattn_jax import compilation
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -47,7 +49,7 @@ def run_once(fn: Callable[..., Any], *args: Any, out_shardings: Any = None) -> A
     (SSD's mini init with its NMS: 44 s eager, 16 s jitted, 4 s here). The values are the same up
     to float rounding (1e-7).
     """
-    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+    options = compilation.compiler_options(xla_backend_optimization_level=0)
     compiled = jax.jit(fn, out_shardings=out_shardings).lower(*args).compile(
         compiler_options=options)
     return compiled(*args)

@@ -1,6 +1,7 @@
 """`conv2d` / `Conv` against `lax.conv_general_dilated` (values and both gradients), on every path:
-XLA's forward with the GEMM kernel gradient (strided and unstrided), the all-GEMM path of 1x1 and
-fc-like layers, and the lax fallback; plus PyTorch's conv2d where torch is installed."""
+XLA's forward with the GEMM kernel gradient (strided and unstrided), the shifted-sum forward of
+few-tap layers, the all-GEMM path of 1x1 and fc-like layers, and the lax fallback; plus PyTorch's
+conv2d where torch is installed."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,13 +10,15 @@ import pytest
 from jax import lax
 
 from segattn_jax.layers import conv as conv_lib
-from segattn_jax.layers.conv import Conv, conv2d, use_matmul_forward
+from segattn_jax.layers.conv import Conv, conv2d, use_matmul_forward, use_shifted_sum_forward
 
 DN = ("NHWC", "HWIO", "NHWC")
 
-# (x shape, kernel hw, out features, strides, padding, dilation)
+# (x shape, kernel hw, out features, strides, padding, dilation); 3x3 over 3 features and 5x5
+# over 1 take the shifted-sum forward.
 CASES = [
     ((2, 9, 7, 3), (3, 3), 5, 1, "SAME", 1),           # odd sizes
+    ((2, 11, 10, 1), (5, 5), 4, 2, ((4, 1), (2, 2)), (1, 2)),  # gray 5x5: strided, dilated
     ((2, 9, 8, 3), (3, 3), 6, 2, "SAME", 1),           # stride 2, SAME
     ((1, 10, 11, 4), (3, 3), 6, 2, "VALID", 2),        # stride + dilation
     ((1, 12, 9, 3), (4, 2), 4, (1, 3), ((2, 1), (0, 3)), 1),  # asymmetric everything
@@ -69,6 +72,16 @@ def test_cpu_paths_are_the_ones_described():
     x, kernel = jnp.ones((1, 16, 16, 8)), jnp.ones((1, 1, 8, 8))
     hlo = jax.jit(lambda x, k: conv2d(x, k, 1, "VALID")).lower(x, kernel).as_text()
     assert "convolution" not in hlo and "dot_general" in hlo
+
+
+def test_few_tap_forward_is_a_shifted_sum_and_its_gradients_stay_xla_convolutions():
+    assert use_shifted_sum_forward((3, 3, 3, 64)) and use_shifted_sum_forward((5, 5, 1, 32))
+    assert not use_shifted_sum_forward((3, 3, 4, 8)) and not use_shifted_sum_forward((7, 7, 3, 64))
+    x, kernel = jnp.ones((1, 16, 16, 3)), jnp.ones((3, 3, 3, 8))
+    forward = jax.jit(lambda x, k: conv2d(x, k, 1, "SAME")).lower(x, kernel).compile().as_text()
+    assert "convolution(" not in forward
+    grads = jax.jit(jax.grad(lambda x, k: conv2d(x, k, 1, "SAME").sum(), argnums=(0, 1)))
+    assert grads.lower(x, kernel).compile().as_text().count("convolution(") == 2  # dx and dk
 
 
 def test_gemm_kernel_gradient_replaces_xla_convolution(monkeypatch):

@@ -1,0 +1,35 @@
+"""`jit`: `jax.jit` with the XLA:CPU compile options the codebase's CPU speed is measured with.
+
+Why: XLA:CPU (jax 0.10) hands convolutions to YNNPACK by default, and on the narrow layers of the
+mini rows YNNPACK's convolutions are 1.5-3x slower than XLA's Eigen ones (VGG16 at width 1/8:
+conv3_1's kernel gradient 7.5 -> 3.1 ms, conv4_2's 13.0 -> 3.1 ms; `benchmarks/conv_passes.py`),
+which made FCN-8s mini's train step 0.6-0.7x PyTorch's. So on CPU only YNNPACK's dot fusions are
+kept. Options are set per compilation, so GPU and TPU compile with XLA's defaults, and a choice
+the user made in XLA_FLAGS wins.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+}
+
+
+def compiler_options(**extra_cpu: Any) -> dict[str, Any]:
+    """The options for a compilation on the default backend: on CPU, `CPU_COMPILER_OPTIONS`
+    less those the user set in XLA_FLAGS, then the caller's `extra_cpu`; elsewhere none."""
+    if jax.default_backend() != "cpu":
+        return {}
+    user_flags = os.environ.get("XLA_FLAGS", "")
+    return {**{name: value for name, value in CPU_COMPILER_OPTIONS.items()
+               if f"--{name}=" not in user_flags}, **extra_cpu}
+
+
+def jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Any:
+    """`jax.jit(fn, **jit_kwargs)` compiled with `compiler_options()`."""
+    return jax.jit(fn, compiler_options=compiler_options() or None, **jit_kwargs)
