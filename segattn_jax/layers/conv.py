@@ -66,23 +66,30 @@ def _pad_spatial(x: jax.Array, pads: Sequence[tuple[int, int]]) -> jax.Array:
     return lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
 
 
-def patches(x: jax.Array, kernel_hw: Sequence[int], strides: tuple[int, int],
-            pads: Sequence[tuple[int, int]], dilation: tuple[int, int]) -> jax.Array:
-    """im2col: (N, Ho, Wo, kh * kw * C), taps in (row, col, channel) order = HWIO kernel rows.
-
-    Built from strided slices, so its autodiff transpose (col2im) is pads and adds.
-    """
+def _taps(x: jax.Array, kernel_hw: Sequence[int], strides: tuple[int, int],
+          pads: Sequence[tuple[int, int]], dilation: tuple[int, int]) -> list[jax.Array]:
+    """The strided slices of padded x that kernel tap (a, b) multiplies, (N, Ho, Wo, C) each, in
+    (row, col) order: the pieces of `patches` and of `_shifted_sum_conv`."""
     kh, kw = kernel_hw
     (sh, sw), (dh, dw) = strides, dilation
     out_h = _output_size(x.shape[1], kh, sh, dh, pads[0])
     out_w = _output_size(x.shape[2], kw, sw, dw, pads[1])
     padded = _pad_spatial(x, pads)
     if (kh, kw, sh, sw) == (1, 1, 1, 1):
-        return padded[:, :out_h, :out_w]
-    taps = [lax.slice(padded, (0, a * dh, b * dw, 0),
+        return [padded[:, :out_h, :out_w]]
+    return [lax.slice(padded, (0, a * dh, b * dw, 0),
                       (x.shape[0], a * dh + (out_h - 1) * sh + 1, b * dw + (out_w - 1) * sw + 1,
                        x.shape[3]), (1, sh, sw, 1))
             for a in range(kh) for b in range(kw)]
+
+
+def patches(x: jax.Array, kernel_hw: Sequence[int], strides: tuple[int, int],
+            pads: Sequence[tuple[int, int]], dilation: tuple[int, int]) -> jax.Array:
+    """im2col: (N, Ho, Wo, kh * kw * C), taps in (row, col, channel) order = HWIO kernel rows.
+
+    Built from strided slices, so its autodiff transpose (col2im) is pads and adds.
+    """
+    taps = _taps(x, kernel_hw, strides, pads, dilation)
     return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
 
 
@@ -120,20 +127,13 @@ def _shifted_sum_conv(x, kernel, strides, pads, dilation):
     """The convolution as a sum over taps (a, b, c) of strided input slices times kernel row
     (a, b, c): XLA fuses it into one loop over the output, accumulating in float32."""
     kh, kw, c, _ = kernel.shape
-    (sh, sw), (dh, dw) = strides, dilation
-    out_h = _output_size(x.shape[1], kh, sh, dh, pads[0])
-    out_w = _output_size(x.shape[2], kw, sw, dw, pads[1])
-    padded = _pad_spatial(x, pads).astype(jnp.float32)
-    weights = kernel.astype(jnp.float32)
+    weights = kernel.astype(jnp.float32).reshape(kh * kw, c, -1)
     total = None
-    for a in range(kh):
-        for b in range(kw):
-            tap = lax.slice(padded, (0, a * dh, b * dw, 0),
-                            (x.shape[0], a * dh + (out_h - 1) * sh + 1,
-                             b * dw + (out_w - 1) * sw + 1, c), (1, sh, sw, 1))
-            for channel in range(c):
-                term = tap[..., channel:channel + 1] * weights[a, b, channel]
-                total = term if total is None else total + term
+    for tap, tap_weights in zip(_taps(x.astype(jnp.float32), (kh, kw), strides, pads, dilation),
+                                weights):
+        for channel in range(c):
+            term = tap[..., channel:channel + 1] * tap_weights[channel]
+            total = term if total is None else total + term
     return total.astype(x.dtype)
 
 
