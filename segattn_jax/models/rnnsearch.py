@@ -17,7 +17,7 @@ U_a h_j is computed once per sentence; the decoder's input projections of every 
 one matrix multiply, and the recurrence runs under one scan (`nn.scan`), which decoding also
 uses one step at a time (`decode_step`, inside beam search). Initialization follows the paper's
 Appendix B.1: recurrent matrices orthogonal, W_a and U_a N(0, 0.001^2), v_a and biases zero,
-other matrices N(0, 0.01^2).
+other matrices N(0, 0.01^2) (`weight_std`).
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ import jax.numpy as jnp
 from segattn_jax.layers.recurrent import GRU, GRUKernels, gru_update
 
 PAD = 0  # the vocabularies' <pad> id (data/captions.py)
-_SMALL = nn.initializers.normal(0.01)
 _ALIGNMENT_INIT = nn.initializers.normal(0.001)
 
 
@@ -41,6 +40,7 @@ class DecoderStep(nn.Module):
     hidden: int
     alignment: int
     attention: bool
+    weight_std: float = 0.01
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -62,7 +62,8 @@ class DecoderStep(nn.Module):
         else:
             alpha = mask.astype(jnp.float32)  # (B, 1): the one fixed vector
             context = annotations[:, 0]
-        projected = projected_word + nn.Dense(3 * self.hidden, use_bias=False, kernel_init=_SMALL,
+        projected = projected_word + nn.Dense(3 * self.hidden, use_bias=False,
+                                              kernel_init=nn.initializers.normal(self.weight_std),
                                               dtype=self.dtype, name="C")(context)
         gates_kernel, candidate_kernel = GRUKernels(self.hidden, name="U")()
         new_state = gru_update(state, projected, gates_kernel.astype(self.dtype),
@@ -79,6 +80,11 @@ class RNNSearch(nn.Module):
       maxout: units l of the deep output's maxout layer (paper 500).
       alignment: hidden units n' of the alignment model (paper 1000).
       attention: True: RNNsearch; False: RNNencdec.
+      weight_std: standard deviation of the initial embeddings and of every matrix that is
+        neither recurrent nor in the alignment model (paper 0.01, for widths 620-1000). At the
+        mini's widths (64-128) 0.01 starves RNNencdec's one path from the source: its encoder's
+        gradients are ~1e-8 at the start, and it stays at the target language model's 18% word
+        accuracy (README); the mini rows use 0.1, about LeCun's 1/sqrt(fan-in) there.
       dtype: compute dtype; attention weights and logits are float32.
     """
 
@@ -89,17 +95,19 @@ class RNNSearch(nn.Module):
     maxout: int = 500
     alignment: int = 1000
     attention: bool = True
+    weight_std: float = 0.01
     dtype: Any = jnp.float32
 
     def setup(self):
-        dense = functools.partial(nn.Dense, kernel_init=_SMALL, dtype=self.dtype)
-        self.source_embedding = nn.Embed(self.source_vocab_size, self.embed, embedding_init=_SMALL,
+        small = nn.initializers.normal(self.weight_std)
+        dense = functools.partial(nn.Dense, kernel_init=small, dtype=self.dtype)
+        self.source_embedding = nn.Embed(self.source_vocab_size, self.embed, embedding_init=small,
                                          dtype=self.dtype)
-        self.target_embedding = nn.Embed(self.target_vocab_size, self.embed, embedding_init=_SMALL,
+        self.target_embedding = nn.Embed(self.target_vocab_size, self.embed, embedding_init=small,
                                          dtype=self.dtype)
-        self.forward_encoder = GRU(self.hidden, dtype=self.dtype)
+        self.forward_encoder = GRU(self.hidden, kernel_init=small, dtype=self.dtype)
         if self.attention:
-            self.backward_encoder = GRU(self.hidden, dtype=self.dtype)
+            self.backward_encoder = GRU(self.hidden, kernel_init=small, dtype=self.dtype)
             self.U_a = nn.Dense(self.alignment, use_bias=False, kernel_init=_ALIGNMENT_INIT,
                                 dtype=self.dtype)
         else:
@@ -109,7 +117,7 @@ class RNNSearch(nn.Module):
         self.decoder = nn.scan(DecoderStep, variable_broadcast="params",
                                split_rngs={"params": False}, in_axes=(0, nn.broadcast),
                                out_axes=0)(self.hidden, self.alignment, self.attention,
-                                           dtype=self.dtype)
+                                           self.weight_std, dtype=self.dtype)
         self.U_o = dense(2 * self.maxout)
         self.V_o = dense(2 * self.maxout, use_bias=False)
         self.C_o = dense(2 * self.maxout, use_bias=False)

@@ -99,6 +99,30 @@ def test_rnnencdec_reads_the_source_only_through_one_vector():
     np.testing.assert_array_equal(model.apply(variables, _SOURCE, _TARGET)["alpha"], 1.0)
 
 
+@pytest.mark.parametrize("attention", [True, False])
+def test_weight_std_initializes_every_matrix_outside_the_recurrence_and_alignment(attention):
+    """`weight_std` (paper 0.01; the mini rows 0.1) reaches the embeddings, the encoders' and the
+    decoder's input matrices, the context matrix C and the deep output; the recurrent matrices
+    stay orthogonal and the alignment model keeps N(0, 0.001^2)."""
+    widths = dict(source_vocab_size=300, target_vocab_size=300, embed=64, hidden=128, maxout=64,
+                  alignment=128)
+    model = RNNSearch(attention=attention, weight_std=0.1, **widths)
+    params = jax.jit(model.init)(jax.random.key(0), _SOURCE, _TARGET)["params"]
+    flat = {jax.tree_util.keystr(path): np.asarray(x)
+            for path, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+    scaled = [k for k in flat if ("kernel" in k or "embedding" in k)
+              and "recurrent" not in k and "['U']" not in k and "_a'" not in k]
+    assert len(scaled) == 11, scaled
+    for name in scaled:
+        assert 0.09 < flat[name].std() < 0.11, (name, flat[name].std())
+    for name in [k for k in flat if "recurrent" in k or "['U']" in k]:
+        block = flat[name][:, :128]
+        np.testing.assert_allclose(block.T @ block, np.eye(128), atol=1e-4, err_msg=name)
+    if attention:
+        assert flat["['decoder']['W_a']['kernel']"].std() < 0.0011
+        assert flat["['U_a']['kernel']"].std() < 0.0011
+
+
 @pytest.mark.parametrize("attention, length, steps, floor", [(True, 8, 400, 0.5),
                                                              (False, 5, 600, 0.4)])
 def test_both_models_learn_to_reverse_sequences(attention, length, steps, floor):
@@ -163,4 +187,5 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_wmt14(row, tmp_path, monke
     assert 0.0 <= result["bleu"] <= 100.0
     model = experiment.task.model
     assert (model.embed, model.hidden, model.maxout, model.alignment) == (620, 1000, 500, 1000)
+    assert model.weight_std == 0.01  # Appendix B.1
     assert (tmp_path / "vocabulary_target.txt").is_file()
