@@ -17,6 +17,7 @@ import handwriting_train_step  # noqa: E402
 import inception_step  # noqa: E402
 import localization_train_step  # noqa: E402
 import loop_overhead  # noqa: E402
+import patch_vs_dense  # noqa: E402
 import rnnsearch_train_step  # noqa: E402
 import show_attend_tell_step  # noqa: E402
 import single_shot_train_step  # noqa: E402
@@ -24,6 +25,8 @@ import single_shot_train_step  # noqa: E402
 
 def main() -> None:
     fcn_train_step.main()
+    print()
+    patch_vs_dense.main()
     print()
     conv_passes.main()
     print()

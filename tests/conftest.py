@@ -41,6 +41,8 @@ _FAST = {"train.batch_size": 8, "eval.batch_size": 8, "train.log_every": 2,
          "train.checkpoint_every": 2, "mesh.data": 1}
 FAST_OVERRIDES = {
     "fcn": {**_FAST, "dataset.name": "shapes/tiny", "model.width": 0.0625},
+    # shapes/tiny's 32 test scenes, all of them (the mini row slides over the first 64 of 500).
+    "patch_classifier": {**_FAST, "dataset.name": "shapes/tiny", "dataset.eval_split": "test"},
     "stn": {**_FAST, "dataset.name": "distorted_digits/tiny_rts"},
     "inception": {**_FAST, "dataset.name": "distorted_digits/tiny_rts", "model.width": 0.0625,
                   "model.repeats": (1, 1, 1)},

@@ -11,6 +11,7 @@ import ml_collections
 # name -> "module:Class"; imported lazily so a config only pays for the model it uses.
 MODELS = {
     "fcn": "segattn_jax.models.fcn:FCN",
+    "patch_classifier": "segattn_jax.models.patch_classifier:PatchClassifier",
     "stn": "segattn_jax.models.stn:STNClassifier",
     "classifier": "segattn_jax.models.classifier:ImageClassifier",
     "classloc": "segattn_jax.models.localization:ClassLocNet",

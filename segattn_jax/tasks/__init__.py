@@ -12,11 +12,12 @@ from segattn_jax.tasks.generation import GenerationTask
 from segattn_jax.tasks.handwriting import HandwritingTask
 from segattn_jax.tasks.localization import LocalizationTask
 from segattn_jax.tasks.pose import PoseTask
-from segattn_jax.tasks.segmentation import SegmentationTask
+from segattn_jax.tasks.segmentation import PatchClassifierTask, SegmentationTask
 from segattn_jax.tasks.translation import TranslationTask
 
 TASKS: dict[str, type[Task]] = {
     "segmentation": SegmentationTask,
+    "patch_segmentation": PatchClassifierTask,
     "classification": ClassificationTask,
     "detection": DetectionTask,
     "localization": LocalizationTask,

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 from segattn_jax.metrics.segmentation import confusion_matrix, segmentation_metrics
+from segattn_jax.models.patch_classifier import sliding_window_logits
 from segattn_jax.tasks import pictures as pics
 from segattn_jax.tasks.base import Batch, Task
 
@@ -80,3 +81,32 @@ class SegmentationTask(Task):
         shown = self._present(label_map)
         return pics.image_grid([[tinted, pics.legend(shown[shown != 0], self.class_names,
                                                      height=tinted.shape[0])]])
+
+
+class PatchClassifierTask(SegmentationTask):
+    """Segmentation by a centre-pixel patch classifier (models/patch_classifier.py), trained
+    convolutionalized and evaluated both ways on the same weights: the dense net's label map and
+    the sliding window's, each with the segmentation metrics under its name, and the number of
+    valid pixels the two label differently (the lectures' claim: none)."""
+
+    WAYS = ("convolutionalized", "sliding_window")
+
+    def predict(self, variables, inputs):
+        logits = sliding_window_logits(self.model, variables, inputs["image"])
+        return {**super().predict(variables, inputs),
+                "sliding_window_label_map": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
+
+    def statistics(self, batch: Batch, predictions) -> Any:
+        dense, sliding = predictions["label_map"], predictions["sliding_window_label_map"]
+        valid = batch["valid"][:, None, None] & (batch["label"] != self.ignore_label)
+        return {"convolutionalized": super().statistics(batch, {"label_map": dense}),
+                "sliding_window": super().statistics(batch, {"label_map": sliding}),
+                "differing_pixels": jnp.sum((dense != sliding) & valid)}
+
+    def summarize(self, statistics) -> dict[str, float]:
+        differing = {"differing_pixels": float(statistics["differing_pixels"])}
+        metrics = dict(differing)
+        for way in self.WAYS:  # under each way's name, so a table row of either way shows it
+            way_metrics = {**super().summarize(statistics[way]), **differing}
+            metrics.update({f"{way}/{name}": value for name, value in way_metrics.items()})
+        return metrics

@@ -1,0 +1,189 @@
+"""The sliding-window patch classifier and the same network convolutionalized (the lectures' first
+segmentation idea; Long et al., FCN, CVPR 2015, Sec. 3.1-3.2).
+
+A small CNN labels the centre pixel of a P x P patch: blocks of valid 3x3 convolutions, each block
+ending in a 3x3 max pool of stride 2, then fully connected layers fc6 (over the last k x k x C
+map), fc7 and a class score. Slid over an image, it runs once per pixel on that pixel's patch
+(`sliding_window_logits`): every overlapping patch recomputes what its neighbours computed.
+
+The same weights convolutionalized (`PatchClassifier.__call__`) label every pixel in one pass:
+fc6's kernel is reshaped to a k x k convolution, fc7 and the score are 1x1 convolutions, and so
+that the output keeps every pixel rather than one per 2^blocks (the pools' stride), the pools run
+at stride 1 and every later layer is dilated by the product of the strides before it ("filter
+rarefaction", which FCN shows equal to shift-and-stitch). Both ways give the same label map; the
+dense one shares the overlapping patches' work. Training the dense net on whole images is
+training the patch classifier on every patch of them at once (FCN Sec. 4.4).
+
+Both pad the image with P // 2 zeros on each side, so a border pixel's patch is defined.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+from segattn_jax.layers.conv import conv2d
+
+Array = Any
+
+_CONV = 3  # every convolution is 3x3, valid
+_POOL, _POOL_STRIDE = 3, 2  # overlapping max pools, as AlexNet's; they keep P odd
+_he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
+def patch_size(features: Sequence[Sequence[int]], fc6_kernel: int) -> int:
+    """P, the receptive field of one output: fc6's window traced back through the blocks."""
+    size = fc6_kernel
+    for block in reversed(features):
+        size = (size - 1) * _POOL_STRIDE + _POOL + (_CONV - 1) * len(block)
+    return size
+
+
+def _dilated_max_pool(x: Array, window: int, dilation: int) -> Array:
+    """Stride-1 max pool whose window taps are `dilation` apart (a strided pool, rarefied): the
+    max of shifted slices, so its gradient is plain elementwise max's."""
+    span = (window - 1) * dilation
+    height, width = x.shape[1] - span, x.shape[2] - span
+    taps = [x[:, i * dilation:i * dilation + height, j * dilation:j * dilation + width]
+            for i in range(window) for j in range(window)]
+    out = taps[0]
+    for tap in taps[1:]:
+        out = jnp.maximum(out, tap)
+    return out
+
+
+class _Conv(nn.Module):
+    """A valid 3x3 convolution + ReLU whose dilation is chosen per call (1 on patches)."""
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, dilation: int) -> Array:
+        kernel = self.param("kernel", _he_normal, (_CONV, _CONV, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        y = conv2d(x, kernel.astype(self.dtype), padding="VALID", dilation=dilation)
+        return nn.relu(y + bias.astype(self.dtype))
+
+
+class _FullyConnected(nn.Module):
+    """fc6: a dense layer over a k x k x C map, stored as a (k*k*C, features) matrix. On a k x k
+    input it is that matrix product; with `dilation` it is the same weights reshaped to a k x k
+    convolution over any larger map (the convolutionalization)."""
+
+    features: int
+    window: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, dilation: int | None) -> Array:
+        n, _, _, channels = x.shape
+        kernel = self.param("kernel", _he_normal,
+                            (self.window * self.window * channels, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        kernel = kernel.astype(self.dtype)
+        if dilation is None:
+            if x.shape[1:3] != (self.window, self.window):
+                raise ValueError(f"fc6 takes a {self.window}x{self.window} map per patch; got "
+                                 f"{x.shape[1:3]}: the patch is not {self.window}x{self.window} "
+                                 "after the blocks.")
+            # Row-major flattening (i, j, c) matches the reshape to (k, k, C, F) below.
+            return nn.relu(x.reshape(n, -1) @ kernel + bias)
+        kernel = kernel.reshape(self.window, self.window, channels, self.features)
+        return nn.relu(conv2d(x, kernel, padding="VALID", dilation=dilation) + bias)
+
+
+class PatchClassifier(nn.Module):
+    """Centre-pixel patch classifier: images (N, H, W, C) -> logits (N, H, W, K), convolutionalized.
+
+    `classify_patches` is the classifier itself, (N, P, P, C) patches -> (N, K); the module-level
+    `sliding_window_logits` slides it over an image. Both use the same variables.
+
+    Attributes:
+      num_classes: K, the classes of the centre pixel.
+      features: conv widths, one tuple per block; every block ends with a 3x3/2 max pool.
+      fc6_kernel: fc6's window, the map the last block leaves for one patch; with `features` it
+        sets the patch size (`patch_size`): ((16, 16), (32, 32)) and 5 give 35 x 35.
+      hidden: width of fc6 and fc7.
+      dropout_rate: dropout after fc6 and fc7 when training.
+      dtype: compute dtype; parameters stay float32 and logits are returned in float32.
+    """
+
+    num_classes: int
+    features: tuple[tuple[int, ...], ...] = ((16, 16), (32, 32))
+    fc6_kernel: int = 5
+    hidden: int = 64
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    @property
+    def patch_size(self) -> int:
+        return patch_size(self.features, self.fc6_kernel)
+
+    @nn.compact
+    def _logits(self, x: Array, *, dense: bool, train: bool) -> Array:
+        """The network on a padded image (dense: one output per pixel) or on patches (one each)."""
+        if self.fc6_kernel < 1 or not self.features or any(not block for block in self.features):
+            raise ValueError(f"PatchClassifier needs fc6_kernel >= 1 and at least one conv in "
+                             f"every block; got fc6_kernel={self.fc6_kernel}, "
+                             f"features={self.features}.")
+        x = x.astype(self.dtype)
+        dilation = 1
+        for b, block in enumerate(self.features, start=1):
+            for i, width in enumerate(block, start=1):
+                x = _Conv(width, self.dtype, name=f"conv{b}_{i}")(x, dilation)
+            if dense:
+                x = _dilated_max_pool(x, _POOL, dilation)
+                dilation *= _POOL_STRIDE
+            else:
+                x = nn.max_pool(x, (_POOL, _POOL), strides=(_POOL_STRIDE, _POOL_STRIDE))
+        dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
+        x = dropout(_FullyConnected(self.hidden, self.fc6_kernel, self.dtype, name="fc6")(
+            x, dilation if dense else None))
+        x = dropout(nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc7")(x)))
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="score")(x).astype(jnp.float32)
+
+    def pad(self, images: Array) -> Array:
+        """Images with P // 2 zeros on each side: the frame every pixel's patch is taken from."""
+        if images.ndim != 4:
+            raise ValueError(f"PatchClassifier expects images of shape (N, H, W, C); got shape "
+                             f"{images.shape}.")
+        half = self.patch_size // 2
+        return jnp.pad(images, ((0, 0), (half, half), (half, half), (0, 0)))
+
+    def __call__(self, images: Array, *, train: bool) -> Array:
+        """Every pixel's logits in one pass of the convolutionalized net: (N, H, W, K)."""
+        return self._logits(self.pad(images), dense=True, train=train)
+
+    def classify_patches(self, patches: Array, *, train: bool = False) -> Array:
+        """The centre pixel's logits of each P x P patch: (N, P, P, C) -> (N, K)."""
+        size = self.patch_size
+        if patches.ndim != 4 or patches.shape[1:3] != (size, size):
+            raise ValueError(f"classify_patches takes patches of shape (N, {size}, {size}, C); "
+                             f"got {patches.shape}.")
+        return self._logits(patches, dense=False, train=train)
+
+
+def sliding_window_logits(model: PatchClassifier, variables, images: Array) -> Array:
+    """Every pixel's logits from its own patch, one image row of patches at a time: (N, H, W, K).
+
+    The lectures' sliding window, literally: H x W runs of the classifier, nothing shared between
+    overlapping patches. A function, not a module method, because it maps `model.apply` over the
+    rows with `lax.map` (one row's patches in memory at a time).
+    """
+    n, height, width, channels = images.shape
+    size = model.patch_size
+    padded = model.pad(images)
+    columns = jnp.arange(width)[:, None] + jnp.arange(size)[None, :]  # (W, P): each patch's columns
+
+    def row_logits(row):
+        strip = lax.dynamic_slice_in_dim(padded, row, size, axis=1)  # (N, P, W + P - 1, C)
+        patches = strip[:, :, columns].transpose(0, 2, 1, 3, 4)  # (N, W, P, P, C)
+        logits = model.apply(variables, patches.reshape(n * width, size, size, channels),
+                             method=PatchClassifier.classify_patches)
+        return logits.reshape(n, width, -1)
+
+    return lax.map(row_logits, jnp.arange(height)).transpose(1, 0, 2, 3)
+
