@@ -288,28 +288,55 @@ def save(variables: dict[str, Any], directory: str | epath.Path, info: dict[str,
     (directory / INFO_FILE).write_text(json.dumps(info, indent=2))
 
 
+RUN_CHECKPOINTS = "checkpoints"  # a training run's workdir holds its checkpoints here
+
+
+def _latest_run_checkpoint(directory: epath.Path) -> epath.Path | None:
+    """The newest complete checkpoint of the training run in `directory`, or None."""
+    steps = [p for p in (directory / RUN_CHECKPOINTS).iterdir()
+             if p.name.isdigit() and (p / "default").exists()]
+    return max(steps, key=lambda p: int(p.name)) / "default" if steps else None
+
+
 def check_converted(directory: str | epath.Path) -> None:
-    """Fails, saying how to make them, unless `directory` holds weights `save` wrote."""
+    """Fails, saying how to make them, unless `directory` holds weights `save` wrote or is a
+    training run's workdir with a checkpoint."""
     directory = epath.Path(directory)
+    if (directory / RUN_CHECKPOINTS).is_dir():
+        if _latest_run_checkpoint(directory) is None:
+            raise FileNotFoundError(
+                f"config.init_from={str(directory)!r} is a run's workdir without a complete "
+                f"checkpoint in {directory / RUN_CHECKPOINTS}: train that run first.")
+        return
     if not (directory / "variables").exists():
         raise FileNotFoundError(
             f"config.init_from={str(directory)!r}: no converted weights there (expected "
-            f"{directory / 'variables'}). Convert released weights first: python -m "
+            f"{directory / 'variables'}) and no training run (expected "
+            f"{directory / RUN_CHECKPOINTS}). Convert released weights first: python -m "
             "segattn_jax.backbones.pretrained --backbone=... --format=... --weights=... "
             f"--output={directory}")
 
 
-def load(directory: str | epath.Path) -> dict[str, Any]:
-    """The variables a `save` wrote, as numpy arrays."""
+def _restore_without_target(path: epath.Path) -> Any:
+    """An orbax StandardSave item as numpy arrays, shaped by its own metadata."""
     import orbax.checkpoint as ocp
 
-    check_converted(directory)
-    directory = epath.Path(directory)
-    metadata = ocp.StandardCheckpointer().metadata(directory / "variables")
+    metadata = ocp.StandardCheckpointer().metadata(path)
     metadata = getattr(metadata, "item_metadata", metadata)
     metadata = getattr(metadata, "tree", metadata)
     target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), metadata)
-    return ocp.StandardCheckpointer().restore(directory / "variables", target)
+    return ocp.StandardCheckpointer().restore(path, target)
+
+
+def load(directory: str | epath.Path) -> dict[str, Any]:
+    """The variables a `save` wrote, or those of a training run's latest checkpoint (its params
+    and model state: how FCN-16s starts from a trained FCN-32s), as numpy arrays."""
+    check_converted(directory)
+    directory = epath.Path(directory)
+    if (directory / RUN_CHECKPOINTS).is_dir():
+        state = _restore_without_target(_latest_run_checkpoint(directory))
+        return {"params": state["params"], **state.get("model_state", {})}
+    return _restore_without_target(directory / "variables")
 
 
 def _subtree_match(model: dict[Path, Any], loaded: dict[Path, Any], prefix: Path) -> int:

@@ -117,6 +117,10 @@ def scaled_features(features: int, width: float) -> int:
     return max(1, int(round(features * width)))
 
 
+# The ImageNet mean pixel VGG16 was trained with, in its BGR channel order (Keras' "caffe" mode).
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
 class VGG16(nn.Module):
     """Convolutionalized VGG16: conv1_1 ... pool5, fc6 (7x7 VALID conv), fc7 (1x1 conv).
 
@@ -131,6 +135,9 @@ class VGG16(nn.Module):
       num_classes: after fc7, the ImageNet classifier fc8 as a 1x1 conv whose score map is
         averaged over positions (VGG's dense evaluation; one position at 224x224 with
         first_padding=1); 0 leaves it out.
+      caffe_input: images come in RGB in [0, 1] and are turned into what VGG16's released
+        Caffe and Keras weights expect (BGR in 0-255 minus the ImageNet mean pixel, Keras'
+        "caffe" preprocessing) before conv1_1 pads them, so its zero padding is Caffe's.
       dtype: compute dtype; parameters stay float32.
     """
 
@@ -140,6 +147,7 @@ class VGG16(nn.Module):
     dropout_rate: float = 0.5
     last_layer: str = "fc7"
     num_classes: int = 0
+    caffe_input: bool = False
     dtype: Any = jnp.float32
 
     def layer_specs(self) -> tuple[LayerSpec, ...]:
@@ -161,6 +169,10 @@ class VGG16(nn.Module):
             raise ValueError(f"VGG16 expects images of shape (N, H, W, C); got shape {x.shape}.")
         if self.width <= 0:
             raise ValueError(f"width must be positive; got {self.width}.")
+        if self.caffe_input:
+            if x.shape[-1] != 3:
+                raise ValueError(f"caffe_input converts RGB images; got {x.shape[-1]} channels.")
+            x = x[..., ::-1] * 255.0 - jnp.asarray(CAFFE_MEAN_BGR, x.dtype)
         x = x.astype(self.dtype)
         intermediates = {}
         for spec in self.layer_specs():

@@ -165,6 +165,29 @@ def test_init_from_loads_the_matching_subtree_and_reports_the_rest(tmp_path):
                                   variables["params"]["head"]["kernel"])
 
 
+def test_init_from_a_training_run_loads_its_latest_checkpoint(tmp_path):
+    """A run's workdir as init_from (how FCN-16s starts from a trained FCN-32s): the variables
+    of its newest checkpoint, optimizer state left out; a workdir without one fails."""
+    import optax
+
+    from segattn_jax.train.checkpoint import Checkpointer
+    from segattn_jax.train.state import create_train_state
+
+    variables = _init(build_backbone("vgg16", num_classes=5, **SMALL_VGG))
+    tx = optax.sgd(0.1, momentum=0.9)
+    checkpoints = Checkpointer(tmp_path / "run" / "checkpoints", keep=2)
+    for step, offset in ((3, 1.0), (7, 2.0)):
+        checkpoints.save(step, create_train_state(jax.tree.map(lambda x: x + offset, variables), tx))
+    checkpoints.close()
+    loaded, report = pretrained.init_from(variables, tmp_path / "run")
+    assert report["subtree"] == "(model root)" and report["left_initialized"] == []
+    np.testing.assert_array_equal(loaded["params"]["conv3_1"]["kernel"],
+                                  variables["params"]["conv3_1"]["kernel"] + 2.0)
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="without a complete checkpoint.*train that run"):
+        pretrained.init_from(variables, tmp_path / "empty")
+
+
 def test_init_from_mismatches_fail_naming_what_did_not_match(tmp_path):
     _small_vgg_weights(tmp_path)
     other_classes = _init(build_backbone("vgg16", num_classes=9, **SMALL_VGG))

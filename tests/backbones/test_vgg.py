@@ -142,3 +142,17 @@ def test_bad_inputs_raise_clear_errors(slim_vgg):
     plain = VGG16(width=SLIM, first_padding=1)
     with pytest.raises(ValueError, match="first_padding=100"):
         jax.eval_shape(lambda: plain.init(INIT_KEY, jnp.zeros((1, 64, 64, 3)), train=False))
+
+
+def test_caffe_input_is_keras_vgg16_preprocessing(slim_vgg):
+    """RGB in [0, 1] through caffe_input equals Keras' own `vgg16.preprocess_input` (BGR, 0-255,
+    minus the ImageNet mean) fed to the plain net: what the released weights were trained on."""
+    from keras.applications import vgg16
+
+    model, variables, apply = slim_vgg
+    images = np.asarray(jax.random.uniform(jax.random.key(5), (2, 37, 53, 3)))
+    ours, _ = model.clone(caffe_input=True).apply(variables, jnp.asarray(images), train=False)
+    theirs, _ = apply(variables, jnp.asarray(vgg16.preprocess_input(images * 255.0)), train=False)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * float(np.abs(theirs).max()))
+    with pytest.raises(ValueError, match="caffe_input converts RGB"):
+        model.clone(caffe_input=True).apply(variables, jnp.zeros((1, 37, 53, 1)), train=False)
