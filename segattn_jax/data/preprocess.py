@@ -40,12 +40,33 @@ def random_flip_left_right(tensors: Sequence[tf.Tensor], seed: tf.Tensor) -> lis
     return [tf.cond(flip, lambda t=t: tf.reverse(t, axis=[1]), lambda t=t: t) for t in tensors]
 
 
-def segmentation(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool) -> dict[str, tf.Tensor]:
-    """{'image' float32 (H, W, 3) in [0, 1], 'label' int32 (H, W)}; random flip when training."""
+SEGMENTATION_IGNORE_LABEL = 255  # the segmentation task's default task.ignore_label
+
+
+def segmentation(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
+                 canvas: tuple[int, int] = ()) -> dict[str, tf.Tensor]:
+    """{'image' float32 (H, W, 3) in [0, 1], 'label' int32 (H, W)}; random flip when training.
+
+    `canvas` (height, width): images of any size padded at the bottom and right to that size
+    (image zeros, labels 255 = ignored), so that they batch and compile once (VOC's images are
+    at most 500x500). An image larger than the canvas stops with its size.
+    """
     image = to_float_image(example["image"])
     label = tf.cast(example["segmentation_mask"][..., 0], tf.int32)
     if train:
         image, label = random_flip_left_right([image, label], seed)
+    if canvas:
+        height, width = canvas
+        size = tf.shape(label)
+        with tf.control_dependencies([tf.debugging.assert_less_equal(
+                size, tf.constant([height, width]),
+                message=f"An image is larger than dataset.preprocess.canvas={tuple(canvas)} "
+                        "(height, width); raise the canvas.")]):
+            pads = [[0, height - size[0]], [0, width - size[1]]]
+            image = tf.pad(image, pads + [[0, 0]])
+            label = tf.pad(label, pads, constant_values=SEGMENTATION_IGNORE_LABEL)
+        image.set_shape((height, width, image.shape[-1]))
+        label.set_shape((height, width))
     return {"image": image, "label": label}
 
 

@@ -107,6 +107,8 @@ class FCN(nn.Module):
       dropout_rate: dropout after fc6 and fc7 when training.
       learn_intermediate_upsampling: learn the 2x upsampling layers (bilinear init), as in the CVPR
         paper; False fixes them to bilinear as in the later reference nets.
+      caffe_input: RGB [0, 1] images are converted to the input VGG16's released weights expect
+        (`VGG16.caffe_input`); for rows that start from them.
       dtype: compute dtype; parameters stay float32 and logits are returned in float32.
     """
 
@@ -117,6 +119,7 @@ class FCN(nn.Module):
     fc6_kernel: int = 7
     dropout_rate: float = 0.5
     learn_intermediate_upsampling: bool = True
+    caffe_input: bool = False
     dtype: Any = jnp.float32
 
     def crop_offsets(self) -> dict[str, int]:
@@ -148,8 +151,8 @@ class FCN(nn.Module):
 
         fc7, features = VGG16(width=self.width, first_padding=self.first_padding,
                               fc6_kernel=self.fc6_kernel,
-                              dropout_rate=self.dropout_rate, dtype=self.dtype,
-                              name="backbone")(images, train=train)
+                              dropout_rate=self.dropout_rate, caffe_input=self.caffe_input,
+                              dtype=self.dtype, name="backbone")(images, train=train)
         scores = self._score("score_fr")(fc7)
         for fusion in _FUSIONS[:num_fusions]:
             scores = self._upsample2x(scores, fusion.upsample)

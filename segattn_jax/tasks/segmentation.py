@@ -14,11 +14,23 @@ from segattn_jax.tasks import pictures as pics
 from segattn_jax.tasks.base import Batch, Task
 
 
-def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int) -> jax.Array:
-    """Mean cross-entropy over the pixels whose label is not `ignore_label`."""
+LOSS_NORMALIZATIONS = ("pixels", "images")
+
+
+def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int,
+                        normalization: str = "pixels") -> jax.Array:
+    """Cross-entropy over the pixels whose label is not `ignore_label`: their mean ('pixels'),
+    or its sum per image averaged over the images ('images': Caffe's SoftmaxWithLoss with
+    `normalize: false` at batch 1, the loss of FCN's reference nets, whose learning rates of
+    1e-10 and below are sized for it)."""
+    if normalization not in LOSS_NORMALIZATIONS:
+        raise ValueError(f"Unknown task.loss_normalization {normalization!r}; valid: "
+                         f"{LOSS_NORMALIZATIONS}.")
     valid = labels != ignore_label
     ce = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), jnp.where(valid, labels, 0))
+    if normalization == "images":
+        return jnp.sum(ce * valid) / labels.shape[0]
     return jnp.sum(ce * valid) / jnp.maximum(jnp.sum(valid), 1)
 
 
@@ -37,7 +49,8 @@ class SegmentationTask(Task):
     def loss(self, variables, batch: Batch, rng):
         logits, model_state = self.apply_train(variables, batch["image"], train=True,
                                                rngs={"dropout": rng})
-        loss = pixel_cross_entropy(logits, batch["label"], self.ignore_label)
+        loss = pixel_cross_entropy(logits, batch["label"], self.ignore_label,
+                                   self.config.task.get("loss_normalization", "pixels"))
         valid = batch["label"] != self.ignore_label
         correct = (jnp.argmax(logits, -1) == batch["label"]) & valid
         return loss, {"pixel_accuracy": correct.sum() / jnp.maximum(valid.sum(), 1)}, model_state

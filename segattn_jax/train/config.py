@@ -55,12 +55,16 @@ def base_config() -> ml_collections.ConfigDict:
     # "Logits" to fine-tune an ImageNet classifier on other classes).
     c.init_from = ""
     c.init_from_skip = ""
+    # What a row must start from (e.g. "VGG16's ImageNet weights"): training it from scratch
+    # without init_from stops at start, saying so. '' = nothing required.
+    c.requires_init_from = ""
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "sgd"   # sgd | adam | adamw
     c.optimizer.learning_rate = 0.01
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 0.0
+    c.optimizer.weight_decay_skip = ""  # regex of parameter paths without decay, e.g. "bias$"
     c.optimizer.grad_clip_norm = 0.0
     c.optimizer.schedule = "constant"  # constant | cosine | step
     c.optimizer.warmup_steps = 0

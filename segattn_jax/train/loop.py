@@ -115,6 +115,10 @@ class Experiment:
         validate(config)
         self.config = config
         self.workdir = epath.Path(workdir)
+        if training and config.get("requires_init_from") and not config.init_from and not (
+                self.workdir / "checkpoints").exists():
+            raise ValueError(f"{config.experiment} {config.row} starts from "
+                             f"{config.requires_init_from}: set --config.init_from=DIR.")
         self.mesh = mesh_lib.make_mesh(config.mesh.data)
         mesh_lib.check_batch_divisible(config.train.batch_size, self.mesh, "train.batch_size")
         mesh_lib.check_batch_divisible(config.eval.batch_size, self.mesh, "eval.batch_size")

@@ -62,7 +62,10 @@ def make_optimizer(config: ml_collections.ConfigDict, num_steps: int) -> optax.G
     if config.get("grad_clip_norm"):
         chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
     if config.get("weight_decay") and config.name != "adamw":
-        chain.append(optax.add_decayed_weights(config.weight_decay))
+        skip = config.get("weight_decay_skip")  # Caffe's decay_mult 0, e.g. "bias$"
+        mask = None if not skip else (lambda params: jax.tree_util.tree_map_with_path(
+            lambda path, _: re.search(skip, parameter_path(path)) is None, params))
+        chain.append(optax.add_decayed_weights(config.weight_decay, mask=mask))
     multipliers = tuple(config.get("lr_multipliers") or ())
     if not multipliers:
         return optax.chain(*chain, opt)

@@ -115,3 +115,15 @@ def test_lr_multipliers_freeze_scale_and_leave_the_rest_alone():
 def test_lr_multipliers_reject_typos_with_what_to_fix(multipliers, message):
     with pytest.raises(ValueError, match=message):
         _lr_multiplier_run(multipliers, steps=1)
+
+
+def test_weight_decay_skip_exempts_matching_parameters_like_caffes_decay_mult_0():
+    """SGD with weight decay 0.5, lr 1, zero gradients: a kernel shrinks by the decay, a bias
+    that `weight_decay_skip` matches does not move (Caffe's decay_mult 0 on FCN's biases)."""
+    params = {"conv": {"kernel": jnp.full((2,), 2.0), "bias": jnp.full((2,), 2.0)}}
+    tx = make_optimizer(_optimizer_config(name="sgd", learning_rate=1.0, momentum=0.0,
+                                          weight_decay=0.5, weight_decay_skip="bias$"), 1)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(new["conv"]["kernel"], [1.0, 1.0])
+    np.testing.assert_allclose(new["conv"]["bias"], [2.0, 2.0])
