@@ -11,6 +11,7 @@ import conv_transpose  # noqa: E402
 import densecap_train_step  # noqa: E402
 import detection_ops  # noqa: E402
 import draw_train_step  # noqa: E402
+import farabet_train_step  # noqa: E402
 import faster_rcnn_train_step  # noqa: E402
 import fcn_train_step  # noqa: E402
 import handwriting_train_step  # noqa: E402
@@ -27,6 +28,8 @@ def main() -> None:
     fcn_train_step.main()
     print()
     patch_vs_dense.main()
+    print()
+    farabet_train_step.main()
     print()
     conv_passes.main()
     print()

@@ -43,6 +43,7 @@ FAST_OVERRIDES = {
     "fcn": {**_FAST, "dataset.name": "shapes/tiny", "model.width": 0.0625},
     # shapes/tiny's 32 test scenes, all of them (the mini row slides over the first 64 of 500).
     "patch_classifier": {**_FAST, "dataset.name": "shapes/tiny", "dataset.eval_split": "test"},
+    "farabet": {**_FAST, "dataset.name": "shapes/tiny", "model.features": (4, 8, 8)},
     "stn": {**_FAST, "dataset.name": "distorted_digits/tiny_rts"},
     "inception": {**_FAST, "dataset.name": "distorted_digits/tiny_rts", "model.width": 0.0625,
                   "model.repeats": (1, 1, 1)},

@@ -17,6 +17,7 @@ from segattn_jax.data.captions import CaptionEncoder, caption_texts, phrase_text
 from segattn_jax.data.handwriting import tf_encode_text
 from segattn_jax.data.poses import flic_to_lsp
 from segattn_jax.metrics.pose import JOINT_NAMES, NUM_JOINTS
+from segattn_jax.ops.superpixels import felzenszwalb_segments
 
 if TYPE_CHECKING:  # data.proposals reads datasets through data.pipeline, which imports this
     from segattn_jax.data.proposals import Proposals
@@ -44,12 +45,15 @@ SEGMENTATION_IGNORE_LABEL = 255  # the segmentation task's default task.ignore_l
 
 
 def segmentation(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
-                 canvas: tuple[int, int] = ()) -> dict[str, tf.Tensor]:
+                 canvas: tuple[int, int] = (),
+                 superpixels: tuple[float, float, int] = ()) -> dict[str, tf.Tensor]:
     """{'image' float32 (H, W, 3) in [0, 1], 'label' int32 (H, W)}; random flip when training.
 
     `canvas` (height, width): images of any size padded at the bottom and right to that size
     (image zeros, labels 255 = ignored), so that they batch and compile once (VOC's images are
     at most 500x500). An image larger than the canvas stops with its size.
+    `superpixels` (scale, sigma, min_size): also 'superpixels' int32 (H, W), the image's
+    Felzenszwalb-Huttenlocher segments (ops/superpixels.py), for Farabet et al.'s vote.
     """
     image = to_float_image(example["image"])
     label = tf.cast(example["segmentation_mask"][..., 0], tf.int32)
@@ -67,7 +71,15 @@ def segmentation(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
             label = tf.pad(label, pads, constant_values=SEGMENTATION_IGNORE_LABEL)
         image.set_shape((height, width, image.shape[-1]))
         label.set_shape((height, width))
-    return {"image": image, "label": label}
+    out = {"image": image, "label": label}
+    if superpixels:
+        scale, sigma, min_size = superpixels
+        segments = tf.numpy_function(
+            functools.partial(felzenszwalb_segments, scale=float(scale), sigma=float(sigma),
+                              min_size=int(min_size)), [image], tf.int32, stateful=False)
+        segments.set_shape(label.shape)
+        out["superpixels"] = segments
+    return out
 
 
 def classification(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,

@@ -66,3 +66,41 @@ def local_response_norm(x: jax.Array, depth_radius: int = 2, bias: float = 2.0,
                                    (1,) * x.ndim,
                                    [(0, 0)] * (x.ndim - 1) + [(depth_radius, depth_radius)])
     return (x.astype(jnp.float32) * (bias + alpha * summed) ** -beta).astype(x.dtype)
+
+
+def gaussian_kernel_1d(size: int, sigma: float) -> jax.Array:
+    """A normalized 1-D Gaussian of `size` taps (odd) and standard deviation `sigma`."""
+    if size % 2 != 1:
+        raise ValueError(f"The Gaussian window must have an odd size; got {size}.")
+    taps = jnp.arange(size, dtype=jnp.float32) - size // 2
+    weights = jnp.exp(-0.5 * (taps / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def _gaussian_blur(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Each channel of NHWC `x` blurred by the separable `kernel`, zero padding ('SAME')."""
+    channels = x.shape[-1]
+    size = kernel.shape[0]
+    rows = jnp.tile(kernel.reshape(size, 1, 1, 1), (1, 1, 1, channels)).astype(x.dtype)
+    cols = jnp.tile(kernel.reshape(1, size, 1, 1), (1, 1, 1, channels)).astype(x.dtype)
+    dimensions = ("NHWC", "HWIO", "NHWC")
+    for window in (rows, cols):
+        x = jax.lax.conv_general_dilated(x, window, (1, 1), "SAME", dimension_numbers=dimensions,
+                                         feature_group_count=channels)
+    return x
+
+
+def local_contrast_norm(x: jax.Array, size: int = 15, sigma: float | None = None,
+                        epsilon: float = 1e-4) -> jax.Array:
+    """Local contrast normalization of each channel of NHWC `x` (Jarrett et al. 2009; Farabet et
+    al. 2013 on the Y channel, 15x15 neighbourhoods): subtract the Gaussian-weighted local mean,
+    then divide by the Gaussian-weighted local standard deviation where it exceeds its mean over
+    the image (so flat regions are not amplified). Border windows are renormalized by the
+    kernel mass inside the image, so the image's edge does not darken them."""
+    kernel = gaussian_kernel_1d(size, sigma if sigma is not None else size / 4)
+    x = x.astype(jnp.float32)
+    mass = _gaussian_blur(jnp.ones_like(x[..., :1]), kernel)
+    centred = x - _gaussian_blur(x, kernel) / mass
+    deviation = jnp.sqrt(_gaussian_blur(jnp.square(centred), kernel) / mass)
+    floor = jnp.mean(deviation, axis=(1, 2), keepdims=True)
+    return centred / jnp.maximum(jnp.maximum(deviation, floor), epsilon)

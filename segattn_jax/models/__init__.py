@@ -12,6 +12,7 @@ import ml_collections
 MODELS = {
     "fcn": "segattn_jax.models.fcn:FCN",
     "patch_classifier": "segattn_jax.models.patch_classifier:PatchClassifier",
+    "farabet": "segattn_jax.models.farabet:MultiscaleConvNet",
     "stn": "segattn_jax.models.stn:STNClassifier",
     "classifier": "segattn_jax.models.classifier:ImageClassifier",
     "classloc": "segattn_jax.models.localization:ClassLocNet",

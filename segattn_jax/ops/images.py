@@ -44,3 +44,14 @@ def check_training_size(images: jax.Array, size: int, model: str) -> None:
     if images.shape[1:3] != (size, size):
         raise ValueError(f"{model} trains on {size}x{size} images; got {images.shape[1:3]}: set "
                          "dataset.preprocess.warp_size to model.input_size.")
+
+
+# RGB -> YUV (the analog PAL matrix, scikit-image's `rgb2yuv`): Farabet et al.'s input space.
+RGB_TO_YUV = np.array([[0.299, 0.587, 0.114],
+                        [-0.14714119, -0.28886916, 0.43601035],
+                        [0.61497538, -0.51496512, -0.10001026]], np.float32)
+
+
+def rgb_to_yuv(images: jax.Array) -> jax.Array:
+    """(..., 3) RGB in [0, 1] -> YUV (Y in [0, 1], U and V centred on 0)."""
+    return images @ jnp.asarray(RGB_TO_YUV.T, images.dtype)

@@ -10,6 +10,7 @@ import optax
 
 from segattn_jax.metrics.segmentation import confusion_matrix, segmentation_metrics
 from segattn_jax.models.patch_classifier import sliding_window_logits
+from segattn_jax.ops.superpixels import superpixel_vote
 from segattn_jax.tasks import pictures as pics
 from segattn_jax.tasks.base import Batch, Task
 
@@ -35,8 +36,17 @@ def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_label: int,
 
 
 class SegmentationTask(Task):
+    """Per-pixel classification. When the input pipeline makes superpixels
+    (`dataset.preprocess.superpixels`), predictions also carry Farabet et al.'s vote inside them
+    ('superpixel_label_map'), evaluated beside the per-pixel map under 'superpixels/'."""
+
     preprocess = "segmentation"
     any_input_size = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        if config.dataset.preprocess.get("superpixels"):
+            self.input_keys = ("image", "superpixels")
 
     @property
     def num_classes(self) -> int:
@@ -57,16 +67,33 @@ class SegmentationTask(Task):
 
     def predict(self, variables, inputs):
         logits = self.model.apply(variables, inputs["image"], train=False)
-        return {"label_map": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
+        predictions = {"label_map": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
+        if "superpixels" in inputs:  # absent for image files given to `predict`
+            predictions["superpixel_label_map"] = superpixel_vote(jax.nn.softmax(logits),
+                                                                  inputs["superpixels"])
+        return predictions
+
+    def _confusion(self, batch: Batch, label_map: jax.Array) -> jax.Array:
+        valid = jnp.broadcast_to(batch["valid"][:, None, None], batch["label"].shape)
+        return confusion_matrix(batch["label"], label_map, self.num_classes, valid_mask=valid,
+                                ignore_label=self.ignore_label)
 
     def statistics(self, batch: Batch, predictions) -> Any:
-        valid = jnp.broadcast_to(batch["valid"][:, None, None], batch["label"].shape)
-        return confusion_matrix(batch["label"], predictions["label_map"], self.num_classes,
-                                valid_mask=valid, ignore_label=self.ignore_label)
+        pixels = self._confusion(batch, predictions["label_map"])
+        if "superpixel_label_map" not in predictions:
+            return pixels
+        return {"pixels": pixels,
+                "superpixels": self._confusion(batch, predictions["superpixel_label_map"])}
 
     def summarize(self, statistics) -> dict[str, float]:
-        return {k: 100.0 * float(v)
-                for k, v in segmentation_metrics(np.asarray(statistics)).items()}
+        def percent(confusion):
+            return {k: 100.0 * float(v)
+                    for k, v in segmentation_metrics(np.asarray(confusion)).items()}
+
+        if not isinstance(statistics, dict):
+            return percent(statistics)
+        return {**percent(statistics["pixels"]),
+                **{f"superpixels/{k}": v for k, v in percent(statistics["superpixels"]).items()}}
 
     def _present(self, *masks: np.ndarray) -> np.ndarray:
         """Class ids that occur in any of `masks`, ignore label excluded."""
@@ -112,8 +139,8 @@ class PatchClassifierTask(SegmentationTask):
     def statistics(self, batch: Batch, predictions) -> Any:
         dense, sliding = predictions["label_map"], predictions["sliding_window_label_map"]
         valid = batch["valid"][:, None, None] & (batch["label"] != self.ignore_label)
-        return {"convolutionalized": super().statistics(batch, {"label_map": dense}),
-                "sliding_window": super().statistics(batch, {"label_map": sliding}),
+        return {"convolutionalized": self._confusion(batch, dense),
+                "sliding_window": self._confusion(batch, sliding),
                 "differing_pixels": jnp.sum((dense != sliding) & valid)}
 
     def summarize(self, statistics) -> dict[str, float]:

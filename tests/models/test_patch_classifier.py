@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from segattn_jax import table
+from segattn_jax.train import loop
 from segattn_jax.models.patch_classifier import PatchClassifier, patch_size, sliding_window_logits
-from tests.conftest import ROOT, fast_overrides
+from tests.conftest import ROOT, experiment_config, fast_overrides
 
 SMALL = dict(num_classes=5, features=((4, 4), (8,)), fc6_kernel=3, hidden=8)  # 23x23 patches
 
@@ -38,7 +39,7 @@ def test_one_pixels_logits_see_exactly_its_centred_patch():
     def pixel_score(image):
         return model.apply(variables, image, train=False)[0, row, col].sum()
 
-    grad = np.abs(np.asarray(jax.grad(pixel_score)(images((1, 40, 40, 3)))))[0].sum(-1)
+    grad = np.abs(np.asarray(jax.jit(jax.grad(pixel_score))(images((1, 40, 40, 3)))))[0].sum(-1)
     rows, cols = np.nonzero(grad)
     half = size // 2
     assert (rows.min(), rows.max()) == (row - half, row + half)
@@ -85,25 +86,31 @@ def test_bad_inputs_say_what_is_expected():
             jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
 
 
-def test_table_trains_once_and_both_ways_label_every_pixel_alike(tmp_path, tfds_dir):
-    """Learning test: the mini row's recipe on shapes/tiny (300 steps, learning rate 1e-2) labels
-    some shape pixels (above an all-background map's scores), and the table's two rows, two
-    evaluations of the one run, agree on every pixel."""
+def test_learns_the_shapes_of_a_batch(tmp_path, tfds_dir):
+    """Learning test: trained on one batch of shapes/tiny with the mini row's recipe, the
+    convolutionalized classifier labels the batch's shapes (mean IU on it above 40; an
+    all-background map scores 9), and the sliding window labels the batch exactly alike."""
+    config = experiment_config("patch_classifier", "mini", tfds_dir, **{
+        "optimizer.learning_rate": 0.01, "optimizer.warmup_steps": 10, "train.num_steps": 150})
+    experiment = loop.Experiment(config, tmp_path)
+    batch = next(experiment.eval_batches())
+    state = experiment.new_state()
+    for _ in range(150):
+        state, _ = experiment.train_step(state, batch)
+    statistics = jax.device_get(jax.jit(experiment._eval_step)(state.variables, batch))
+    metrics = experiment.task.summarize(statistics)
+    assert metrics["differing_pixels"] == 0
+    assert metrics["convolutionalized/mean_iou"] > 40, metrics
+
+
+def test_table_rows_are_two_evaluations_of_one_run(tmp_path, tfds_dir):
     path = str(ROOT / "experiments" / "patch_classifier.py")
-    overrides = fast_overrides("patch_classifier", tfds_dir, **{
-        "train.num_steps": 300, "optimizer.learning_rate": 0.01, "train.log_every": 100,
-        "train.checkpoint_every": 300})
+    overrides = fast_overrides("patch_classifier", tfds_dir, **{"train.num_steps": 2})
     markdown = table.run_table(path, "mini", tmp_path, overrides=overrides)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["patch_classifier"]
-    metrics = table.finished_metrics(tmp_path / "patch_classifier", 300)
-    ways = ("sliding_window", "convolutionalized")
+    metrics = table.finished_metrics(tmp_path / "patch_classifier", 2)
     assert metrics["differing_pixels"] == 0
-    for name in ("pixel_accuracy", "mean_iou"):
+    for name in ("pixel_accuracy", "mean_iou", "differing_pixels"):
         assert metrics[f"sliding_window/{name}"] == metrics[f"convolutionalized/{name}"]
-    # An all-background map scores 1/9 = 11.1 mean accuracy and 9.0 mean IU here (measured:
-    # 150 steps); 300 steps measured 15.8 and 11.8.
-    assert metrics["convolutionalized/mean_accuracy"] > 13, metrics
-    assert metrics["convolutionalized/mean_iou"] > 10, metrics
     rows = [line for line in markdown.splitlines() if line.startswith(("| sliding", "| convol"))]
     assert len(rows) == 2 and rows[0].split("|")[2:] == rows[1].split("|")[2:], markdown
-    assert all(f"{way}/differing_pixels" in metrics for way in ways)
