@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from segattn_jax.data.imagenet_localization import read_jpeg
+from segattn_jax.data.voc_segmentation import photo_segmentation_features
 
 CLASS_NAMES = ("sky", "tree", "road", "grass", "water", "building", "mountain", "foreground")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -71,13 +72,8 @@ class StanfordBackground(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "image/filename": tfds.features.Text(),
-                "segmentation_mask": tfds.features.Image(shape=(None, None, 1)),
-            }),
-            homepage="http://dags.stanford.edu/projects/scenedataset.html",
-        )
+            features=photo_segmentation_features(),
+            homepage="http://dags.stanford.edu/projects/scenedataset.html")
 
     def _split_generators(self, dl_manager):
         root = epath.Path(dl_manager.manual_dir) / ROOT

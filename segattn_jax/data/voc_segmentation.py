@@ -68,6 +68,16 @@ def read_sbd_mat(path) -> np.ndarray:
     return check_class_ids(mask, path)
 
 
+def photo_segmentation_features() -> tfds.features.FeaturesDict:
+    """The features of a real-photo semantic segmentation builder (VOC, Stanford Background):
+    JPEG images of any size, their class-id masks (255 = ignore) and the image ids."""
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+        "image/filename": tfds.features.Text(),
+        "segmentation_mask": tfds.features.Image(shape=(None, None, 1)),
+    })
+
+
 def read_list(path: epath.Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
@@ -89,13 +99,8 @@ class VocSegmentation(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "image/filename": tfds.features.Text(),
-                "segmentation_mask": tfds.features.Image(shape=(None, None, 1)),
-            }),
-            homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
-        )
+            features=photo_segmentation_features(),
+            homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/")
 
     def _missing(self, paths) -> None:
         missing = [str(path) for path in paths if not path.exists()]

@@ -101,17 +101,22 @@ class SegmentationTask(Task):
         return ids[ids != self.ignore_label]
 
     def pictures(self, batch, predictions) -> np.ndarray:
-        """input | ground truth | prediction | legend of the classes in either, upscaled."""
+        """input | ground truth | prediction [| superpixel vote] | legend of the classes shown,
+        upscaled."""
+        voted = predictions.get("superpixel_label_map")
         rows = []
-        for image, label, pred in zip(batch["image"], batch["label"], predictions["label_map"]):
+        for i, (image, label) in enumerate(zip(batch["image"], batch["label"])):
+            maps = [predictions["label_map"][i]] + ([] if voted is None else [voted[i]])
             tiles = [pics.upscale(pics.to_rgb_uint8(image)),
                      pics.upscale(pics.colorize_mask(label, self.num_classes,
-                                                     ignore_label=self.ignore_label)),
-                     pics.upscale(pics.colorize_mask(pred, self.num_classes))]
-            tiles.append(pics.legend(self._present(label, pred), self.class_names,
+                                                     ignore_label=self.ignore_label))]
+            tiles += [pics.upscale(pics.colorize_mask(m, self.num_classes)) for m in maps]
+            tiles.append(pics.legend(self._present(label, *maps), self.class_names,
                                      height=tiles[0].shape[0]))
             rows.append(tiles)
-        return pics.image_grid(rows, titles=("input", "ground truth", "prediction", "classes"))
+        titles = ("input", "ground truth", "prediction",
+                  *(() if voted is None else ("superpixel vote",)), "classes")
+        return pics.image_grid(rows, titles=titles)
 
     def overlay(self, image, predictions) -> np.ndarray:
         """The prediction's classes tinted over the image (background untinted), upscaled, and a

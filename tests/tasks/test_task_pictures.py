@@ -37,6 +37,11 @@ def test_segmentation_pictures_have_a_legend_of_the_classes_present(segmentation
         assert has_color(legend_area, VOC_COLORS[k], 0), k
     assert not has_color(legend_area, VOC_COLORS[1], 0)
     assert task.class_names[4] == "star"
+    # With Farabet et al.'s superpixel vote, its map is one more column, its classes in the legend.
+    voted = np.full_like(prediction, 7)
+    with_vote = task.pictures(batch, {"label_map": prediction, "superpixel_label_map": voted})
+    assert with_vote.shape[1] > grid.shape[1] + 200
+    assert has_color(with_vote[:, 4 * 256 + 8:], VOC_COLORS[7], 0)
 
 
 def test_segmentation_overlay_is_upscaled_with_a_legend_of_tinted_classes(segmentation_task):
