@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import conv_passes  # noqa: E402
 import conv_transpose  # noqa: E402
+import deconvnet_train_step  # noqa: E402
 import densecap_train_step  # noqa: E402
 import detection_ops  # noqa: E402
 import draw_train_step  # noqa: E402
@@ -30,6 +31,8 @@ def main() -> None:
     patch_vs_dense.main()
     print()
     farabet_train_step.main()
+    print()
+    deconvnet_train_step.main()
     print()
     conv_passes.main()
     print()

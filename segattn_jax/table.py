@@ -1,7 +1,10 @@
 """`table`: run (or collect) every cell of an experiment's paper table; print paper vs measured.
 
 An experiment file provides `table_runs(arg) -> [config arg, ...]` and configs that name their
-table cell (`row`, optional `column`), the metrics to show and the paper's numbers.
+table cell (`row`, optional `column`), the metrics to show and the paper's numbers. A cell whose
+run starts from other runs of the table (a second training stage, an ensemble of trained runs)
+names them in `init_from_runs` (their config args; they come earlier in `table_runs`): the table
+sets `init_from` to their directories.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Any
 import ml_collections
 from etils import epath
 
-from segattn_jax.train.config import load_experiment
+from segattn_jax.train.config import load_experiment, steps_to_train
 from segattn_jax.train.loop import EVAL_HISTORY_FILE, METRICS_FILE, train_and_evaluate
 
 
@@ -132,8 +135,11 @@ def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict
         config = module.get_config(run_arg)
         if overrides:
             config.update_from_flattened_dict(overrides)
+        if config.get("init_from_runs"):  # starts from (or ensembles) other runs of this table
+            config.init_from = ",".join(str(run_dir(workdir, run))
+                                        for run in config.init_from_runs)
         directory = run_dir(workdir, config.get("table_run") or run_arg)
-        measured = finished_metrics(directory, config.train.num_steps)
+        measured = finished_metrics(directory, steps_to_train(config))
         if measured is None and not collect_only:
             result = train_and_evaluate(config, directory)
             if result is None:  # SIGTERM: the cell saved a checkpoint; stop here

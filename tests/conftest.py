@@ -44,6 +44,10 @@ FAST_OVERRIDES = {
     # shapes/tiny's 32 test scenes, all of them (the mini row slides over the first 64 of 500).
     "patch_classifier": {**_FAST, "dataset.name": "shapes/tiny", "dataset.eval_split": "test"},
     "farabet": {**_FAST, "dataset.name": "shapes/tiny", "model.features": (4, 8, 8)},
+    "pinheiro": {**_FAST, "dataset.name": "shapes/tiny", "model.features": ((4,), (8,))},
+    # shapes/tiny, 8 proposals per image, 1/16 width (FCN-8s, DeconvNet and their ensemble).
+    "deconvnet": {**_FAST, "dataset.name": "shapes/tiny", "dataset.proposals.max_proposals": 8,
+                  "model.width": 0.0625},
     "stn": {**_FAST, "dataset.name": "distorted_digits/tiny_rts"},
     "inception": {**_FAST, "dataset.name": "distorted_digits/tiny_rts", "model.width": 0.0625,
                   "model.repeats": (1, 1, 1)},

@@ -18,9 +18,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from segattn_jax.layers.conv import Conv
+from segattn_jax.layers.normalization import batch_norm
 from segattn_jax.layers.pooling import max_pool
+from segattn_jax.layers.upsampling import max_pool_with_argmax
 
 Array = Any
+# Batch norm's settings with `batch_norm=True` (DeconvNet's; Caffe's and PyTorch's defaults).
+VGG16_BN_MOMENTUM, VGG16_BN_EPSILON = 0.9, 1e-5
 
 # Channels per conv stage at width 1; a 2x2/2 max pool closes each stage.
 _VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -138,6 +142,11 @@ class VGG16(nn.Module):
       caffe_input: images come in RGB in [0, 1] and are turned into what VGG16's released
         Caffe and Keras weights expect (BGR in 0-255 minus the ImageNet mean pixel, Keras'
         "caffe" preprocessing) before conv1_1 pads them, so its zero padding is Caffe's.
+      batch_norm: batch norm between every convolution (fc6 and fc7 included) and its ReLU,
+        as DeconvNet adds it ('<layer>_bn': params scale/bias, batch_stats mean/var); the
+        convolutions keep their names, so ImageNet VGG16 weights still load.
+      pool_switches: also return every pool's switches ('<pool>_switches': the argmax of
+        `layers/upsampling.max_pool_with_argmax`), for a decoder's `max_unpool`.
       dtype: compute dtype; parameters stay float32.
     """
 
@@ -148,6 +157,8 @@ class VGG16(nn.Module):
     last_layer: str = "fc7"
     num_classes: int = 0
     caffe_input: bool = False
+    batch_norm: bool = False
+    pool_switches: bool = False
     dtype: Any = jnp.float32
 
     def layer_specs(self) -> tuple[LayerSpec, ...]:
@@ -177,7 +188,12 @@ class VGG16(nn.Module):
         intermediates = {}
         for spec in self.layer_specs():
             if spec.kind == "pool":
-                x = max_pool_ceil(x, spec.kernel, spec.stride)
+                if self.pool_switches:
+                    x, switches = max_pool_with_argmax(x, spec.kernel, spec.stride,
+                                                       ceil_mode=True)
+                    intermediates[f"{spec.name}_switches"] = switches
+                else:
+                    x = max_pool_ceil(x, spec.kernel, spec.stride)
                 intermediates[spec.name] = x
                 continue
             if spec.name == "fc6" and min(x.shape[1:3]) < spec.kernel:
@@ -195,6 +211,10 @@ class VGG16(nn.Module):
                 param_dtype=jnp.float32,
                 name=spec.name,
             )(x)
+            if self.batch_norm:
+                x = batch_norm(frozen=False, train=train, use_scale=True,
+                               momentum=VGG16_BN_MOMENTUM, epsilon=VGG16_BN_EPSILON,
+                               dtype=self.dtype, name=f"{spec.name}_bn")(x)
             x = nn.relu(x)
             if spec.name.startswith("fc"):
                 x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -10,6 +10,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from segattn_jax.data.box_augment import AUGMENTATIONS
@@ -46,7 +47,9 @@ SEGMENTATION_IGNORE_LABEL = 255  # the segmentation task's default task.ignore_l
 
 def segmentation(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
                  canvas: tuple[int, int] = (),
-                 superpixels: tuple[float, float, int] = ()) -> dict[str, tf.Tensor]:
+                 superpixels: tuple[float, float, int] = (),
+                 object_crop: tuple[int, float, float, float] = (),
+                 proposals: Proposals | None = None) -> dict[str, tf.Tensor]:
     """{'image' float32 (H, W, 3) in [0, 1], 'label' int32 (H, W)}; random flip when training.
 
     `canvas` (height, width): images of any size padded at the bottom and right to that size
@@ -54,12 +57,19 @@ def segmentation(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     at most 500x500). An image larger than the canvas stops with its size.
     `superpixels` (scale, sigma, min_size): also 'superpixels' int32 (H, W), the image's
     Felzenszwalb-Huttenlocher segments (ops/superpixels.py), for Farabet et al.'s vote.
+    `object_crop` (size, min_context, max_context, max_shift), training only: DeconvNet's
+    instance-wise training examples instead of the image (`_object_crop`; no canvas then).
+    `proposals` (data/proposals.py), evaluation only: also 'proposals' (P, 4) in pixels
+    (x1, y1, x2, y2) and 'proposal_valid' (P,), for DeconvNet's inference on proposals.
     """
     image = to_float_image(example["image"])
     label = tf.cast(example["segmentation_mask"][..., 0], tf.int32)
     if train:
         image, label = random_flip_left_right([image, label], seed)
-    if canvas:
+    if train and object_crop:  # fixed-size crops: no canvas needed
+        image, label = _object_crop(image, label, tf.random.experimental.stateless_fold_in(
+            seed, 1), *object_crop)
+    elif canvas:
         height, width = canvas
         size = tf.shape(label)
         with tf.control_dependencies([tf.debugging.assert_less_equal(
@@ -79,7 +89,62 @@ def segmentation(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
                               min_size=int(min_size)), [image], tf.int32, stateful=False)
         segments.set_shape(label.shape)
         out["superpixels"] = segments
+    if proposals is not None and not train:
+        boxes, count = proposals.lookup(example["tfds_id"])
+        size = tf.shape(example["segmentation_mask"])
+        out["proposals"] = tf.ensure_shape(_pixel_boxes(boxes, size[0], size[1]),
+                                           [proposals.max_proposals, 4])
+        out["proposal_valid"] = tf.range(proposals.max_proposals) < count
     return out
+
+
+def region_boxes(label: np.ndarray, min_pixels: int = 4) -> np.ndarray:
+    """(M, 4) float32 pixel boxes (x1, y1, x2, y2) of the connected regions of every class in a
+    label map (background 0 and the ignore label 255 excluded): object instances as far as a
+    class mask tells them apart (touching objects of one class are one region)."""
+    from scipy import ndimage
+
+    boxes = []
+    for class_id in np.unique(label):
+        if class_id in (0, SEGMENTATION_IGNORE_LABEL):
+            continue
+        regions, _ = ndimage.label(label == class_id)
+        for region, found in enumerate(ndimage.find_objects(regions), start=1):
+            if found is not None and np.sum(regions[found] == region) >= min_pixels:
+                rows, cols = found
+                boxes.append((cols.start, rows.start, cols.stop, rows.stop))
+    return np.asarray(boxes, np.float32).reshape(-1, 4)
+
+
+def _object_crop(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, size: int,
+                 min_context: float, max_context: float, max_shift: float
+                 ) -> tuple[tf.Tensor, tf.Tensor]:
+    """DeconvNet's instance-wise training example: one object (a random `region_boxes` region)
+    in a square window `context` times its longer side (uniform in [min_context, max_context]),
+    its centre moved by up to `max_shift` of the window in each direction, resized to
+    size x size (labels by nearest neighbour; outside the image: zeros, labels ignored). The
+    paper's first stage centres its objects (max_shift 0, context ~1.2); the second, harder
+    one crops more loosely. An image without objects gives its whole frame."""
+    boxes = tf.numpy_function(region_boxes, [label], tf.float32, stateful=False)
+    boxes = tf.reshape(boxes, [-1, 4])
+    height, width = tf.cast(tf.shape(label)[0], tf.float32), tf.cast(tf.shape(label)[1], tf.float32)
+    whole = tf.stack([0.0, 0.0, width, height])
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    pick = tf.random.stateless_uniform([], seeds[0], maxval=tf.maximum(tf.shape(boxes)[0], 1),
+                                       dtype=tf.int32)
+    box = tf.cond(tf.shape(boxes)[0] > 0, lambda: boxes[pick], lambda: whole)
+    context = tf.random.stateless_uniform([], seeds[1], min_context, max_context)
+    side = context * tf.maximum(box[2] - box[0], box[3] - box[1])
+    shift = tf.random.stateless_uniform([2], seeds[2], -max_shift, max_shift) * side
+    cx, cy = 0.5 * (box[0] + box[2]) + shift[0], 0.5 * (box[1] + box[3]) + shift[1]
+    # crop_and_resize's normalized coordinates put 0 and 1 at the first and last pixel centres.
+    window = tf.stack([(cy - side / 2) / (height - 1), (cx - side / 2) / (width - 1),
+                       (cy + side / 2 - 1) / (height - 1), (cx + side / 2 - 1) / (width - 1)])
+    crop = tf.image.crop_and_resize(image[None], window[None], [0], [size, size])[0]
+    crop_label = tf.image.crop_and_resize(
+        tf.cast(label, tf.float32)[None, ..., None], window[None], [0], [size, size],
+        method="nearest", extrapolation_value=float(SEGMENTATION_IGNORE_LABEL))[0, ..., 0]
+    return crop, tf.cast(crop_label, tf.int32)
 
 
 def classification(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,

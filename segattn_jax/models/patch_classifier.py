@@ -1,9 +1,11 @@
 """The sliding-window patch classifier and the same network convolutionalized (the lectures' first
 segmentation idea; Long et al., FCN, CVPR 2015, Sec. 3.1-3.2).
 
-A small CNN labels the centre pixel of a P x P patch: blocks of valid 3x3 convolutions, each block
-ending in a 3x3 max pool of stride 2, then fully connected layers fc6 (over the last k x k x C
-map), fc7 and a class score. Slid over an image, it runs once per pixel on that pixel's patch
+A small CNN labels the centre pixel of a P x P patch: blocks of valid convolutions (3x3 by
+default), each block ending in a max pool of stride 2 (3x3 windows by default), then fully
+connected layers fc6 (over the last k x k x C map), fc7 and a class score; with `hidden=0` the
+score is a linear classifier of that map itself (Pinheiro & Collobert's instance network,
+models/pinheiro.py). Slid over an image, it runs once per pixel on that pixel's patch
 (`sliding_window_logits`): every overlapping patch recomputes what its neighbours computed.
 
 The same weights convolutionalized (`PatchClassifier.__call__`) label every pixel in one pass:
@@ -14,7 +16,8 @@ rarefaction", which FCN shows equal to shift-and-stitch). Both ways give the sam
 dense one shares the overlapping patches' work. Training the dense net on whole images is
 training the patch classifier on every patch of them at once (FCN Sec. 4.4).
 
-Both pad the image with P // 2 zeros on each side, so a border pixel's patch is defined.
+Both pad the image with zeros ((P - 1) // 2 before, P // 2 after), so a border pixel's patch is
+defined.
 """
 from __future__ import annotations
 
@@ -28,16 +31,17 @@ from segattn_jax.layers.conv import conv2d
 
 Array = Any
 
-_CONV = 3  # every convolution is 3x3, valid
-_POOL, _POOL_STRIDE = 3, 2  # overlapping max pools, as AlexNet's; they keep P odd
+_POOL_STRIDE = 2
+ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
 _he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
 
-def patch_size(features: Sequence[Sequence[int]], fc6_kernel: int) -> int:
+def patch_size(features: Sequence[Sequence[int]], fc6_kernel: int, conv_kernel: int = 3,
+               pool_window: int = 3) -> int:
     """P, the receptive field of one output: fc6's window traced back through the blocks."""
     size = fc6_kernel
     for block in reversed(features):
-        size = (size - 1) * _POOL_STRIDE + _POOL + (_CONV - 1) * len(block)
+        size = (size - 1) * _POOL_STRIDE + pool_window + (conv_kernel - 1) * len(block)
     return size
 
 
@@ -55,23 +59,26 @@ def _dilated_max_pool(x: Array, window: int, dilation: int) -> Array:
 
 
 class _Conv(nn.Module):
-    """A valid 3x3 convolution + ReLU whose dilation is chosen per call (1 on patches)."""
+    """A valid k x k convolution (no activation) whose dilation is chosen per call (1 on
+    patches)."""
 
     features: int
+    kernel_size: int
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, dilation: int) -> Array:
-        kernel = self.param("kernel", _he_normal, (_CONV, _CONV, x.shape[-1], self.features))
+        k = self.kernel_size
+        kernel = self.param("kernel", _he_normal, (k, k, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         y = conv2d(x, kernel.astype(self.dtype), padding="VALID", dilation=dilation)
-        return nn.relu(y + bias.astype(self.dtype))
+        return y + bias.astype(self.dtype)
 
 
 class _FullyConnected(nn.Module):
-    """fc6: a dense layer over a k x k x C map, stored as a (k*k*C, features) matrix. On a k x k
-    input it is that matrix product; with `dilation` it is the same weights reshaped to a k x k
-    convolution over any larger map (the convolutionalization)."""
+    """fc6: a dense layer (no activation) over a k x k x C map, stored as a (k*k*C, features)
+    matrix. On a k x k input it is that matrix product; with `dilation` it is the same weights
+    reshaped to a k x k convolution over any larger map (the convolutionalization)."""
 
     features: int
     window: int
@@ -90,9 +97,9 @@ class _FullyConnected(nn.Module):
                                  f"{x.shape[1:3]}: the patch is not {self.window}x{self.window} "
                                  "after the blocks.")
             # Row-major flattening (i, j, c) matches the reshape to (k, k, C, F) below.
-            return nn.relu(x.reshape(n, -1) @ kernel + bias)
+            return x.reshape(n, -1) @ kernel + bias
         kernel = kernel.reshape(self.window, self.window, channels, self.features)
-        return nn.relu(conv2d(x, kernel, padding="VALID", dilation=dilation) + bias)
+        return conv2d(x, kernel, padding="VALID", dilation=dilation) + bias
 
 
 class PatchClassifier(nn.Module):
@@ -103,10 +110,14 @@ class PatchClassifier(nn.Module):
 
     Attributes:
       num_classes: K, the classes of the centre pixel.
-      features: conv widths, one tuple per block; every block ends with a 3x3/2 max pool.
+      features: conv widths, one tuple per block; every block ends with a max pool of stride 2.
       fc6_kernel: fc6's window, the map the last block leaves for one patch; with `features` it
         sets the patch size (`patch_size`): ((16, 16), (32, 32)) and 5 give 35 x 35.
-      hidden: width of fc6 and fc7.
+      conv_kernel: every block convolution's size (3; Pinheiro's 8).
+      pool_window: the pools' window (3, overlapping as AlexNet's; Pinheiro's 2).
+      activation: 'relu' or 'tanh' (Pinheiro's), after every convolution and fc6/fc7.
+      hidden: width of fc6 and fc7; 0 = neither: the class score is then fc6 itself, a linear
+        classifier of the last block's k x k map.
       dropout_rate: dropout after fc6 and fc7 when training.
       dtype: compute dtype; parameters stay float32 and logits are returned in float32.
     """
@@ -114,13 +125,16 @@ class PatchClassifier(nn.Module):
     num_classes: int
     features: tuple[tuple[int, ...], ...] = ((16, 16), (32, 32))
     fc6_kernel: int = 5
+    conv_kernel: int = 3
+    pool_window: int = 3
+    activation: str = "relu"
     hidden: int = 64
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
 
     @property
     def patch_size(self) -> int:
-        return patch_size(self.features, self.fc6_kernel)
+        return patch_size(self.features, self.fc6_kernel, self.conv_kernel, self.pool_window)
 
     @nn.compact
     def _logits(self, x: Array, *, dense: bool, train: bool) -> Array:
@@ -129,29 +143,41 @@ class PatchClassifier(nn.Module):
             raise ValueError(f"PatchClassifier needs fc6_kernel >= 1 and at least one conv in "
                              f"every block; got fc6_kernel={self.fc6_kernel}, "
                              f"features={self.features}.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"Unknown activation {self.activation!r}; valid: "
+                             f"{sorted(ACTIVATIONS)}.")
+        activation = ACTIVATIONS[self.activation]
         x = x.astype(self.dtype)
         dilation = 1
         for b, block in enumerate(self.features, start=1):
             for i, width in enumerate(block, start=1):
-                x = _Conv(width, self.dtype, name=f"conv{b}_{i}")(x, dilation)
+                x = activation(_Conv(width, self.conv_kernel, self.dtype,
+                                     name=f"conv{b}_{i}")(x, dilation))
+            window = self.pool_window
             if dense:
-                x = _dilated_max_pool(x, _POOL, dilation)
+                x = _dilated_max_pool(x, window, dilation)
                 dilation *= _POOL_STRIDE
             else:
-                x = nn.max_pool(x, (_POOL, _POOL), strides=(_POOL_STRIDE, _POOL_STRIDE))
+                x = nn.max_pool(x, (window, window), strides=(_POOL_STRIDE, _POOL_STRIDE))
+        fc6_dilation = dilation if dense else None
+        if not self.hidden:  # a linear classifier of the last map
+            return _FullyConnected(self.num_classes, self.fc6_kernel, self.dtype, name="score")(
+                x, fc6_dilation).astype(jnp.float32)
         dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
-        x = dropout(_FullyConnected(self.hidden, self.fc6_kernel, self.dtype, name="fc6")(
-            x, dilation if dense else None))
-        x = dropout(nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc7")(x)))
+        x = dropout(activation(_FullyConnected(self.hidden, self.fc6_kernel, self.dtype,
+                                               name="fc6")(x, fc6_dilation)))
+        x = dropout(activation(nn.Dense(self.hidden, dtype=self.dtype, name="fc7")(x)))
         return nn.Dense(self.num_classes, dtype=self.dtype, name="score")(x).astype(jnp.float32)
 
     def pad(self, images: Array) -> Array:
-        """Images with P // 2 zeros on each side: the frame every pixel's patch is taken from."""
+        """Images with (P - 1) // 2 zeros before and P // 2 after: the frame every pixel's patch
+        is taken from (the pixel sits at the patch's centre, or just before it for even P)."""
         if images.ndim != 4:
             raise ValueError(f"PatchClassifier expects images of shape (N, H, W, C); got shape "
                              f"{images.shape}.")
-        half = self.patch_size // 2
-        return jnp.pad(images, ((0, 0), (half, half), (half, half), (0, 0)))
+        size = self.patch_size
+        frame = ((size - 1) // 2, size // 2)
+        return jnp.pad(images, ((0, 0), frame, frame, (0, 0)))
 
     def __call__(self, images: Array, *, train: bool) -> Array:
         """Every pixel's logits in one pass of the convolutionalized net: (N, H, W, K)."""

@@ -12,12 +12,15 @@ from segattn_jax.tasks.generation import GenerationTask
 from segattn_jax.tasks.handwriting import HandwritingTask
 from segattn_jax.tasks.localization import LocalizationTask
 from segattn_jax.tasks.pose import PoseTask
-from segattn_jax.tasks.segmentation import PatchClassifierTask, SegmentationTask
+from segattn_jax.tasks.segmentation import (PatchClassifierTask, ProposalSegmentationTask,
+                                            RecurrentSegmentationTask, SegmentationTask)
 from segattn_jax.tasks.translation import TranslationTask
 
 TASKS: dict[str, type[Task]] = {
     "segmentation": SegmentationTask,
     "patch_segmentation": PatchClassifierTask,
+    "recurrent_segmentation": RecurrentSegmentationTask,
+    "proposal_segmentation": ProposalSegmentationTask,
     "classification": ClassificationTask,
     "detection": DetectionTask,
     "localization": LocalizationTask,

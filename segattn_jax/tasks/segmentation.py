@@ -59,11 +59,16 @@ class SegmentationTask(Task):
     def loss(self, variables, batch: Batch, rng):
         logits, model_state = self.apply_train(variables, batch["image"], train=True,
                                                rngs={"dropout": rng})
-        loss = pixel_cross_entropy(logits, batch["label"], self.ignore_label,
+        loss, accuracy = self._pixel_loss(logits, batch["label"])
+        return loss, {"pixel_accuracy": accuracy}, model_state
+
+    def _pixel_loss(self, logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(the configured pixel cross-entropy, the pixel accuracy) of one label map's logits."""
+        loss = pixel_cross_entropy(logits, labels, self.ignore_label,
                                    self.config.task.get("loss_normalization", "pixels"))
-        valid = batch["label"] != self.ignore_label
-        correct = (jnp.argmax(logits, -1) == batch["label"]) & valid
-        return loss, {"pixel_accuracy": correct.sum() / jnp.maximum(valid.sum(), 1)}, model_state
+        valid = labels != self.ignore_label
+        correct = (jnp.argmax(logits, -1) == labels) & valid
+        return loss, correct.sum() / jnp.maximum(valid.sum(), 1)
 
     def predict(self, variables, inputs):
         logits = self.model.apply(variables, inputs["image"], train=False)
@@ -100,13 +105,20 @@ class SegmentationTask(Task):
         ids = np.unique(np.concatenate([np.ravel(m) for m in masks]))
         return ids[ids != self.ignore_label]
 
+    def _shown_label_maps(self, predictions) -> dict[str, Any]:
+        """Column title -> the (N, H, W) label maps that pictures show beside the ground truth."""
+        maps = {"prediction": predictions["label_map"]}
+        if "superpixel_label_map" in predictions:
+            maps["superpixel vote"] = predictions["superpixel_label_map"]
+        return maps
+
     def pictures(self, batch, predictions) -> np.ndarray:
         """input | ground truth | prediction [| superpixel vote] | legend of the classes shown,
         upscaled."""
-        voted = predictions.get("superpixel_label_map")
+        shown = self._shown_label_maps(predictions)
         rows = []
         for i, (image, label) in enumerate(zip(batch["image"], batch["label"])):
-            maps = [predictions["label_map"][i]] + ([] if voted is None else [voted[i]])
+            maps = [label_maps[i] for label_maps in shown.values()]
             tiles = [pics.upscale(pics.to_rgb_uint8(image)),
                      pics.upscale(pics.colorize_mask(label, self.num_classes,
                                                      ignore_label=self.ignore_label))]
@@ -114,9 +126,7 @@ class SegmentationTask(Task):
             tiles.append(pics.legend(self._present(label, *maps), self.class_names,
                                      height=tiles[0].shape[0]))
             rows.append(tiles)
-        titles = ("input", "ground truth", "prediction",
-                  *(() if voted is None else ("superpixel vote",)), "classes")
-        return pics.image_grid(rows, titles=titles)
+        return pics.image_grid(rows, titles=("input", "ground truth", *shown, "classes"))
 
     def overlay(self, image, predictions) -> np.ndarray:
         """The prediction's classes tinted over the image (background untinted), upscaled, and a
@@ -155,3 +165,84 @@ class PatchClassifierTask(SegmentationTask):
             way_metrics = {**super().summarize(statistics[way]), **differing}
             metrics.update({f"{way}/{name}": value for name, value in way_metrics.items()})
         return metrics
+
+
+class RecurrentSegmentationTask(SegmentationTask):
+    """Segmentation by Pinheiro & Collobert's recurrent network (models/pinheiro.py), whose model
+    gives every instance's logits: the loss is the sum of every instance's pixel loss, as the
+    paper trains; the label map and metrics are the last instance's, and each instance's metrics
+    are also reported under 'instance_<t>/' (what each application of the network adds)."""
+
+    def loss(self, variables, batch: Batch, rng):
+        logits, model_state = self.apply_train(variables, batch["image"], train=True,
+                                               rngs={"dropout": rng})
+        metrics, total = {}, 0.0
+        for t, instance_logits in enumerate(logits, start=1):
+            loss, accuracy = self._pixel_loss(instance_logits, batch["label"])
+            total += loss
+            metrics[f"instance_{t}/pixel_accuracy"] = accuracy
+        return total, {"pixel_accuracy": accuracy, **metrics}, model_state
+
+    def predict(self, variables, inputs):
+        logits = self.model.apply(variables, inputs["image"], train=False)
+        label_maps = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # (T, N, H, W)
+        # Batch first, as every prediction, so that evaluation can shard and unpad it.
+        return {"label_map": label_maps[-1], "instance_label_maps": jnp.moveaxis(label_maps, 0, 1)}
+
+    def statistics(self, batch: Batch, predictions) -> Any:
+        instance_maps = predictions["instance_label_maps"]
+        return [self._confusion(batch, instance_maps[:, t]) for t in range(instance_maps.shape[1])]
+
+    def summarize(self, statistics) -> dict[str, float]:
+        metrics = super().summarize(statistics[-1])
+        for t, confusion in enumerate(statistics, start=1):
+            metrics.update({f"instance_{t}/{k}": v
+                            for k, v in super().summarize(confusion).items()})
+        return metrics
+
+    def _shown_label_maps(self, predictions) -> dict[str, Any]:
+        instance_maps = predictions["instance_label_maps"]
+        return {f"instance {t + 1}": instance_maps[:, t] for t in range(instance_maps.shape[1])}
+
+
+class ProposalSegmentationTask(SegmentationTask):
+    """Segmentation by DeconvNet (models/deconvnet.py), evaluated as the paper does: the network
+    labels each object proposal (`dataset.proposals`, attached to evaluation batches) and the
+    proposals' score maps are merged by a pixel-wise max. Those are the label map and the
+    metrics; the same network on the whole image is reported beside them under 'whole_image/'.
+    Training examples are whatever the input pipeline makes (DeconvNet's object crops)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        if config.dataset.proposals.get("method"):
+            self.input_keys = ("image", "proposals", "proposal_valid")
+
+    def init_variables(self, rng, inputs):
+        """Initialized on one proposal-sized crop: the size the network is trained at."""
+        size = self.model.proposal_size
+        return dict(self.model.init({"params": rng}, jnp.zeros((1, size, size, 3)), train=False))
+
+    def predict(self, variables, inputs):
+        whole = jnp.argmax(self.model.apply(variables, inputs["image"], train=False), axis=-1)
+        if "proposals" not in inputs:  # image files given to `predict`
+            return {"label_map": whole.astype(jnp.int32)}
+        merged = self.model.apply(variables, inputs["image"], train=False,
+                                  proposals=inputs["proposals"],
+                                  proposal_valid=inputs["proposal_valid"])
+        return {"label_map": jnp.argmax(merged, axis=-1).astype(jnp.int32),
+                "whole_image_label_map": whole.astype(jnp.int32)}
+
+    def statistics(self, batch: Batch, predictions) -> Any:
+        return {"proposals": self._confusion(batch, predictions["label_map"]),
+                "whole_image": self._confusion(batch, predictions["whole_image_label_map"])}
+
+    def summarize(self, statistics) -> dict[str, float]:
+        whole = super().summarize(statistics["whole_image"])
+        return {**super().summarize(statistics["proposals"]),
+                **{f"whole_image/{k}": v for k, v in whole.items()}}
+
+    def _shown_label_maps(self, predictions) -> dict[str, Any]:
+        maps = {"proposals": predictions["label_map"]}
+        if "whole_image_label_map" in predictions:
+            maps["whole image"] = predictions["whole_image_label_map"]
+        return maps

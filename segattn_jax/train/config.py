@@ -50,10 +50,14 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()  # name (segattn_jax.models.MODELS) + constructor args
     # Start from converted pretrained weights (a directory written by
-    # `python -m segattn_jax.backbones.pretrained`): the model subtree they match is loaded when
-    # a run starts from scratch. init_from_skip: regex of variable paths not to load (e.g.
-    # "Logits" to fine-tune an ImageNet classifier on other classes).
+    # `python -m segattn_jax.backbones.pretrained`) or a trained run's workdir: the model subtree
+    # they match is loaded when a run starts from scratch; several, comma-separated, each into its
+    # subtree (an ensemble's members). init_from_skip: regex of variable paths not to load (e.g.
+    # "Logits" to fine-tune an ImageNet classifier on other classes). evaluate_only: a run that
+    # trains nothing (whatever train.num_steps says): it evaluates these weights as its step 0
+    # (an ensemble of trained runs).
     c.init_from = ""
+    c.evaluate_only = False
     c.init_from_skip = ""
     # What a row must start from (e.g. "VGG16's ImageNet weights"): training it from scratch
     # without init_from stops at start, saying so. '' = nothing required.
@@ -96,6 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Fails at start, with what to do, on values the loop cannot run with."""
+    if config.get("evaluate_only") and not config.get("init_from"):
+        raise ValueError("--config.evaluate_only evaluates the weights of --config.init_from: "
+                         "set it (a run's workdir or converted weights; several, comma-separated).")
     positive = {"train.num_steps": config.train.num_steps, "train.log_every": config.train.log_every,
                 "train.checkpoint_every": config.train.checkpoint_every,
                 "train.keep_checkpoints": config.train.keep_checkpoints,
@@ -107,10 +114,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.get("init_from"):
         from segattn_jax.backbones.pretrained import check_converted
 
-        check_converted(config.init_from)
+        for directory in init_from_dirs(config):
+            check_converted(directory)
     if config.train.eval_every < 0:
         raise ValueError(f"--config.train.eval_every={config.train.eval_every} must be >= 0 "
                          "(0 = evaluate only at the end).")
+
+
+def steps_to_train(config: ml_collections.ConfigDict) -> int:
+    """train.num_steps, or 0 for an `evaluate_only` run."""
+    return 0 if config.get("evaluate_only") else config.train.num_steps
+
+
+def init_from_dirs(config: ml_collections.ConfigDict) -> list[str]:
+    """`config.init_from`'s directories (comma-separated), in loading order."""
+    return [d.strip() for d in config.get("init_from", "").split(",") if d.strip()]
 
 
 def parse_arg(arg: str, axes: dict[str, Sequence[str]], flags: Sequence[str] = ("mini",),

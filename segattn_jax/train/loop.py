@@ -35,7 +35,7 @@ from segattn_jax.tasks import Task, build_task
 from segattn_jax.tasks import pictures as pics
 from segattn_jax.train import mesh as mesh_lib
 from segattn_jax.train.checkpoint import UNREADABLE_DIR, Checkpointer
-from segattn_jax.train.config import validate
+from segattn_jax.train.config import init_from_dirs, steps_to_train, validate
 from segattn_jax.train.errors import NoIntactCheckpointError, NonFiniteLossError
 from segattn_jax.train.optimizers import make_optimizer
 from segattn_jax.train.state import TrainState, create_train_state, run_once
@@ -175,8 +175,9 @@ class Experiment:
         state = run_once(self._init_state, out_shardings=self.state_sharding)
         if not self.config.init_from:
             return state
-        variables, _ = pretrained.init_from(jax.device_get(state.variables),
-                                            self.config.init_from, self.config.init_from_skip)
+        variables = jax.device_get(state.variables)
+        for directory in init_from_dirs(self.config):
+            variables, _ = pretrained.init_from(variables, directory, self.config.init_from_skip)
         return run_once(functools.partial(create_train_state, tx=self.tx), variables,
                         out_shardings=self.state_sharding)
 
@@ -376,6 +377,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     """
     exp = Experiment(config, workdir, training=True)
     train = config.train
+    num_steps = steps_to_train(config)
     is_main = jax.process_index() == 0
     checkpointer = exp.checkpointer()
     writer = metric_writers.create_default_writer(exp.workdir, just_logging=not is_main,
@@ -385,9 +387,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     try:
         state = exp.restore_or_init(checkpointer)
         start_step = last_saved = int(state.step)
-        if start_step > train.num_steps:
+        if start_step > num_steps:
             raise ValueError(f"The checkpoint in {checkpointer.directory} is at step {start_step}, "
-                             f"past train.num_steps={train.num_steps}: raise num_steps or use a new "
+                             f"past train.num_steps={num_steps}: raise num_steps or use a new "
                              "--workdir.")
         picture_batch = next(iter(exp.eval_batches()))
         train_batches = pipeline.train_iterator(
@@ -405,7 +407,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             nonlocal last_saved
             pending.check_finite(last_saved, checkpointer.directory)  # waits for the last step
             began = time.perf_counter()
-            if step != last_saved:
+            # Step 0 is saved only by an evaluate_only run (init_from's weights).
+            if step != last_saved or (step == 0 and not (checkpointer.directory / "0").exists()):
                 checkpointer.save(step, state)
                 last_saved = step
             clock.exclude(time.perf_counter() - began)
@@ -426,16 +429,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             clock.exclude(time.perf_counter() - began)
             return metrics
 
-        progress = tqdm(total=train.num_steps, initial=start_step, disable=not is_main,
+        progress = tqdm(total=num_steps, initial=start_step, disable=not is_main,
                         desc="train", unit="step", dynamic_ncols=True, mininterval=2.0)
         started = time.time()
-        for step in range(start_step + 1, train.num_steps + 1):
+        for step in range(start_step + 1, num_steps + 1):
             # Steps count from 1: checkpoint N holds the state after step N.
             batch = mesh_lib.to_global(next(train_batches), exp.mesh)
             state, metrics = exp.train_step(state, batch)
             pending.append(step, metrics)
             progress.update(1)
-            if step % train.log_every == 0 or step == train.num_steps:
+            if step % train.log_every == 0 or step == num_steps:
                 pending.check_finite(last_saved, checkpointer.directory)
                 means = pending.pop_means()
                 ms = clock.lap(step)
@@ -444,22 +447,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                 progress.set_postfix(loss=f"{means['train/loss']:.4f}", refresh=False)
             if step % train.checkpoint_every == 0:
                 save(step)
-            if train.eval_every and step % train.eval_every == 0 and step < train.num_steps:
+            if train.eval_every and step % train.eval_every == 0 and step < num_steps:
                 evaluate_and_draw(step)
             if preemption.should_stop(step):
                 save(step)
                 logging.warning("SIGTERM: saved a checkpoint at step %d in %s; rerun the same "
                                 "command to resume.", step, checkpointer.directory)
                 return None
-        save(train.num_steps)
-        eval_metrics = evaluate_and_draw(train.num_steps)
+        save(num_steps)
+        eval_metrics = evaluate_and_draw(num_steps)
     finally:
         if progress is not None:
             progress.close()
         preemption.restore()
         writer.close()
         checkpointer.close()
-    result = {"step": train.num_steps, "eval": eval_metrics,
+    result = {"step": num_steps, "eval": eval_metrics,
               "train_seconds": round(time.time() - started, 1),
               "ms_per_step": clock.ms_per_step(),
               "experiment": config.experiment, "row": config.row, "column": config.column,

@@ -28,6 +28,8 @@ def test_patch_size_traces_fc6_back_through_convs_and_pools():
     assert patch_size(((16, 16), (32, 32)), 5) == 35
     assert patch_size(((4, 4), (8,)), 3) == 23  # 3 <- pool: 7 <- conv: 9 <- pool: 19 <- 23
     assert PatchClassifier(num_classes=2, features=((8,),), fc6_kernel=1).patch_size == 5
+    # Pinheiro's f: 1 <- 2x2 pool: 2 <- 8x8 conv: 9 <- pool: 18 <- conv: 25.
+    assert patch_size(((25,), (50,)), 1, conv_kernel=8, pool_window=2) == 25
 
 
 def test_one_pixels_logits_see_exactly_its_centred_patch():
@@ -57,10 +59,17 @@ def test_sliding_window_runs_the_classifier_on_each_pixels_patch():
         np.testing.assert_allclose(logits[:, row, col], expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("fields", [SMALL, dict(num_classes=9)], ids=["small", "mini"])
-def test_sliding_window_and_convolutionalized_give_the_same_label_map(fields):
+# Pinheiro & Collobert's f (models/pinheiro.py): 8x8 convolutions, 2x2 pools, tanh, a linear
+# classifier, over the image and the previous instance's class scores (3 + 4 channels).
+PINHEIRO_F = dict(num_classes=4, features=((4,), (6,)), fc6_kernel=1, conv_kernel=8,
+                  pool_window=2, activation="tanh", hidden=0)
+
+
+@pytest.mark.parametrize("fields,channels", [(SMALL, 3), (dict(num_classes=9), 3), (PINHEIRO_F, 7)],
+                         ids=["small", "mini", "pinheiro_f"])
+def test_sliding_window_and_convolutionalized_give_the_same_label_map(fields, channels):
     model = PatchClassifier(**fields)
-    image = images((2, 20, 23, 3))
+    image = images((2, 20, 23, channels))
     variables = model.init(jax.random.key(3), image, train=False)
     dense = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, image)
     sliding = jax.jit(lambda v, x: sliding_window_logits(model, v, x))(variables, image)
@@ -73,6 +82,10 @@ def test_fc6_is_one_matrix_used_as_a_dense_layer_and_as_a_convolution():
     model, variables = small_model_and_variables()
     assert variables["params"]["fc6"]["kernel"].shape == (3 * 3 * 8, 8)
     assert sorted(variables["params"]) == ["conv1_1", "conv1_2", "conv2_1", "fc6", "fc7", "score"]
+    linear = PatchClassifier(**PINHEIRO_F).init(jax.random.key(0), jnp.zeros((1, 25, 25, 7)),
+                                                 train=False)["params"]
+    assert sorted(linear) == ["conv1_1", "conv2_1", "score"]  # hidden=0: fc6 is the classifier
+    assert linear["score"]["kernel"].shape == (6, 4)
 
 
 def test_bad_inputs_say_what_is_expected():
@@ -81,6 +94,9 @@ def test_bad_inputs_say_what_is_expected():
         model.apply(variables, jnp.zeros((2, 20, 20, 3)), method=PatchClassifier.classify_patches)
     with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
         model.apply(variables, jnp.zeros((20, 20, 3)), train=False)
+    with pytest.raises(ValueError, match="Unknown activation 'gelu'"):
+        PatchClassifier(num_classes=2, activation="gelu").init(
+            jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
     with pytest.raises(ValueError, match="at least one conv in every block"):
         PatchClassifier(num_classes=2, features=((4,), ())).init(
             jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)

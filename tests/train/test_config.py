@@ -60,3 +60,12 @@ def test_init_from_without_converted_weights_fails_at_start_saying_how_to_conver
     with pytest.raises(FileNotFoundError, match=r"config.init_from=.*weights.*python -m "
                                                 r"segattn_jax.backbones.pretrained"):
         validate(config)
+
+
+def test_an_evaluate_only_run_without_weights_names_the_flag():
+    from segattn_jax.train.config import steps_to_train, validate
+
+    config = load_experiment(ROOT / "experiments" / "deconvnet.py").get_config("EDeconvNet,mini")
+    assert config.evaluate_only and steps_to_train(config) == 0 < config.train.num_steps
+    with pytest.raises(ValueError, match=r"evaluate_only .*--config.init_from"):
+        validate(config)
