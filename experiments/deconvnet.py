@@ -17,7 +17,9 @@ scenes (64x64, 8 shape classes + background).
 
   python -m segattn_jax.main table --config experiments/deconvnet.py:mini --workdir runs/deconvnet_table
 
-Expected on mini (measured, see README): DeconvNet > FCN-8s mean IU, and EDeconvNet >= both.
+The paper's point: DeconvNet > FCN-8s mean IU, and EDeconvNet >= both. Not reproduced on mini
+(README: FCN-8s 23.1, DeconvNet 9.7, EDeconvNet 20.5; the from-scratch mini DeconvNet does not
+learn the shape classes in its 2000 steps).
 
 Paper scale (`voc_segmentation`, manual download: data/voc_segmentation.py): trained on SBD train,
 evaluated on VOC2012 val (the paper's numbers are on VOC2012 test, whose labels are not public),

@@ -169,3 +169,44 @@ def vgg_kernels(params) -> dict:
 def pytest_sessionfinish(session):
     if _OWN_XLA_CACHE:  # the process that made it (xdist workers inherit it, so never own it)
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+def coloured_boxes(rng, n: int, size: int = 32) -> dict:
+    """Noisy scenes of red (class 1) and green (class 2) boxes: segmenting them needs a model
+    to classify colour and to localise, but not to learn shapes, so it learns in seconds (the
+    segmentation learning tests' data)."""
+    import numpy as np
+
+    images = rng.uniform(0.0, 0.4, (n, size, size, 3)).astype(np.float32)
+    labels = np.zeros((n, size, size), np.int32)
+    for i in range(n):
+        for label in (1, 2):
+            h, w = rng.integers(6, 14, 2)
+            y, x = rng.integers(0, size - h), rng.integers(0, size - w)
+            images[i, y:y + h, x:x + w] = (0.9, 0.1, 0.1) if label == 1 else (0.1, 0.9, 0.1)
+            labels[i, y:y + h, x:x + w] = label
+    return {"image": images, "label": labels, "valid": np.ones(n, bool)}
+
+
+def trained_on_coloured_boxes(config, steps: int = 200):
+    """(task, variables) after `steps` of the config's train step (train/loop.py) on fresh
+    batches of 8 coloured-box scenes, and a held-out batch of 32 to evaluate on."""
+    import functools
+
+    import numpy as np
+
+    from segattn_jax.tasks import build_task
+    from segattn_jax.train import loop
+    from segattn_jax.train.optimizers import make_optimizer
+    from segattn_jax.train.state import create_train_state, initial_variables
+
+    task = build_task(config)
+    tx = make_optimizer(config.optimizer, steps)
+    rng = np.random.default_rng(0)
+    state = create_train_state(
+        initial_variables(task, jax.random.key(0), {"image": np.zeros((1, 32, 32, 3))}), tx)
+    step = jax.jit(functools.partial(loop.train_step, task, tx, config.seed))
+    for _ in range(steps):
+        batch = coloured_boxes(rng, 8)
+        state, _ = step(state, {"image": batch["image"], "label": batch["label"]})
+    return task, state.variables, coloured_boxes(np.random.default_rng(1), 32)

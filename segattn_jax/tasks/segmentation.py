@@ -209,8 +209,9 @@ class ProposalSegmentationTask(SegmentationTask):
     """Segmentation by DeconvNet (models/deconvnet.py), evaluated as the paper does: the network
     labels each object proposal (`dataset.proposals`, attached to evaluation batches) and the
     proposals' score maps are merged by a pixel-wise max. Those are the label map and the
-    metrics; the same network on the whole image is reported beside them under 'whole_image/'.
-    Training examples are whatever the input pipeline makes (DeconvNet's object crops)."""
+    metrics; the same network on the whole image is reported beside them under 'whole_image/'
+    (without proposals configured, the whole image is all there is). Training examples are
+    whatever the input pipeline makes (DeconvNet's object crops)."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -233,10 +234,14 @@ class ProposalSegmentationTask(SegmentationTask):
                 "whole_image_label_map": whole.astype(jnp.int32)}
 
     def statistics(self, batch: Batch, predictions) -> Any:
+        if "whole_image_label_map" not in predictions:  # no proposals configured
+            return self._confusion(batch, predictions["label_map"])
         return {"proposals": self._confusion(batch, predictions["label_map"]),
                 "whole_image": self._confusion(batch, predictions["whole_image_label_map"])}
 
     def summarize(self, statistics) -> dict[str, float]:
+        if not isinstance(statistics, dict):
+            return super().summarize(statistics)
         whole = super().summarize(statistics["whole_image"])
         return {**super().summarize(statistics["proposals"]),
                 **{f"whole_image/{k}": v for k, v in whole.items()}}
