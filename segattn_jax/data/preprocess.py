@@ -127,7 +127,7 @@ def _object_crop(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, size: int,
     one crops more loosely. An image without objects gives its whole frame."""
     boxes = tf.numpy_function(region_boxes, [label], tf.float32, stateful=False)
     boxes = tf.reshape(boxes, [-1, 4])
-    height, width = tf.cast(tf.shape(label)[0], tf.float32), tf.cast(tf.shape(label)[1], tf.float32)
+    height, width = (tf.cast(tf.shape(label)[i], tf.float32) for i in (0, 1))
     whole = tf.stack([0.0, 0.0, width, height])
     seeds = tf.random.experimental.stateless_split(seed, 3)
     pick = tf.random.stateless_uniform([], seeds[0], maxval=tf.maximum(tf.shape(boxes)[0], 1),

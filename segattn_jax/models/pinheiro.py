@@ -8,11 +8,12 @@ scores, so each instance adds f's context to what the last one saw and can corre
 (f, f∘f, f∘f∘f in the paper). Training puts the loss on every instance's output.
 
 f is the paper's network: 8x8 convolutions, 2x2 max pooling and tanh, twice, then a linear
-classifier (the widths are this codebase's choice); it is the patch classifier of models/patch_classifier.py with `hidden=0`. Its pools
-leave label planes downscaled 4 times; the paper merges the planes of the shifted inputs back
-into full resolution, which is what the convolutionalized patch classifier computes in one pass
-(pools at stride 1, later layers dilated: shift-and-stitch, the test of which is the patch
-classifier's). So every instance gets, and gives, a score for every pixel.
+classifier (the widths are this codebase's choice); it is the patch classifier of
+models/patch_classifier.py with `hidden=0`. Its pools leave label planes downscaled 4 times; the
+paper merges the planes of the shifted inputs back into full resolution, which is what the
+convolutionalized patch classifier computes in one pass (pools at stride 1, later layers
+dilated: shift-and-stitch, the test of which is the patch classifier's). So every instance gets,
+and gives, a score for every pixel.
 """
 from __future__ import annotations
 
@@ -60,9 +61,11 @@ class RecurrentConvNet(nn.Module):
                              f"{images.shape}.")
         if self.instances < 1:
             raise ValueError(f"instances must be >= 1; got {self.instances}.")
-        f = PatchClassifier(self.num_classes, tuple(map(tuple, self.features)), self.fc6_kernel,
-                            self.conv_kernel, self.pool_window, self.activation, self.hidden,
-                            self.dropout_rate, self.dtype, name="f")
+        f = PatchClassifier(self.num_classes, features=tuple(map(tuple, self.features)),
+                            fc6_kernel=self.fc6_kernel, conv_kernel=self.conv_kernel,
+                            pool_window=self.pool_window, activation=self.activation,
+                            hidden=self.hidden, dropout_rate=self.dropout_rate,
+                            dtype=self.dtype, name="f")
         images = images.astype(jnp.float32)
         planes = jnp.zeros(images.shape[:3] + (self.num_classes,), jnp.float32)
         outputs = []

@@ -182,7 +182,8 @@ def test_without_proposals_the_task_evaluates_whole_images():
                                        "model.proposal_size": 32})
     task = build_task(config)
     assert task.input_keys == ("image",)
-    variables = jax.jit(task.init_variables)(jax.random.key(0), {"image": jnp.zeros((1, 32, 32, 3))})
+    variables = jax.jit(task.init_variables)(jax.random.key(0),
+                                             {"image": jnp.zeros((1, 32, 32, 3))})
     batch = {"image": jax.random.uniform(jax.random.key(1), (2, 32, 32, 3)),
              "label": jnp.zeros((2, 32, 32), jnp.int32), "valid": jnp.ones(2, bool)}
     predictions = jax.jit(task.predict)(variables, task.inputs(batch))
