@@ -17,6 +17,13 @@ scenes (64x64, 8 shape classes + background).
 
   python -m segattn_jax.main table --config experiments/deconvnet.py:mini --workdir runs/deconvnet_table
 
+or one run at a time (stage 2 names the run it starts from):
+
+  python -m segattn_jax.main train --config experiments/deconvnet.py:DeconvNet-stage1,mini \
+      --workdir runs/deconvnet_stage1_mini
+  python -m segattn_jax.main train --config experiments/deconvnet.py:DeconvNet,mini \
+      --workdir runs/deconvnet_mini --config.init_from=runs/deconvnet_stage1_mini
+
 The paper's point: DeconvNet > FCN-8s mean IU, and EDeconvNet >= both. Not reproduced on mini
 (README: FCN-8s 23.1, DeconvNet 9.7, EDeconvNet 20.5; the from-scratch mini DeconvNet does not
 learn the shape classes in its 2000 steps).
@@ -54,8 +61,8 @@ PAPER = {
 }
 ROWS = tuple(PAPER)
 DEFAULT = {"row": "DeconvNet"}
-# The crops of each stage: (size, min_context, max_context, max_shift); see `object_crop` in
-# data/preprocess.py. Stage 1 centres one object; stage 2 moves it off centre in a wider window.
+# Each stage's crops: `object_crop`'s (min_context, max_context, max_shift) after the size (see
+# data/preprocess.py). Stage 1 centres one object; stage 2 moves it off centre in a wider window.
 _CROPS = {"DeconvNet-stage1": (1.2, 1.5, 0.0), "DeconvNet": (1.2, 3.0, 0.25)}
 
 
