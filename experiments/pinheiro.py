@@ -22,16 +22,15 @@ optimizer and the schedule are this codebase's choices.
 The paper's Table 1 numbers for its rCNN rows were not at hand offline when these rows were
 written: PAPER leaves them empty (the table prints '-') rather than guess them.
 """
+from pathlib import Path
+
 from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
-from segattn_jax.data.stanford_background import NUM_CLASSES as STANFORD_CLASSES
-from segattn_jax.data.stanford_background import fold_split
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import base_config, load_experiment, parse_arg, table_cells
 
 INSTANCES = {"1-instance": 1, "2-instances": 2, "3-instances": 3}
 PAPER = {row: {} for row in INSTANCES}
 ROWS = tuple(INSTANCES)
 DEFAULT = {"row": "3-instances"}
-TEST_FOLD = 1
 
 
 def table_runs(arg: str) -> list[str]:
@@ -72,21 +71,8 @@ def get_config(arg: str = "3-instances,mini"):
         c.train.num_steps = 1500
         c.train.checkpoint_every = 500
         c.eval.batch_size = 50
-    else:
-        c.dataset.name = "stanford_background"
-        c.dataset.train_split, c.dataset.eval_split = fold_split(TEST_FOLD)
-        c.dataset.preprocess.canvas = (240, 320)  # "about 320x240": smaller ones padded, ignored
-        c.model.num_classes = STANFORD_CLASSES
+    else:  # Farabet et al.'s protocol and recipe
+        load_experiment(Path(__file__).with_name("farabet.py")).stanford_background_recipe(c)
         c.model.features = ((25,), (50,))
-        c.optimizer.name = "sgd"
-        c.optimizer.momentum = 0.9
-        c.optimizer.learning_rate = 1e-2
-        c.optimizer.schedule = "step"
-        c.optimizer.weight_decay = 1e-5
-        c.train.batch_size = 8
-        c.train.num_steps = 20_000
-        c.train.eval_every = 5000
-        c.train.checkpoint_every = 1000
-        c.eval.batch_size = 11  # 143 = 13 x 11
     c.train.log_every = 50
     return c.lock()
