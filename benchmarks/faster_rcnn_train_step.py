@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops
+from report import (best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops,
+                    step_breakdown)
 from segattn_jax import compilation
 from segattn_jax.layers import rcnn
 from segattn_jax.layers.roi import roi_pool
@@ -111,12 +112,7 @@ def run(repeats: int = 2) -> list[dict]:
     step, info = train_step_fn(config)
     ops = detection_op_fns(config)
     seconds = best_seconds({"step": step, **ops}, repeats)
-    rows = [{"part": "train step", "ms": 1e3 * seconds["step"], "share_of_step": 1.0,
-             "images_per_s": BATCH / seconds["step"], "GFLOP": info["gflop"],
-             "fraction_of_matmul": info["gflop"] / seconds["step"] / peak,
-             "xla_temp_MiB": info["xla_temp_mib"]}]
-    rows += [{"part": name, "ms": 1e3 * seconds[name],
-              "share_of_step": seconds[name] / seconds["step"]} for name in ops]
+    rows = step_breakdown(seconds, list(ops), info, batch=BATCH, peak_gflops=peak)
     rows.append({"part": "detection ops together", "ms": 1e3 * sum(seconds[n] for n in ops),
                  "share_of_step": sum(seconds[n] for n in ops) / seconds["step"],
                  "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})

@@ -9,7 +9,7 @@ import math
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -158,3 +158,18 @@ def timed_row(row: str, ours: Callable[[], None], info: dict, torch_step, *, bat
             "xla_temp_MiB": info["xla_temp_mib"], f"torch_{unit}_per_s": theirs,
             "ratio_vs_torch": batch / seconds["ours"] / theirs if torch_step else None,
             "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def step_breakdown(seconds: dict[str, float], parts: Sequence[str], info: dict, *, batch: int,
+                   peak_gflops: float) -> list[dict]:
+    """Rows for a train step (`seconds["step"]`) and its `parts`, each timed alone at the
+    step's sizes: the step's ms, images/s, GFLOP and fraction of the matmul peak and XLA's
+    temporary memory, then each part's ms and share of the step."""
+    step = seconds["step"]
+    rows = [{"part": "train step", "ms": 1e3 * step, "share_of_step": 1.0,
+             "images_per_s": batch / step, "GFLOP": info["gflop"],
+             "fraction_of_matmul": info["gflop"] / step / peak_gflops,
+             "xla_temp_MiB": info["xla_temp_mib"]}]
+    return rows + [{"part": name, "ms": 1e3 * seconds[name], "share_of_step": seconds[name] / step}
+                   for name in parts]
+

@@ -19,6 +19,7 @@ import handwriting_train_step  # noqa: E402
 import inception_step  # noqa: E402
 import localization_train_step  # noqa: E402
 import loop_overhead  # noqa: E402
+import mask_rcnn_train_step  # noqa: E402
 import patch_vs_dense  # noqa: E402
 import rnnsearch_train_step  # noqa: E402
 import show_attend_tell_step  # noqa: E402
@@ -43,6 +44,8 @@ def main() -> None:
     detection_ops.main()
     print()
     faster_rcnn_train_step.main()
+    print()
+    mask_rcnn_train_step.main()
     print()
     single_shot_train_step.main()
     print()

@@ -18,10 +18,12 @@ from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers.conv import ConvBN
 
 Array = Any
-# Bottleneck blocks per stage conv2..conv5.
-RESNET_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+# Bottleneck blocks per stage conv2..conv5. 26 (two blocks a stage, no released weights) is the
+# slim CPU ResNet of the mini rows.
+RESNET_DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 _STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck width; the block outputs 4x this
-KERAS_BATCH_NORM = dict(use_scale=True, momentum=0.99, epsilon=1.001e-5)
+KERAS_BATCH_NORM = dict(use_scale=True, epsilon=1.001e-5)
+KERAS_BN_MOMENTUM = 0.99  # Keras' running-average momentum; PyTorch's is 0.9 in these terms
 
 
 class Bottleneck(nn.Module):
@@ -31,12 +33,13 @@ class Bottleneck(nn.Module):
     strides: int = 1
     stride_in_1x1: bool = True
     frozen_bn: bool = False
+    bn_momentum: float = KERAS_BN_MOMENTUM
     dtype: Any = jnp.float32
 
     def _conv_bn(self, features, kernel, strides, padding, index, activation=True):
         return ConvBN(features, (kernel, kernel), strides, padding, activation=activation,
                       frozen_bn=self.frozen_bn, dtype=self.dtype, name=f"conv_bn_{index}",
-                      **KERAS_BATCH_NORM)
+                      momentum=self.bn_momentum, **KERAS_BATCH_NORM)
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
@@ -56,12 +59,14 @@ class ResNet(nn.Module):
     """ResNet-50/101/152 (bottleneck blocks), Keras/MSRA layer layout.
 
     Attributes:
-      depth: 50, 101 or 152.
+      depth: 50, 101 or 152 (or 26, for mini rows).
       num_classes: ImageNet classifier after global average pooling ("predictions"); 0 leaves it
         out and returns the conv5 map.
       width: multiplier on every channel count, for slim CPU variants.
       stride_in_1x1: True for MSRA/Keras/Detectron weights, False for torchvision's.
       frozen_bn: batch norm frozen to the stored statistics (detection fine-tuning).
+      bn_momentum: of the running statistics; Keras' 0.99 averages over ~100 steps, too slow
+        for a short run from scratch (PyTorch's 0.9).
       last_stage: stop after this stage ("conv4" gives the stride-16 map of Faster R-CNN's C4).
       dtype: compute dtype; parameters stay float32.
     """
@@ -71,6 +76,7 @@ class ResNet(nn.Module):
     width: float = 1.0
     stride_in_1x1: bool = True
     frozen_bn: bool = False
+    bn_momentum: float = KERAS_BN_MOMENTUM
     last_stage: str = "conv5"
     dtype: Any = jnp.float32
 
@@ -89,7 +95,7 @@ class ResNet(nn.Module):
         x = x.astype(self.dtype)
         x = ConvBN(scaled_features(64, self.width), (7, 7), 2, ((3, 3), (3, 3)),
                    frozen_bn=self.frozen_bn, dtype=self.dtype, name="conv1",
-                   **KERAS_BATCH_NORM)(x, train=train)
+                   momentum=self.bn_momentum, **KERAS_BATCH_NORM)(x, train=train)
         intermediates = {"conv1": x}
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         intermediates["pool1"] = x
@@ -98,7 +104,7 @@ class ResNet(nn.Module):
             for block in range(1, blocks + 1):
                 strides = 2 if block == 1 and stage > 2 else 1
                 x = Bottleneck(scaled_features(width, self.width), strides, self.stride_in_1x1,
-                               self.frozen_bn, self.dtype,
+                               self.frozen_bn, self.bn_momentum, self.dtype,
                                name=f"conv{stage}_block{block}")(x, train=train)
             intermediates[f"conv{stage}"] = x
             if f"conv{stage}" == self.last_stage:

@@ -220,11 +220,38 @@ def _pad_to(values: tf.Tensor, count: tf.Tensor, size: int, check: tf.Operation)
     return tf.ensure_shape(padded, [size, *extra])
 
 
+def box_masks(masks: tf.Tensor, normalized_boxes: tf.Tensor, size: int) -> tf.Tensor:
+    """Per-object image masks (N, H, W, 1) (0/1, any dtype) -> (N, size, size) float32 masks
+    relative to each object's normalized (ymin, xmin, ymax, xmax) box, sampled bilinearly at the
+    centres of a size x size grid over the box (`ops.masks`'s representation)."""
+    if size < 2:
+        raise ValueError(f"dataset.preprocess.mask_size must be at least 2; got {size}.")
+    masks = tf.cast(masks, tf.float32)
+
+    def crop():
+        # One replicated border pixel, so centres up to half a pixel outside the image read the
+        # border (crop_and_resize would read its extrapolation value there).
+        padded = tf.pad(masks, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+        hw = tf.cast(tf.shape(masks)[1:3], tf.float32)
+        boxes = tf.reshape(normalized_boxes, [-1, 4]) * tf.concat([hw, hw], axis=0)  # pixels
+        start, extent = boxes[:, :2], boxes[:, 2:] - boxes[:, :2]
+        # crop_and_resize samples index a*(n-1) + i*(b-a)*(n-1)/(size-1); ours is the centre of
+        # cell i, start + (i + 0.5) * extent / size, in the padded map's pixel index (+1 - 0.5).
+        first = start + 0.5 * extent / size + 0.5
+        last = start + (size - 0.5) * extent / size + 0.5
+        scale = tf.concat([hw + 1.0, hw + 1.0], axis=0)
+        return tf.image.crop_and_resize(padded, tf.concat([first, last], axis=1) / scale,
+                                        tf.range(tf.shape(masks)[0]), [size, size])[..., 0]
+
+    # An image without objects may have an empty (0, 0, 0, 1) mask tensor: nothing to crop.
+    return tf.cond(tf.shape(masks)[0] > 0, crop, lambda: tf.zeros([0, size, size]))
+
+
 def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
               max_boxes: int = 100, canvas: tuple[int, int] | None = None,
               min_side: float = 600.0, max_side: float = 1000.0,
               proposals: Proposals | None = None, warp_size: int | None = None,
-              augment: str = "flip") -> dict[str, tf.Tensor]:
+              augment: str = "flip", mask_size: int | None = None) -> dict[str, tf.Tensor]:
     """Images with their objects' boxes, padded to fixed sizes, for every detector.
 
     Returns image float32 (H, W, 3) in [0, 1] (the `canvas` when given: resized by
@@ -240,7 +267,14 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     (YOLO, SSD) instead of the canvas. `augment` (training only): 'flip' mirrors image and boxes
     with probability 1/2 (the R-CNN family); 'ssd' / 'yolo' first apply that detector's
     augmentation (`data/box_augment.py`), then the flip; 'none' leaves the image as it is.
+
+    `mask_size` M (instance segmentation) also returns masks float32 (max_boxes, M, M): each
+    object's mask (the dataset's per-object `objects/mask`) relative to its box, `ops.masks`'s
+    representation, flipped with the image.
     """
+    if mask_size is not None and (warp_size is not None or augment in AUGMENTATIONS):
+        raise ValueError("Instance masks follow only a flip: use dataset.preprocess.mask_size "
+                         "with augment 'flip' or 'none' and no warp_size.")
     if augment not in ("none", "flip", *AUGMENTATIONS):
         raise ValueError(f"Unknown --config.dataset.preprocess.augment {augment!r}; valid: "
                          f"{['none', 'flip', *AUGMENTATIONS]}.")
@@ -262,6 +296,8 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
         proposal_boxes = _pixel_boxes(proposal_boxes, height, width)
     labels = tf.cast(objects["label"], tf.int32)
     difficult = tf.cast(difficult, tf.bool)
+    if mask_size is not None:
+        masks = box_masks(objects["mask"], objects["bbox"], mask_size)
     if proposals is not None and (warp_size is not None or augment in AUGMENTATIONS):
         raise ValueError("Cached proposals follow only a flip: use them with "
                          "dataset.preprocess.augment 'flip' or 'none' and no warp_size.")
@@ -288,6 +324,9 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
            "classes": _pad_to(labels, count, max_boxes, check),
            "difficult": _pad_to(difficult, count, max_boxes, check),
            "box_valid": _pad_to(tf.ones([count], tf.bool), count, max_boxes, check)}
+    if mask_size is not None:
+        masks = tf.cond(flip, lambda: tf.reverse(masks, axis=[2]), lambda: masks)
+        out["masks"] = _pad_to(masks, count, max_boxes, check)
     if proposals is not None:
         proposal_boxes = tf.cond(flip, lambda: _mirror_boxes(proposal_boxes, width),
                                  lambda: proposal_boxes)

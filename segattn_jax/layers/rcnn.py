@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from segattn_jax.layers.conv import Conv
-from segattn_jax.layers.roi import roi_align, roi_pool
+from segattn_jax.layers.roi import pyramid_roi_align, roi_align, roi_pool
 from segattn_jax.ops import boxes as box_ops
 from segattn_jax.ops.boxes import take_per_image
 from segattn_jax.ops.nms import batched_nms, multiclass_nms
@@ -133,16 +133,69 @@ def propose(anchors: Array, objectness: Array, deltas: Array, image_hw: Array, *
     return take_per_image(top_boxes, keep_index), keep
 
 
+def rpn_proposals(detector: nn.Module, anchors: Array, objectness: Array, deltas: Array,
+                  image_hw: Array, targets: dict[str, Array] | None
+                  ) -> tuple[Array, Array, dict[str, Array]]:
+    """The RPN half of a Faster R-CNN-style detector, from its anchors (N, 4) and the RPN's
+    outputs: (proposals, valid, losses). Training when `targets` are given: the train-time
+    proposal counts and the RPN's losses (the detector's 'sample' RNG stream); else the test
+    counts and no losses. The settings are the detector's fields of the same names
+    (pre/post_nms_train/test, rpn_nms_threshold, min_proposal_size, rpn_samples,
+    rpn_foreground_fraction), as Faster R-CNN and Mask R-CNN define them."""
+    train = targets is not None
+    boxes, valid = propose(
+        anchors, objectness, deltas, image_hw,
+        pre_nms=detector.pre_nms_train if train else detector.pre_nms_test,
+        post_nms=detector.post_nms_train if train else detector.post_nms_test,
+        nms_threshold=detector.rpn_nms_threshold, min_size=detector.min_proposal_size)
+    if not train:
+        return boxes, valid, {}
+    losses = rpn_loss(detector.make_rng("sample"), anchors, objectness, deltas,
+                      targets["boxes"], targets["box_valid"], image_hw,
+                      num_samples=detector.rpn_samples,
+                      foreground_fraction=detector.rpn_foreground_fraction)
+    return boxes, valid, losses
+
+
 # ---- Fast R-CNN box head ----------------------------------------------------------------------
 
-def pool_rois(features: Array, rois: Array, *, pooling: str, output_size: int,
-              spatial_scale: float) -> Array:
-    """Each RoI's features on a fixed grid: RoIPool (Fast R-CNN) or RoIAlign (Mask R-CNN)."""
-    if pooling == "roi_pool":
-        return roi_pool(features, rois, output_size, spatial_scale=spatial_scale)
+def pyramid_levels(rois: Array, num_levels: int, *, first_level: int = 2,
+                   canonical_size: float = 224.0, canonical_level: int = 4) -> Array:
+    """FPN's assignment of RoIs to pyramid levels (Lin et al. 2017, eq. 1): level
+    k = floor(k0 + log2(sqrt(wh) / 224)) with k0 = 4, clamped to the levels there are; returned
+    as indices 0..num_levels-1 counted from `first_level` (P2)."""
+    width = jnp.maximum(rois[..., 2] - rois[..., 0], 0.0)
+    height = jnp.maximum(rois[..., 3] - rois[..., 1], 0.0)
+    scale = jnp.sqrt(width * height)
+    level = jnp.floor(canonical_level + jnp.log2(jnp.maximum(scale, 1e-6) / canonical_size))
+    return jnp.clip(level - first_level, 0, num_levels - 1).astype(jnp.int32)
+
+
+def pool_rois(features: Array | Sequence[Array], rois: Array, *, pooling: str, output_size: int,
+              spatial_scale: float | Sequence[float]) -> Array:
+    """Each RoI's features on a fixed grid: RoIPool (Fast R-CNN) or RoIAlign (Mask R-CNN).
+
+    `features` is one map (with `spatial_scale` = 1 / its stride) or an FPN's levels from P2 up
+    (with one scale per level): each RoI is then pooled from the level `pyramid_levels` assigns
+    it (RoIAlign reads every level in one gather; RoIPool pools every level and keeps the RoI's
+    own: static shapes)."""
+    if pooling not in ("roi_pool", "roi_align"):
+        raise ValueError(f"Unknown pooling {pooling!r}; use 'roi_pool' or 'roi_align'.")
+    pool = roi_pool if pooling == "roi_pool" else roi_align
+    if not isinstance(features, (list, tuple)):
+        return pool(features, rois, output_size, spatial_scale=spatial_scale)
+    if len(spatial_scale) != len(features):
+        raise ValueError(f"Need one spatial_scale per pyramid level; got {len(spatial_scale)} "
+                         f"for {len(features)} levels.")
     if pooling == "roi_align":
-        return roi_align(features, rois, output_size, spatial_scale=spatial_scale)
-    raise ValueError(f"Unknown pooling {pooling!r}; use 'roi_pool' or 'roi_align'.")
+        return pyramid_roi_align(features, rois, pyramid_levels(rois, len(features)),
+                                 output_size, spatial_scales=spatial_scale)
+    level = pyramid_levels(rois, len(features))[..., None, None, None]
+    pooled = pool(features[0], rois, output_size, spatial_scale=spatial_scale[0])
+    for index, (level_features, scale) in enumerate(zip(features[1:], spatial_scale[1:]), 1):
+        pooled = jnp.where(level == index,
+                           pool(level_features, rois, output_size, spatial_scale=scale), pooled)
+    return pooled
 
 
 class FullyConnected(nn.Module):
@@ -169,14 +222,15 @@ class BoxHead(nn.Module):
     RoIAlign), two fully connected layers (VGG16's fc6/fc7 with dropout), then sibling outputs:
     K + 1 class scores and class-specific box deltas.
 
-    (features (B, H, W, C), rois (B, R, 4)) -> (class logits (B, R, K + 1), deltas (B, R, K + 1, 4)).
+    (features (B, H, W, C) or an FPN's levels, rois (B, R, 4)) -> (class logits (B, R, K + 1),
+    deltas (B, R, K + 1, 4)).
     """
 
     num_classes: int  # object classes K (background is added)
     hidden: int = 4096
     pooling: str = "roi_pool"  # or 'roi_align'
     output_size: int = 7
-    spatial_scale: float = 1.0 / 16.0
+    spatial_scale: float | Sequence[float] = 1.0 / 16.0  # one per level for an FPN's levels
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
 
@@ -206,8 +260,9 @@ def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: A
     rest background with IoU in [0.1, 0.5) (Faster R-CNN's code uses [0, 0.5)).
 
     Returns rois (B, num, 4), labels (B, num) (0 background, k + 1 object class k), targets
-    (B, num, 4) (encoded with `HEAD_BOX_WEIGHTS`) and valid (B, num) (False where there were not
-    enough candidates).
+    (B, num, 4) (encoded with `HEAD_BOX_WEIGHTS`), matched (B, num) (the index of each RoI's
+    best-overlapping ground truth, for per-object targets such as masks) and valid (B, num)
+    (False where there were not enough candidates). The foreground RoIs come first.
     """
     candidates = jnp.concatenate([proposals, gt_boxes], axis=1)
     candidate_valid = jnp.concatenate([proposal_valid, gt_valid], axis=1)
@@ -225,7 +280,8 @@ def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: A
     classes = jnp.where(is_fg, take_per_image(gt_classes, matched) + 1, 0)
     gt = take_per_image(gt_boxes, matched)
     return {"rois": jax.lax.stop_gradient(rois), "labels": classes,
-            "targets": box_ops.encode(gt, rois, HEAD_BOX_WEIGHTS), "valid": valid}
+            "targets": box_ops.encode(gt, rois, HEAD_BOX_WEIGHTS), "matched": matched,
+            "valid": valid}
 
 
 def box_head_loss(logits: Array, deltas: Array, samples: dict[str, Array]) -> dict[str, Array]:

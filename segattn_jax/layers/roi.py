@@ -7,10 +7,12 @@ Both are differentiable in the features; RoIAlign is also differentiable in the 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 
-from segattn_jax.layers.sampling import bilinear_at
+from segattn_jax.layers.sampling import bilinear_at, bilinear_flat
 from segattn_jax.layers.upsampling import _pair
 
 
@@ -40,23 +42,63 @@ def roi_align(features: jax.Array, boxes: jax.Array, output_size: int | tuple[in
     (static shapes): the paper's four points per bin are sampling_ratio=2.
     """
     _check(features, boxes)
+    out_hw = _pair(output_size, "output_size")
+    grid_y, grid_x = _align_grid(boxes, spatial_scale, out_hw, sampling_ratio, aligned)
+    samples = bilinear_at(features, grid_y, grid_x, outside="clamp")  # (B, R, h*s, w*s, C)
+    return _bin_means(samples, out_hw, sampling_ratio).astype(features.dtype)
+
+
+def pyramid_roi_align(levels: Sequence[jax.Array], boxes: jax.Array, level: jax.Array,
+                      output_size: int | tuple[int, int] = 7, *, spatial_scales: Sequence[float],
+                      sampling_ratio: int = 2, aligned: bool = True) -> jax.Array:
+    """RoIAlign of each box from its own map of a feature pyramid: levels [(B, H_l, W_l, C)],
+    level (B, R) each box's index into them, one spatial scale per level. The levels are laid
+    end to end and read by one gather, so an FPN's four levels cost one RoIAlign (pooling every
+    level and keeping each box's own would cost four, its backward scatter included)."""
+    for features in levels:
+        _check(features, boxes)
+    if len(spatial_scales) != len(levels):
+        raise ValueError(f"Need one spatial scale per level; got {len(spatial_scales)} for "
+                         f"{len(levels)} levels.")
+    out_hw = _pair(output_size, "output_size")
+    batch, _, _, channels = levels[0].shape
+    shapes = [f.shape[1:3] for f in levels]
+    sizes = jnp.array(shapes, jnp.int32)  # (L, 2)
+    offsets = jnp.array([sum(h * w for h, w in shapes[:i]) for i in range(len(shapes))],
+                        jnp.int32)
+    scale = jnp.asarray(spatial_scales, jnp.float32)[level]  # (B, R)
+    grid_y, grid_x = _align_grid(boxes, scale, out_hw, sampling_ratio, aligned)
+    per_point = (slice(None), slice(None), None, None)
+    flat = jnp.concatenate([f.reshape(batch, -1, channels) for f in levels], axis=1)
+    samples = bilinear_flat(flat, grid_y, grid_x, sizes[level, 0][per_point],
+                            sizes[level, 1][per_point], offsets[level][per_point], "clamp")
+    return _bin_means(samples, out_hw, sampling_ratio).astype(levels[0].dtype)
+
+
+def _align_grid(boxes: jax.Array, spatial_scale, out_hw: tuple[int, int], sampling_ratio: int,
+                aligned: bool) -> tuple[jax.Array, jax.Array]:
+    """RoIAlign's sample points (B, R, out_h * s, out_w * s) in feature-map pixels; the scale is
+    a float or one per box (B, R)."""
     if sampling_ratio < 1:
         raise ValueError(f"sampling_ratio must be >= 1 (static shapes; Detectron's adaptive 0 is "
                          f"not available), got {sampling_ratio}.")
-    out_h, out_w = _pair(output_size, "output_size")
-    boxes = boxes.astype(jnp.float32) * spatial_scale - (0.5 if aligned else 0.0)
+    scale = jnp.asarray(spatial_scale, jnp.float32)
+    boxes = boxes.astype(jnp.float32) * scale[..., None] - (0.5 if aligned else 0.0)
     x1, y1, x2, y2 = jnp.moveaxis(boxes, -1, 0)  # each (B, R)
     width, height = x2 - x1, y2 - y1
     if not aligned:
         width, height = jnp.maximum(width, 1.0), jnp.maximum(height, 1.0)
-    ys = _bin_points(y1, height, out_h, sampling_ratio)  # (B, R, out_h * s)
-    xs = _bin_points(x1, width, out_w, sampling_ratio)  # (B, R, out_w * s)
+    ys = _bin_points(y1, height, out_hw[0], sampling_ratio)  # (B, R, out_h * s)
+    xs = _bin_points(x1, width, out_hw[1], sampling_ratio)  # (B, R, out_w * s)
     grid_y = jnp.broadcast_to(ys[..., :, None], ys.shape + xs.shape[-1:])
-    grid_x = jnp.broadcast_to(xs[..., None, :], grid_y.shape)
-    samples = bilinear_at(features, grid_y, grid_x, outside="clamp")  # (B, R, h*s, w*s, C)
+    return grid_y, jnp.broadcast_to(xs[..., None, :], grid_y.shape)
+
+
+def _bin_means(samples: jax.Array, out_hw: tuple[int, int], sampling_ratio: int) -> jax.Array:
+    """(B, R, h*s, w*s, C) samples -> (B, R, h, w, C) float32 bin averages."""
     b, r, _, _, c = samples.shape
-    samples = samples.reshape(b, r, out_h, sampling_ratio, out_w, sampling_ratio, c)
-    return samples.astype(jnp.float32).mean(axis=(3, 5)).astype(features.dtype)
+    samples = samples.reshape(b, r, out_hw[0], sampling_ratio, out_hw[1], sampling_ratio, c)
+    return samples.astype(jnp.float32).mean(axis=(3, 5))
 
 
 def _round_half_away(x: jax.Array) -> jax.Array:

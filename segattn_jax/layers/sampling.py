@@ -21,12 +21,24 @@ def bilinear_at(images: jax.Array, y: jax.Array, x: jax.Array, outside: str = "z
     """Samples `images` (N, H, W, C) at pixel coordinates y, x (N, ...) -> (N, ..., C)."""
     if images.ndim != 4:
         raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}.")
-    if y.shape != x.shape or y.shape[:1] != images.shape[:1]:
-        raise ValueError(f"y and x must have one shape (N, ...) with N={images.shape[0]}, "
+    n, height, width, channels = images.shape
+    return bilinear_flat(images.reshape(n, height * width, channels), y, x, height, width, 0,
+                         outside).astype(images.dtype)
+
+
+def bilinear_flat(flat: jax.Array, y: jax.Array, x: jax.Array, height, width, offset,
+                  outside: str = "zeros") -> jax.Array:
+    """`bilinear_at` on maps stored flat: pixel (i, j) of the map a point reads is
+    flat[n, offset + i * width + j]. height, width and offset are ints or int arrays that
+    broadcast against y, so one gather reads several maps of different sizes laid end to end
+    (an FPN's levels: `layers.roi.pyramid_roi_align`). flat (N, P, C), y and x (N, ...) ->
+    float32 (N, ..., C)."""
+    if y.shape != x.shape or y.shape[:1] != flat.shape[:1]:
+        raise ValueError(f"y and x must have one shape (N, ...) with N={flat.shape[0]}, "
                          f"got {y.shape} and {x.shape}.")
     if outside not in OUTSIDE:
         raise ValueError(f"outside must be one of {OUTSIDE}, got {outside!r}.")
-    n, height, width, channels = images.shape
+    n, _, channels = flat.shape
     y, x = y.astype(jnp.float32), x.astype(jnp.float32)
     if outside == "clamp":
         near = (y >= -1.0) & (y <= height) & (x >= -1.0) & (x <= width)
@@ -34,11 +46,10 @@ def bilinear_at(images: jax.Array, y: jax.Array, x: jax.Array, outside: str = "z
     y0, x0 = jnp.floor(y), jnp.floor(x)
     wy1, wx1 = y - y0, x - x0
     y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
-    flat = images.reshape(n, height * width, channels)
 
     def tap(yi: jax.Array, xi: jax.Array, weight: jax.Array) -> jax.Array:
         inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
-        index = jnp.clip(yi, 0, height - 1) * width + jnp.clip(xi, 0, width - 1)
+        index = offset + jnp.clip(yi, 0, height - 1) * width + jnp.clip(xi, 0, width - 1)
         values = jnp.take_along_axis(flat, index.reshape(n, -1, 1), axis=1)
         values = values.reshape(index.shape + (channels,)).astype(jnp.float32)
         return values * jnp.where(inside, weight, 0.0)[..., None]
@@ -47,4 +58,4 @@ def bilinear_at(images: jax.Array, y: jax.Array, x: jax.Array, outside: str = "z
            + tap(y0 + 1, x0, wy1 * (1.0 - wx1)) + tap(y0 + 1, x0 + 1, wy1 * wx1))
     if outside == "clamp":
         out = jnp.where(near[..., None], out, 0.0)
-    return out.astype(images.dtype)
+    return out

@@ -5,6 +5,9 @@ Both take the whole eval set on the host, one entry per image:
   ground_truths[i] = {"boxes": (M, 4), "classes": (M,), optional "difficult" (M,) bool,
                       optional "area" (M,) (COCO's object area; box area when absent)}
 with boxes in pixels (x1, y1, x2, y2) and classes 0..num_classes-1 (no background class).
+Instance segmentation adds "masks" to both: a list of COCO run-length encodings (`encode_masks`),
+one per box, and scores them with `iou="mask"` (VOC: APr, Hariharan et al. 2014) or
+`iou_type="segm"` (COCO mask AP).
 
 VOC follows the devkit's `VOCevap` / py-faster-rcnn's `voc_eval`: detections of a class sorted by
 score, each matched to the unmatched ground truth of its image with the highest IoU > threshold;
@@ -45,11 +48,33 @@ def _check(detections: Sequence[dict], ground_truths: Sequence[dict]) -> None:
                          f"{len(detections)} and {len(ground_truths)}.")
 
 
-def pairwise_overlaps(detections: Sequence[dict], ground_truths: Sequence[dict]) -> list[np.ndarray]:
-    """Per image, the IoU of every detection with every ground truth (K, M), all classes at once
-    (`ops.boxes.pairwise_iou`, the codebase's one IoU, in numpy), so that a per-class pass only
-    indexes."""
+def encode_masks(masks: np.ndarray) -> list[dict]:
+    """(N, H, W) boolean masks -> N COCO run-length encodings (pycocotools), the compact form the
+    eval set's masks are kept in."""
+    from pycocotools import mask as mask_utils
+    masks = np.asarray(masks, np.uint8)
+    if masks.ndim != 3:
+        raise ValueError(f"encode_masks takes (N, H, W) masks; got {masks.shape}.")
+    return mask_utils.encode(np.asfortranarray(np.moveaxis(masks, 0, -1))) if len(masks) else []
+
+
+def _mask_iou(a: list[dict], b: list[dict]) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    return np.asarray(mask_utils.iou(list(a), list(b), [0] * len(b)), np.float64)
+
+
+def pairwise_overlaps(detections: Sequence[dict], ground_truths: Sequence[dict],
+                      iou: str = "box") -> list[np.ndarray]:
+    """Per image, the IoU of every detection with every ground truth (K, M), all classes at once,
+    so that a per-class pass only indexes: of their boxes (`ops.boxes.pairwise_iou`, the
+    codebase's one box IoU, in numpy) or, with iou='mask', of their masks."""
     _check(detections, ground_truths)
+    if iou == "mask":
+        return [_mask_iou(d["masks"], g["masks"]) for d, g in zip(detections, ground_truths)]
+    if iou != "box":
+        raise ValueError(f"iou must be 'box' or 'mask'; got {iou!r}.")
     return [box_ops.pairwise_iou(np.asarray(d["boxes"], np.float32).reshape(-1, 4),
                                  np.asarray(g["boxes"], np.float32).reshape(-1, 4))
             for d, g in zip(detections, ground_truths)]
@@ -106,10 +131,11 @@ def voc_class_ap(detections: Sequence[dict], ground_truths: Sequence[dict], cate
 
 
 def voc_evaluate(detections: Sequence[dict], ground_truths: Sequence[dict], num_classes: int,
-                 iou_threshold: float = 0.5, use_07_metric: bool = True) -> dict[str, float]:
+                 iou_threshold: float = 0.5, use_07_metric: bool = True,
+                 iou: str = "box") -> dict[str, float]:
     """{"mAP": ..., "AP/<class>": ...} in percent; classes absent from the ground truth are left
-    out of the mean (NaN)."""
-    overlaps = pairwise_overlaps(detections, ground_truths)
+    out of the mean (NaN). iou='mask' matches by mask IoU: SDS's APr at `iou_threshold`."""
+    overlaps = pairwise_overlaps(detections, ground_truths, iou)
     aps = [voc_class_ap(detections, ground_truths, c, iou_threshold, use_07_metric, overlaps)
            for c in range(num_classes)]
     present = [ap for ap in aps if not np.isnan(ap)]
@@ -118,31 +144,50 @@ def voc_evaluate(detections: Sequence[dict], ground_truths: Sequence[dict], num_
     return result
 
 
+def _mask_area(rle: dict) -> float:
+    from pycocotools import mask as mask_utils
+    return float(mask_utils.area(rle))
+
+
 def coco_evaluate(detections: Sequence[dict], ground_truths: Sequence[dict],
-                  num_classes: int) -> dict[str, float]:
+                  num_classes: int, iou_type: str = "bbox") -> dict[str, float]:
     """COCO AP@[.5:.95], AP50, AP75 and APs/m/l in percent, computed by pycocotools' COCOeval on
     our predictions (max 100 detections per image, as COCO). "difficult" objects are passed as
-    COCO's crowd regions (matches to them are ignored)."""
+    COCO's crowd regions (matches to them are ignored). iou_type='segm' scores the masks (COCO
+    mask AP; object areas are then the masks')."""
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm'; got {iou_type!r}.")
+    segm = iou_type == "segm"
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     _check(detections, ground_truths)
     images, annotations, results = [], [], []
     for image_id, (det, gt) in enumerate(zip(detections, ground_truths), start=1):
-        images.append({"id": image_id})
+        image = {"id": image_id}
+        if segm:  # pycocotools reads the image size; every RLE carries it
+            sizes = [m["size"] for m in (*gt["masks"], *det["masks"])]
+            image["height"], image["width"] = sizes[0] if sizes else (1, 1)
+        images.append(image)
         boxes = np.asarray(gt["boxes"], np.float64).reshape(-1, 4)
         wh = boxes[:, 2:] - boxes[:, :2]
         areas = np.asarray(gt.get("area", wh.prod(axis=1)), np.float64)
+        if segm:
+            areas = [float(_mask_area(m)) for m in gt["masks"]]
         crowd = np.asarray(gt.get("difficult", np.zeros(len(boxes), bool)), bool)
-        for box, size, label, is_crowd, a in zip(boxes, wh, gt["classes"], crowd, areas):
+        for index, (box, size, label, is_crowd, a) in enumerate(
+                zip(boxes, wh, gt["classes"], crowd, areas)):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,
                                 "category_id": int(label) + 1, "iscrowd": int(is_crowd),
-                                "bbox": [*map(float, box[:2]), *map(float, size)], "area": float(a)})
+                                "bbox": [*map(float, box[:2]), *map(float, size)], "area": float(a),
+                                **({"segmentation": gt["masks"][index]} if segm else {})})
         boxes = np.asarray(det["boxes"], np.float64).reshape(-1, 4)
-        for box, score, label in zip(boxes, det["scores"], det["classes"]):
+        for index, (box, score, label) in enumerate(zip(boxes, det["scores"], det["classes"])):
+            # A segm result without a box: pycocotools then takes its area from the mask.
+            where = ({"segmentation": det["masks"][index]} if segm else
+                     {"bbox": [*map(float, box[:2]), *map(float, box[2:] - box[:2])]})
             results.append({"image_id": image_id, "category_id": int(label) + 1,
-                            "bbox": [*map(float, box[:2]), *map(float, box[2:] - box[:2])],
-                            "score": float(score)})
+                            "score": float(score), **where})
     if not results:
         return {name: 0.0 for name in COCO_METRICS}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
@@ -150,7 +195,7 @@ def coco_evaluate(detections: Sequence[dict], ground_truths: Sequence[dict],
         truth.dataset = {"images": images, "annotations": annotations,
                          "categories": [{"id": c + 1} for c in range(num_classes)]}
         truth.createIndex()
-        evaluation = COCOeval(truth, truth.loadRes(results), iouType="bbox")
+        evaluation = COCOeval(truth, truth.loadRes(results), iouType=iou_type)
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()

@@ -23,6 +23,7 @@ MODELS = {
     "rcnn": "segattn_jax.models.rcnn:RCNN",
     "fast_rcnn": "segattn_jax.models.fast_rcnn:FastRCNN",
     "faster_rcnn": "segattn_jax.models.faster_rcnn:FasterRCNN",
+    "mask_rcnn": "segattn_jax.models.mask_rcnn:MaskRCNN",
     "yolo": "segattn_jax.models.yolo:YOLO",
     "ssd": "segattn_jax.models.ssd:SSD",
     "show_attend_tell": "segattn_jax.models.show_attend_tell:ShowAttendTell",

@@ -60,18 +60,6 @@ class FasterRCNN(FastRCNN):
                                self.anchor_scales, self.anchor_ratios)
 
     def proposals(self, inputs, features, targets):
-        train = targets is not None
         objectness, deltas = self.rpn(features)
-        anchors = self.anchors(features)
-        boxes, valid = rcnn.propose(
-            anchors, objectness, deltas, inputs["image_hw"],
-            pre_nms=self.pre_nms_train if train else self.pre_nms_test,
-            post_nms=self.post_nms_train if train else self.post_nms_test,
-            nms_threshold=self.rpn_nms_threshold, min_size=self.min_proposal_size)
-        losses = {}
-        if train:
-            losses = rcnn.rpn_loss(self.make_rng("sample"), anchors, objectness, deltas,
-                                   targets["boxes"], targets["box_valid"], inputs["image_hw"],
-                                   num_samples=self.rpn_samples,
-                                   foreground_fraction=self.rpn_foreground_fraction)
-        return boxes, valid, losses
+        return rcnn.rpn_proposals(self, self.anchors(features), objectness, deltas,
+                                  inputs["image_hw"], targets)

@@ -10,6 +10,7 @@ from segattn_jax.tasks.dense_captioning import DenseCaptioningTask
 from segattn_jax.tasks.detection import DetectionTask
 from segattn_jax.tasks.generation import GenerationTask
 from segattn_jax.tasks.handwriting import HandwritingTask
+from segattn_jax.tasks.instance_segmentation import InstanceSegmentationTask
 from segattn_jax.tasks.localization import LocalizationTask
 from segattn_jax.tasks.pose import PoseTask
 from segattn_jax.tasks.segmentation import (PatchClassifierTask, ProposalSegmentationTask,
@@ -23,6 +24,7 @@ TASKS: dict[str, type[Task]] = {
     "proposal_segmentation": ProposalSegmentationTask,
     "classification": ClassificationTask,
     "detection": DetectionTask,
+    "instance_segmentation": InstanceSegmentationTask,
     "localization": LocalizationTask,
     "pose": PoseTask,
     "captioning": CaptioningTask,

@@ -69,8 +69,10 @@ class DetectionTask(RegionTask):
     def num_classes(self) -> int:
         return self.config.model.num_classes
 
+    target_keys = TARGET_KEYS  # the batch keys the model's `losses` reads as targets
+
     def loss(self, variables, batch: Batch, rng):
-        targets = {key: batch[key] for key in TARGET_KEYS}
+        targets = {key: batch[key] for key in self.target_keys}
         # Objects marked difficult (VOC) or crowd (COCO) are not trained on, as in the papers.
         targets["box_valid"] = batch["box_valid"] & ~batch["difficult"]
         losses, metrics, model_state = self.model_losses(variables, batch, targets, rng)
@@ -89,14 +91,19 @@ class DetectionTask(RegionTask):
         total = total or {"detections": [], "ground_truths": []}
         s = {k: np.asarray(v) for k, v in statistics.items()}
         for i in np.flatnonzero(s["example_valid"]):
-            keep, real = s["valid"][i], s["gt_valid"][i]
-            total["detections"].append({"boxes": s["boxes"][i][keep],
-                                        "scores": s["scores"][i][keep],
-                                        "classes": s["classes"][i][keep]})
-            total["ground_truths"].append({"boxes": s["gt_boxes"][i][real],
-                                           "classes": s["gt_classes"][i][real],
-                                           "difficult": s["gt_difficult"][i][real]})
+            detections, ground_truth = self.image_entries({k: v[i] for k, v in s.items()})
+            total["detections"].append(detections)
+            total["ground_truths"].append(ground_truth)
         return total
+
+    def image_entries(self, s: dict[str, np.ndarray]) -> tuple[dict, dict]:
+        """One image's statistics -> its (detections, ground truth) as `metrics.detection`
+        takes them, padding removed."""
+        keep, real = s["valid"], s["gt_valid"]
+        return ({"boxes": s["boxes"][keep], "scores": s["scores"][keep],
+                 "classes": s["classes"][keep]},
+                {"boxes": s["gt_boxes"][real], "classes": s["gt_classes"][real],
+                 "difficult": s["gt_difficult"][real]})
 
     def summarize(self, statistics) -> dict[str, float]:
         evaluate, kwargs = AP_METRICS[self.config.task.ap_metric]

@@ -118,3 +118,25 @@ def test_warp_regions_adds_context_and_fills_outside_with_the_mean():
     np.testing.assert_allclose(warped[1, :, :8], mean, atol=1e-6)  # x < -1: off the image
     with pytest.raises(ValueError, match="context_padding"):
         warp_regions(image, boxes, 20, context_padding=10.0)
+
+
+def test_pyramid_roi_align_reads_each_box_from_its_own_level():
+    """One gather over the levels laid end to end gives what RoIAlign of each box's level gives;
+    FPN's eq. 1 assigns 224 px boxes to P4, halves one level down, and clamps."""
+    from segattn_jax.layers.rcnn import pyramid_levels
+    from segattn_jax.layers.roi import pyramid_roi_align
+    rng = np.random.default_rng(0)
+    levels = [jnp.asarray(rng.normal(size=(2, s, s, 3)), jnp.float32) for s in (32, 16, 8, 4)]
+    scales = (1 / 4, 1 / 8, 1 / 16, 1 / 32)
+    boxes = jnp.asarray(np.concatenate([_boxes_inside(rng, 2, 6, 32, 32, 1 / 4)[..., :2]] * 2,
+                                       -1) + rng.uniform(4, 120, (2, 6, 1)), jnp.float32)
+    level = jnp.asarray(rng.integers(0, 4, (2, 6)), jnp.int32)
+    out = pyramid_roi_align(levels, boxes, level, 5, spatial_scales=scales)
+    for index, (features, scale) in enumerate(zip(levels, scales)):
+        expected = roi_align(features, boxes, 5, spatial_scale=scale)
+        chosen = np.asarray(level) == index
+        np.testing.assert_allclose(np.asarray(out)[chosen], np.asarray(expected)[chosen],
+                                   atol=1e-5)
+    sides = jnp.array([[[0, 0, 224, 224], [0, 0, 112, 112], [0, 0, 448, 448], [0, 0, 10, 10],
+                        [0, 0, 2000, 2000]]], jnp.float32)
+    np.testing.assert_array_equal(pyramid_levels(sides, 4), [[2, 1, 3, 0, 3]])

@@ -62,3 +62,42 @@ def test_coco_ground_truth_as_predictions_scores_100_and_a_miss_lowers_it():
 def test_evaluators_need_one_entry_per_image():
     with pytest.raises(ValueError, match="one detections entry per ground-truth image"):
         voc_evaluate(DETECTIONS[:1], GROUND_TRUTHS, num_classes=1)
+
+
+def _masked_scene(rng, height=40, width=50):
+    """Two or three rectangles-with-holes per image, with their masks run-length encoded."""
+    from segattn_jax.metrics.detection import encode_masks
+    n = int(rng.integers(2, 4))
+    xy = rng.integers(0, 25, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.integers(10, 16, (n, 2))], 1).astype(np.float32)
+    masks = np.zeros((n, height, width), bool)
+    for mask, (x1, y1, x2, y2) in zip(masks, boxes.astype(int)):
+        mask[y1:y2, x1:x2] = True
+        mask[y1 + 2:y1 + 5, x1 + 2:x1 + 5] = False  # a hole: the mask is not its box
+    return {"boxes": boxes, "classes": rng.integers(0, 2, n), "masks": encode_masks(masks),
+            "dense": masks}
+
+
+def test_mask_ap_is_100_on_the_ground_truth_and_scores_masks_not_boxes():
+    """COCO mask AP and VOC APr are 100 for the ground truth as predictions; the same boxes with
+    their masks cut to about half (mask IoU ~0.5) keep box AP at 100 but score 0 in APr@0.7 and
+    in mask AP75."""
+    from segattn_jax.metrics.detection import encode_masks
+    rng = np.random.default_rng(0)
+    truths = [_masked_scene(rng) for _ in range(6)]
+    perfect = [{**gt, "scores": np.linspace(1, 0.5, len(gt["boxes"]))} for gt in truths]
+    coco = coco_evaluate(perfect, truths, num_classes=2, iou_type="segm")
+    assert coco["AP"] == pytest.approx(100.0) and coco["AP75"] == pytest.approx(100.0)
+    for threshold in (0.5, 0.7):
+        assert voc_evaluate(perfect, truths, 2, threshold, iou="mask")["mAP"] == pytest.approx(100)
+    halved = []
+    for p in perfect:
+        dense = p["dense"].copy()
+        for mask in dense:
+            rows = np.flatnonzero(mask.any(1))
+            mask[rows[len(rows) // 2]:] = False  # keep about the top half: mask IoU ~0.5
+        halved.append({**p, "masks": encode_masks(dense)})
+    assert voc_evaluate(halved, truths, 2, 0.5)["mAP"] == pytest.approx(100.0)  # boxes
+    assert voc_evaluate(halved, truths, 2, 0.7, iou="mask")["mAP"] == pytest.approx(0.0)
+    assert coco_evaluate(halved, truths, 2, iou_type="segm")["AP75"] == pytest.approx(0.0)
+    assert coco_evaluate(halved, truths, 2, iou_type="segm")["AP"] < 50.0

@@ -34,8 +34,9 @@ def _without_objects_in_the_first_image(batch: dict) -> dict:
     return awkward
 
 
-def learn_one_batch(config, workdir, steps: int) -> tuple[float, float]:
-    """mAP on the first eval batch at initialization and after `steps` train steps on it. Then
+def learn_one_batch(config, workdir, steps: int, metric: str = "mAP") -> tuple[float, float]:
+    """`metric` (the task's summary of it) on the first eval batch at initialization and after
+    `steps` train steps on it. Then
     one more step on that batch without objects in its first image (same compiled step): its
     loss and updated parameters must be finite, its boxes inside the images."""
     experiment = loop.Experiment(config, workdir)
@@ -45,7 +46,7 @@ def learn_one_batch(config, workdir, steps: int) -> tuple[float, float]:
 
     def batch_map(variables):
         predictions = jax.device_get(predict(variables, task.inputs(batch)))
-        return task.summarize(task.accumulate(None, task.statistics(batch, predictions)))["mAP"]
+        return task.summarize(task.accumulate(None, task.statistics(batch, predictions)))[metric]
 
     state = experiment.new_state()
     before = batch_map(state.variables)

@@ -1,0 +1,120 @@
+"""Mask R-CNN R-50-FPN train step at the issue's size: an 800x800 padded input, batch 1, COCO's
+80 classes (`experiments/mask_rcnn.py:R-50-FPN` with an 800x800 canvas), 2000 proposals, 512
+RoIs of which up to 128 foreground ones train the mask head.
+
+Reported: step time, images/s, XLA's FLOP count and its fraction of this machine's measured
+fp32 matmul FLOP/s, XLA's temporary memory and the process's peak RSS, and where the step goes:
+the convolutional parts timed alone at the step's sizes (ResNet-50-FPN forward + backward; the
+mask head's convolutions on 128 RoIs forward + backward) and the share of the step outside
+them (RPN, proposal selection, target assignment, RoIAlign, the fc box head, losses, optimizer).
+No PyTorch reference runs beside it: torchvision's Mask R-CNN would be one, but PyPI's
+torchvision wheels carry CUDA kernels that do not load with the CPU torch this machine installs.
+
+Run: `.venv/bin/python benchmarks/mask_rcnn_train_step.py` (several minutes on 2 CPU cores).
+"""
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from report import (best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops,
+                    step_breakdown)
+from segattn_jax import compilation
+from segattn_jax.backbones.fpn import ResNetFPN
+from segattn_jax.models.mask_rcnn import MaskHead
+from segattn_jax.tasks import build_task
+from segattn_jax.train.config import load_experiment
+from segattn_jax.train.optimizers import make_optimizer
+from segattn_jax.train.state import create_train_state
+
+EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "mask_rcnn.py"
+BATCH, SIZE, OBJECTS, MAX_BOXES, MASK_SIZE = 1, 800, 4, 100, 112
+
+
+def _config():
+    config = load_experiment(EXPERIMENT).get_config("R-50-FPN").unlock()
+    config.dataset.preprocess.canvas = (SIZE, SIZE)
+    config.model.dtype = "float32"
+    return config
+
+
+def _batch() -> dict[str, np.ndarray]:
+    """A random image with OBJECTS boxes and masks (ellipses in their boxes), padded to
+    MAX_BOXES as the pipeline pads them."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, SIZE * 0.6, (BATCH, MAX_BOXES, 2))
+    wh = rng.uniform(48, 300, (BATCH, MAX_BOXES, 2))
+    grid = (np.arange(MASK_SIZE) + 0.5) / MASK_SIZE - 0.5
+    ellipse = (grid[:, None] ** 2 + grid[None] ** 2 <= 0.25).astype(np.float32)
+    return {"image": rng.uniform(size=(BATCH, SIZE, SIZE, 3)).astype(np.float32),
+            "image_hw": np.array([[SIZE, SIZE]] * BATCH, np.int32),
+            "boxes": np.concatenate([xy, xy + wh], -1).astype(np.float32),
+            "classes": rng.integers(0, 80, (BATCH, MAX_BOXES)).astype(np.int32),
+            "difficult": np.zeros((BATCH, MAX_BOXES), bool),
+            "box_valid": np.arange(MAX_BOXES)[None].repeat(BATCH, 0) < OBJECTS,
+            "masks": np.broadcast_to(ellipse, (BATCH, MAX_BOXES, MASK_SIZE, MASK_SIZE)).copy()}
+
+
+def train_step_fn(config) -> tuple:
+    """(blocking step, info) for the codebase's own train step, compiled, state donated."""
+    task = build_task(config)
+    tx = make_optimizer(config.optimizer, config.train.num_steps)
+    batch = jax.tree.map(jnp.asarray, _batch())
+    state = jax.jit(lambda: create_train_state(task.init_variables(
+        jax.random.key(2), jax.tree.map(lambda x: x[:1], task.inputs(batch))), tx))()
+    return compiled_train_step(task, tx, state, batch), task.model
+
+
+def convolution_fns(model) -> dict:
+    """The step's convolutional parts alone, forward + backward, at the step's sizes."""
+    rng = np.random.default_rng(1)
+    images = jnp.asarray(rng.uniform(size=(BATCH, SIZE, SIZE, 3)), jnp.float32)
+    backbone = ResNetFPN(model.depth, model.width, model.fpn_features, frozen_bn=True)
+    backbone_vars = backbone.init(jax.random.key(0), images[:, :64, :64], train=False)
+    num_fg = int(round(model.rois_per_image * model.foreground_fraction)) * BATCH
+    regions = jnp.asarray(rng.normal(size=(BATCH, num_fg // BATCH, model.mask_resolution // 2,
+                                           model.mask_resolution // 2, model.fpn_features)),
+                          jnp.float32)
+    head = MaskHead(model.num_classes, model.mask_features)
+    head_vars = head.init(jax.random.key(1), regions)
+
+    def pyramid_loss(params):
+        _, levels = backbone.apply({**backbone_vars, "params": params}, images, train=False)
+        return sum(jnp.sum(levels[f"p{k}"] ** 2) for k in range(2, 7))
+
+    pyramid = compilation.jit(jax.value_and_grad(pyramid_loss))
+    mask = compilation.jit(jax.value_and_grad(
+        lambda p: jnp.sum(head.apply({"params": p}, regions) ** 2)))
+    return {"ResNet-50-FPN fwd + bwd": lambda: jax.block_until_ready(
+                pyramid(backbone_vars["params"])),
+            f"mask head convs fwd + bwd ({num_fg} RoIs)": lambda: jax.block_until_ready(
+                mask(head_vars["params"]))}
+
+
+def run(repeats: int = 2) -> list[dict]:
+    config = _config()
+    peak = matmul_gflops()
+    (step, info), model = train_step_fn(config)
+    convs = convolution_fns(model)
+    seconds = best_seconds({"step": step, **convs}, repeats)
+    rows = step_breakdown(seconds, list(convs), info, batch=BATCH, peak_gflops=peak)
+    outside = seconds["step"] - sum(seconds[name] for name in convs)
+    rows.append({"part": "outside the convolutions", "ms": 1e3 * outside,
+                 "share_of_step": outside / seconds["step"],
+                 "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    return rows
+
+
+def main() -> None:
+    print(machine())
+    print(f"Mask R-CNN R-50-FPN train step ({SIZE}x{SIZE}, batch {BATCH}, 80 classes); "
+          "the convolutional parts timed alone at the step's sizes:")
+    print(markdown_table(run()))
+
+
+if __name__ == "__main__":
+    main()
