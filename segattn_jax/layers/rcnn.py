@@ -111,15 +111,19 @@ def rpn_loss(key: Array, anchors: Array, objectness: Array, deltas: Array, gt_bo
 
 def propose(anchors: Array, objectness: Array, deltas: Array, image_hw: Array, *,
             pre_nms: int, post_nms: int, nms_threshold: float = 0.7,
-            min_size: float = 16.0) -> tuple[Array, Array]:
+            min_size: float = 16.0, differentiable: bool = False) -> tuple[Array, Array]:
     """Region proposals: decode every anchor, clip to the image, drop boxes smaller than
     `min_size` pixels, keep the `pre_nms` best by objectness, NMS at `nms_threshold`, and return
     the `post_nms` best (Faster R-CNN: 12000 / 2000 at train, 6000 / 300 at test).
 
-    Returns (boxes (B, post_nms, 4), valid (B, post_nms)); no gradient flows through them
-    (approximate joint training ignores the gradient wrt the proposal coordinates).
+    Returns (boxes (B, post_nms, 4), valid (B, post_nms)). No gradient flows through them
+    (approximate joint training ignores the gradient wrt the proposal coordinates) unless
+    `differentiable`: then the boxes keep their gradient to the RPN's deltas (MNC's cascade;
+    the selection itself is not differentiated).
     """
-    objectness, deltas = jax.lax.stop_gradient(objectness), jax.lax.stop_gradient(deltas)
+    objectness = jax.lax.stop_gradient(objectness)
+    if not differentiable:
+        deltas = jax.lax.stop_gradient(deltas)
     hw = jnp.asarray(image_hw, jnp.float32)
     boxes = box_ops.clip(box_ops.decode(deltas, anchors), hw[:, :1], hw[:, 1:])
     size_ok = ((boxes[..., 2] - boxes[..., 0] >= min_size)
@@ -134,8 +138,8 @@ def propose(anchors: Array, objectness: Array, deltas: Array, image_hw: Array, *
 
 
 def rpn_proposals(detector: nn.Module, anchors: Array, objectness: Array, deltas: Array,
-                  image_hw: Array, targets: dict[str, Array] | None
-                  ) -> tuple[Array, Array, dict[str, Array]]:
+                  image_hw: Array, targets: dict[str, Array] | None, *,
+                  differentiable: bool = False) -> tuple[Array, Array, dict[str, Array]]:
     """The RPN half of a Faster R-CNN-style detector, from its anchors (N, 4) and the RPN's
     outputs: (proposals, valid, losses). Training when `targets` are given: the train-time
     proposal counts and the RPN's losses (the detector's 'sample' RNG stream); else the test
@@ -147,7 +151,8 @@ def rpn_proposals(detector: nn.Module, anchors: Array, objectness: Array, deltas
         anchors, objectness, deltas, image_hw,
         pre_nms=detector.pre_nms_train if train else detector.pre_nms_test,
         post_nms=detector.post_nms_train if train else detector.post_nms_test,
-        nms_threshold=detector.rpn_nms_threshold, min_size=detector.min_proposal_size)
+        nms_threshold=detector.rpn_nms_threshold, min_size=detector.min_proposal_size,
+        differentiable=differentiable)
     if not train:
         return boxes, valid, {}
     losses = rpn_loss(detector.make_rng("sample"), anchors, objectness, deltas,
@@ -253,8 +258,8 @@ class BoxHead(nn.Module):
 
 def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: Array,
                 gt_classes: Array, gt_valid: Array, *, num: int, foreground_fraction: float = 0.25,
-                foreground: float = 0.5, background: tuple[float, float] = (0.1, 0.5)
-                ) -> dict[str, Array]:
+                foreground: float = 0.5, background: tuple[float, float] = (0.1, 0.5),
+                differentiable: bool = False) -> dict[str, Array]:
     """Fast R-CNN's minibatch of RoIs per image: `num` of the proposals plus the ground-truth
     boxes (both papers add them), 25% with IoU >= 0.5 (labelled with their object's class), the
     rest background with IoU in [0.1, 0.5) (Faster R-CNN's code uses [0, 0.5)).
@@ -262,7 +267,9 @@ def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: A
     Returns rois (B, num, 4), labels (B, num) (0 background, k + 1 object class k), targets
     (B, num, 4) (encoded with `HEAD_BOX_WEIGHTS`), matched (B, num) (the index of each RoI's
     best-overlapping ground truth, for per-object targets such as masks) and valid (B, num)
-    (False where there were not enough candidates). The foreground RoIs come first.
+    (False where there were not enough candidates). The foreground RoIs come first. The RoIs
+    carry no gradient unless `differentiable` (MNC: the proposals' gradient passes through; the
+    regression targets never carry one).
     """
     candidates = jnp.concatenate([proposals, gt_boxes], axis=1)
     candidate_valid = jnp.concatenate([proposal_valid, gt_valid], axis=1)
@@ -279,8 +286,9 @@ def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: A
     matched, is_fg = take_per_image(matched, indices), take_per_image(labels, indices) == 1
     classes = jnp.where(is_fg, take_per_image(gt_classes, matched) + 1, 0)
     gt = take_per_image(gt_boxes, matched)
-    return {"rois": jax.lax.stop_gradient(rois), "labels": classes,
-            "targets": box_ops.encode(gt, rois, HEAD_BOX_WEIGHTS), "matched": matched,
+    fixed = jax.lax.stop_gradient(rois)
+    return {"rois": rois if differentiable else fixed, "labels": classes,
+            "targets": box_ops.encode(gt, fixed, HEAD_BOX_WEIGHTS), "matched": matched,
             "valid": valid}
 
 

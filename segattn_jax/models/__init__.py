@@ -24,6 +24,7 @@ MODELS = {
     "fast_rcnn": "segattn_jax.models.fast_rcnn:FastRCNN",
     "faster_rcnn": "segattn_jax.models.faster_rcnn:FasterRCNN",
     "mask_rcnn": "segattn_jax.models.mask_rcnn:MaskRCNN",
+    "mnc": "segattn_jax.models.mnc:MNC",
     "yolo": "segattn_jax.models.yolo:YOLO",
     "ssd": "segattn_jax.models.ssd:SSD",
     "show_attend_tell": "segattn_jax.models.show_attend_tell:ShowAttendTell",

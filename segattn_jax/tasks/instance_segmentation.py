@@ -5,7 +5,7 @@ object's box-relative mask (`ops.masks`, the preprocess's `mask_size`). Evaluati
 back to image pixels (`ops.masks.paste_masks`), keeps them run-length encoded, and scores box AP
 (as the detection task) and mask AP: COCO's mask AP@[.5:.95] / 50 / 75 / s / m / l as
 `mask_AP...` when task.ap_metric is 'coco', else the VOC protocol's APr at IoU 0.5 and 0.7
-(SDS, Hypercolumns and MNC's tables) as `APr@0.5` and `APr@0.7`.
+(SDS, Hypercolumns and MNC's tables) as `APr50` and `APr70`.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class InstanceSegmentationTask(DetectionTask):
             return {**metrics, **{f"mask_{name}": masks[name] for name in COCO_METRICS}}
         use_07 = self.config.task.ap_metric == "voc07"
         for threshold in APR_THRESHOLDS:
-            metrics[f"APr@{threshold}"] = voc_evaluate(
+            metrics[f"APr{round(100 * threshold)}"] = voc_evaluate(
                 detections, truths, self.num_classes, threshold, use_07, iou="mask")["mAP"]
         return metrics
 

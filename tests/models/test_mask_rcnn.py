@@ -1,6 +1,6 @@
-"""Mask R-CNN: its mask losses against direct transcriptions, the mini row through training,
-evaluation and pictures, the learning test, the paper-scale rows on mocked COCO instances, and
-the task's refusal to run without masks."""
+"""Mask R-CNN: its mask losses against direct transcriptions, the learning test (the mini row's
+model; the instance task's loop run and pictures are MNC's mini-row test), the paper-scale rows
+on COCO instances prepared from a fixture, and the task's refusal to run without masks."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,16 +41,6 @@ def test_mask_losses_read_only_the_ground_truth_class():
                                (ce[0, 0].mean() + ce[0, 1].mean()) / 2, rtol=1e-6)
 
 
-def test_mini_row_trains_evaluates_and_draws_masks(tfds_dir, tmp_path):
-    config = experiment_config("mask_rcnn", "R-50-FPN,mini", tfds_dir,
-                               **{"train.num_steps": 2})
-    metrics = loop.train_and_evaluate(config, tmp_path)["eval"]
-    for name in ("mask_AP", "mask_AP50", "mask_AP75", "AP"):
-        assert 0.0 <= metrics[name] <= 100.0, metrics
-    assert metrics["seconds_per_image"] > 0
-    assert (tmp_path / "pictures" / "step_000002.png").is_file()
-
-
 def test_mask_rcnn_learns_the_masks_of_a_batch(tfds_dir, tmp_path):
     """The learning test of the instance-segmentation task: 150 steps on one batch of
     shapes/tiny scenes take its mask APr@0.5 (VOC protocol) from 0 to 73 (measured; 88 after
@@ -58,7 +48,7 @@ def test_mask_rcnn_learns_the_masks_of_a_batch(tfds_dir, tmp_path):
     (README) measures generalization."""
     config = experiment_config("mask_rcnn", "R-50-FPN,mini", tfds_dir,
                                **{"task.ap_metric": "voc"})
-    before, after = learn_one_batch(config, tmp_path, 150, metric="APr@0.5")
+    before, after = learn_one_batch(config, tmp_path, 150, metric="APr50")
     assert before < 5.0 and after > 40.0, (before, after)
 
 

@@ -1,0 +1,104 @@
+r"""Multi-task Network Cascades (Dai, He & Sun, CVPR 2016) on PASCAL VOC 2012 val with SBD's
+instance masks: APr at mask IoU 0.5 and 0.7, and test seconds per image.
+
+Rows: MNC (the 3-stage cascade) and MNC-5-stage (stages 2 and 3 again at test time on stage 3's
+regressed boxes: the paper's reported model).
+',mini' trains on the embedded `shapes` scenes (64x64 upscaled to 128x128, their per-object
+masks) with a slim VGG16 (1/8 width, up to conv4_3) from scratch.
+
+  python -m segattn_jax.main train --config experiments/mnc.py:MNC,mini --workdir runs/mnc_mini
+  python -m segattn_jax.main table --config experiments/mnc.py:mini --workdir runs/mnc_table
+"""
+from segattn_jax.data.sbd_instances import OBJECT_CLASSES
+from segattn_jax.data.shapes import CLASS_NAMES
+from segattn_jax.train.config import base_config, parse_arg, table_cells
+
+# VOC 2012 val APr@0.5 / APr@0.7 (%) and test seconds per image: MNC's Table 3 (its 5-stage
+# model, VGG16). The 3-stage cascade's own numbers are left empty (not transcribed).
+PAPER = {
+    "MNC": {},
+    "MNC-5-stage": {"APr50": 63.5, "APr70": 41.5, "seconds_per_image": 0.36},
+}
+ROWS = tuple(PAPER)
+DEFAULT = {"row": "MNC-5-stage"}
+
+
+def table_runs(arg: str) -> list[str]:
+    """The config arguments of the table's cells (all rows, or those `arg` names), e.g. 'mini'."""
+    return table_cells(arg, {"row": ROWS})
+
+
+def _mini(c) -> None:
+    """shapes at 128x128, VGG16 at 1/8 width up to conv4_3 (stride 8), anchors of 16-64 px."""
+    c.dataset.name = "shapes/default"
+    c.dataset.preprocess.max_boxes = 8
+    c.dataset.preprocess.canvas = (128, 128)
+    c.dataset.preprocess.min_side = 128.0
+    c.dataset.preprocess.max_side = 128.0
+    c.dataset.preprocess.mask_size = 32
+    c.model.num_classes = len(CLASS_NAMES)
+    c.model.width = 0.125
+    c.model.feature_layer = "conv4_3"
+    c.model.anchor_scales = (1.0, 2.0, 4.0)
+    c.model.pre_nms_train = c.model.pre_nms_test = 2304  # every anchor of the 16x16 map
+    c.model.post_nms_train = c.model.post_nms_test = 100
+    c.model.min_proposal_size = 4.0
+    c.model.max_detections = 50
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_steps = 100
+    c.optimizer.grad_clip_norm = 5.0
+    c.train.batch_size = 8
+    c.train.num_steps = 1500
+    c.train.log_every = 50
+    c.train.eval_every = 1500
+    c.train.checkpoint_every = 500
+    c.eval.batch_size = 50
+
+
+def _paper_scale(c) -> None:
+    """SBD instances of VOC 2012 train -> val; shorter side 600 (longer <= 1000) in a 1000x1000
+    canvas; ImageNet VGG16 (conv1-2 frozen), SGD 1e-3 for 32k iterations then 1e-4 for 8k, 8
+    images per batch (one per GPU in the paper), momentum 0.9, weight decay 5e-4."""
+    c.dataset.name = "sbd_instances"
+    c.dataset.train_split = "train"
+    c.dataset.eval_split = "val"
+    c.dataset.preprocess.max_boxes = 64
+    c.dataset.preprocess.canvas = (1000, 1000)
+    c.dataset.preprocess.min_side = 600.0
+    c.dataset.preprocess.max_side = 1000.0
+    c.dataset.preprocess.mask_size = 112
+    c.model.num_classes = len(OBJECT_CLASSES)
+    c.model.width = 1.0
+    c.requires_init_from = ("VGG16's ImageNet weights (python -m "
+                            "segattn_jax.backbones.pretrained --backbone=vgg16 ...)")
+    c.optimizer.name = "sgd"
+    c.optimizer.momentum = 0.9
+    c.optimizer.weight_decay = 5e-4
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.lr_multipliers = ((r"backbone/conv[12]_", 0.0),)
+    c.optimizer.schedule = "step"
+    c.optimizer.decay_factor = 0.1
+    c.optimizer.decay_at = (0.8,)
+    c.train.batch_size = 8
+    c.train.num_steps = 40_000
+    c.train.log_every = 100
+    c.train.checkpoint_every = 5000
+    c.eval.batch_size = 8
+
+
+def get_config(arg: str = "MNC-5-stage,mini"):
+    names, flags = parse_arg(arg, {"row": ROWS}, defaults=DEFAULT)
+    row = names["row"]
+    c = base_config()
+    c.experiment, c.row = "mnc", row
+    c.paper = PAPER[row]
+    c.table_metrics = ("APr50", "APr70", "seconds_per_image")
+    c.task.name = "instance_segmentation"
+    c.task.ap_metric = "voc"
+    c.model.name = "mnc"
+    c.model.stages = 5 if row == "MNC-5-stage" else 3
+    c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
+    (_mini if "mini" in flags else _paper_scale)(c)
+    return c.lock()

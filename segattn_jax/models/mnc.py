@@ -1,0 +1,186 @@
+"""Multi-task Network Cascades (Dai, He & Sun, CVPR 2016): instance segmentation as three stages
+that share VGG16's features, each stage's input the previous one's output, trained end to end.
+
+1. Box proposals: Faster R-CNN's RPN (`layers.rcnn`).
+2. Mask instances: each box's features RoI-warped to 14x14 (bilinear samples whose positions
+   move with the box: the paper's differentiable RoI warping, `layers.roi.roi_align` with one
+   sample per bin), max-pooled to 7x7, a 256-d fc layer and one class-agnostic 28x28 mask
+   (per-pixel logistic regression).
+3. Categorized instances: two pathways over the warped features, the box's as they are and the
+   same features multiplied by the stage-2 mask (resized to 14x14), each through fc6/fc7; their
+   concatenation scores K + 1 classes and regresses class-specific boxes.
+Training sums the three stages' losses; the RoIs of stages 2 and 3 are stage 1's proposals
+without `stop_gradient`, so their losses reach the RPN's box regression through the warping's
+dependence on the box (the paper's cascade gradient). The 5-stage inference variant runs stages
+2 and 3 again on stage 3's regressed boxes. Test time: per-class NMS (0.3) on the scored boxes,
+then each detection's mask from stage 2 on its box.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from segattn_jax.backbones.vgg import VGG16, scaled_features
+from segattn_jax.layers import rcnn
+from segattn_jax.layers.roi import roi_align
+from segattn_jax.models.fast_rcnn import feature_stride
+from segattn_jax.models.faster_rcnn import FasterRCNN
+from segattn_jax.ops import boxes as box_ops
+from segattn_jax.ops.masks import roi_mask_targets
+from segattn_jax.ops.nms import multiclass_nms
+
+Array = Any
+
+
+class MaskStage(nn.Module):
+    """Warped features (B, R, 7, 7, C) -> class-agnostic mask logits (B, R, m, m)."""
+
+    resolution: int = 28
+    hidden: int = 256
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, regions: Array) -> Array:
+        x = regions.reshape(*regions.shape[:2], -1).astype(self.dtype)
+        x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
+                             name="fc")(x))
+        x = nn.Dense(self.resolution ** 2, kernel_init=nn.initializers.normal(0.001),
+                     dtype=self.dtype, param_dtype=jnp.float32, name="mask_logits")(x)
+        return x.reshape(*regions.shape[:2], self.resolution, self.resolution).astype(jnp.float32)
+
+
+class ClassStage(nn.Module):
+    """Box-pathway and masked-pathway features (B, R, 7, 7, C) each -> (class logits (B, R,
+    K + 1), deltas (B, R, K + 1, 4))."""
+
+    num_classes: int
+    hidden: int = 4096
+    dropout_rate: float = 0.5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, box_regions: Array, masked_regions: Array, *, train: bool):
+        pathways = [rcnn.FullyConnected(self.hidden, self.dropout_rate, self.dtype,
+                                        name=name)(regions, train=train)
+                    for name, regions in (("box_fc", box_regions),
+                                          ("mask_fc", masked_regions))]
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(
+            jnp.concatenate(pathways, axis=-1))
+        classes = self.num_classes + 1
+        logits = nn.Dense(classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
+                          param_dtype=jnp.float32, name="cls_score")(x)
+        deltas = nn.Dense(4 * classes, kernel_init=nn.initializers.normal(0.001),
+                          dtype=self.dtype, param_dtype=jnp.float32, name="bbox_pred")(x)
+        return (logits.astype(jnp.float32),
+                deltas.reshape(*box_regions.shape[:2], classes, 4).astype(jnp.float32))
+
+
+class MNC(FasterRCNN):
+    """inputs {image, image_hw}; `__call__` -> detections {boxes, scores, classes, valid, masks
+    (B, D, 28, 28) box-relative probabilities}; `losses(inputs, targets)` with targets {boxes,
+    classes, box_valid, masks (B, G, M, M)}. The backbone, RPN and its settings are Faster
+    R-CNN's (`FasterRCNN`'s fields); the paper keeps 300 proposals at train and test.
+
+    Attributes (beyond Faster R-CNN's):
+      mask_resolution / mask_hidden: stage 2's 28x28 masks from a 256-d fc layer.
+      warp_size: the RoI warping's grid (14), max-pooled 2x2 before the fc layers.
+      stages: 3, or 5 (at test time, stages 2 and 3 once more on stage 3's regressed boxes).
+    """
+
+    post_nms_train: int = 300
+    post_nms_test: int = 300
+    rois_per_image: int = 64
+    nms_threshold: float = 0.3
+    mask_resolution: int = 28
+    mask_hidden: int = 256
+    warp_size: int = 14
+    stages: int = 3
+
+    def setup(self):
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1; got {self.num_classes}.")
+        if self.stages not in (3, 5):
+            raise ValueError(f"MNC has 3 or 5 stages; got stages={self.stages}.")
+        self.backbone = VGG16(width=self.width, first_padding=1, last_layer=self.feature_layer,
+                              dtype=self.dtype)
+        self.rpn = rcnn.RegionProposalNetwork(
+            rcnn.check_anchor_config(self.anchor_scales, self.anchor_ratios),
+            scaled_features(512, self.width), dtype=self.dtype)
+        self.mask_stage = MaskStage(self.mask_resolution, scaled_features(self.mask_hidden,
+                                                                          self.width),
+                                    dtype=self.dtype)
+        self.class_stage = ClassStage(self.num_classes, scaled_features(4096, self.width),
+                                      self.dropout_rate, dtype=self.dtype)
+
+    def proposals(self, inputs, features, targets):
+        """Stage 1: the RPN's proposals, differentiable in its box regression."""
+        objectness, deltas = self.rpn(features)
+        return rcnn.rpn_proposals(self, self.anchors(features), objectness, deltas,
+                                  inputs["image_hw"], targets, differentiable=True)
+
+    def warp(self, features: Array, boxes: Array) -> Array:
+        """RoI warping: (B, R, warp_size, warp_size, C) bilinear samples, one per cell."""
+        return roi_align(features, boxes, self.warp_size, sampling_ratio=1,
+                         spatial_scale=1.0 / feature_stride(self.feature_layer))
+
+    def cascade(self, features: Array, boxes: Array, *, train: bool):
+        """Stages 2 and 3 on `boxes`: (mask logits (B, R, m, m), class logits, deltas)."""
+        warped = self.warp(features, boxes)
+        pooled = _max_pool_2x2(warped)
+        mask_logits = self.mask_stage(pooled)
+        size = self.warp_size
+        mask = jax.image.resize(jax.nn.sigmoid(mask_logits), (*mask_logits.shape[:2], size, size),
+                                "linear")
+        masked = _max_pool_2x2(warped * mask[..., None].astype(warped.dtype))
+        logits, deltas = self.class_stage(pooled, masked, train=train)
+        return mask_logits, logits, deltas
+
+    def __call__(self, inputs: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
+        features = self.features(inputs["image"])
+        boxes, valid, _ = self.proposals(inputs, features, None)
+        _, logits, deltas = self.cascade(features, boxes, train=False)
+        hw = jnp.asarray(inputs["image_hw"], jnp.float32)
+        if self.stages == 5:  # stages 4-5: the cascade again on stage 3's top-class boxes
+            top = jnp.argmax(logits[..., 1:], axis=-1) + 1
+            chosen = jnp.take_along_axis(deltas, top[..., None, None], axis=2)[:, :, 0]
+            boxes = box_ops.clip(box_ops.decode(chosen, boxes, rcnn.HEAD_BOX_WEIGHTS),
+                                 hw[:, :1], hw[:, 1:])
+            _, logits, _ = self.cascade(features, boxes, train=False)
+        detections = multiclass_nms(boxes, jax.nn.softmax(logits)[..., 1:],
+                                    score_threshold=self.score_threshold,
+                                    nms_threshold=self.nms_threshold,
+                                    max_detections=self.max_detections, valid=valid)
+        masks = self.mask_stage(_max_pool_2x2(self.warp(features, detections["boxes"])))
+        return {**detections, "masks": jax.nn.sigmoid(masks)}
+
+    def losses(self, inputs: dict[str, Array], targets: dict[str, Array]
+               ) -> tuple[dict[str, Array], dict[str, Array]]:
+        """The three stages' losses (RPN; masks of foreground RoIs; classes and boxes), and
+        metrics to log. The sampled RoIs keep their gradient to stage 1's box regression."""
+        features = self.features(inputs["image"])
+        proposals, valid, losses = self.proposals(inputs, features, targets)
+        samples = rcnn.sample_rois(
+            self.make_rng("sample"), proposals, valid, targets["boxes"], targets["classes"],
+            targets["box_valid"], num=self.rois_per_image,
+            foreground_fraction=self.foreground_fraction, background=(self.background_low, 0.5),
+            differentiable=True)
+        mask_logits, logits, deltas = self.cascade(features, samples["rois"], train=True)
+        head = rcnn.box_head_loss(logits, deltas, samples)
+        accuracy = head.pop("head_accuracy")
+        foreground = ((samples["labels"] > 0) & samples["valid"]).astype(jnp.float32)
+        mask_targets = roi_mask_targets(targets["masks"], targets["boxes"], samples["rois"],
+                                        samples["matched"], self.mask_resolution)
+        per_roi = optax.sigmoid_binary_cross_entropy(mask_logits, mask_targets).mean((2, 3))
+        mask = jnp.sum(per_roi * foreground) / jnp.maximum(jnp.sum(foreground), 1.0)
+        return ({**losses, "mask": mask, **head},
+                {"head_accuracy": accuracy, "foreground_rois": jnp.mean(foreground.sum(1))})
+
+
+def _max_pool_2x2(regions: Array) -> Array:
+    """(B, R, h, w, C) -> (B, R, h/2, w/2, C) by 2x2 max pooling."""
+    b, r, h, w, c = regions.shape
+    return regions.reshape(b, r, h // 2, 2, w // 2, 2, c).max(axis=(3, 5))
