@@ -4,9 +4,10 @@ RoIs of which up to 128 foreground ones train the mask head.
 
 Reported: step time, images/s, XLA's FLOP count and its fraction of this machine's measured
 fp32 matmul FLOP/s, XLA's temporary memory and the process's peak RSS, and where the step goes:
-the convolutional parts timed alone at the step's sizes (ResNet-50-FPN forward + backward; the
-mask head's convolutions on 128 RoIs forward + backward) and the share of the step outside
-them (RPN, proposal selection, target assignment, RoIAlign, the fc box head, losses, optimizer).
+the convolutional parts timed alone at the step's sizes (ResNet-50-FPN, the RPN head's convs
+over P2-P6, the mask head's convs on 128 RoIs; each forward + backward) and the share of the
+step outside them (proposal selection, target assignment, RoIAlign, the fc box head, losses,
+optimizer).
 No PyTorch reference runs beside it: torchvision's Mask R-CNN would be one, but PyPI's
 torchvision wheels carry CUDA kernels that do not load with the CPU torch this machine installs.
 
@@ -24,7 +25,8 @@ import numpy as np
 from report import (best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops,
                     step_breakdown)
 from segattn_jax import compilation
-from segattn_jax.backbones.fpn import ResNetFPN
+from segattn_jax.backbones.fpn import LEVEL_STRIDES, ResNetFPN
+from segattn_jax.layers.rcnn import RegionProposalNetwork
 from segattn_jax.models.mask_rcnn import MaskHead
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
@@ -86,11 +88,23 @@ def convolution_fns(model) -> dict:
         _, levels = backbone.apply({**backbone_vars, "params": params}, images, train=False)
         return sum(jnp.sum(levels[f"p{k}"] ** 2) for k in range(2, 7))
 
+    levels = [jnp.asarray(rng.normal(size=(BATCH, SIZE // s, SIZE // s, model.fpn_features)),
+                          jnp.float32) for s in LEVEL_STRIDES]
+    rpn = RegionProposalNetwork(len(model.anchor_ratios), model.fpn_features)
+    rpn_vars = rpn.init(jax.random.key(2), levels[0])
+
+    def rpn_loss(params):
+        outputs = [rpn.apply({"params": params}, level) for level in levels]
+        return sum(jnp.sum(o ** 2) + jnp.sum(d ** 2) for o, d in outputs)
+
     pyramid = compilation.jit(jax.value_and_grad(pyramid_loss))
+    proposal = compilation.jit(jax.value_and_grad(rpn_loss))
     mask = compilation.jit(jax.value_and_grad(
         lambda p: jnp.sum(head.apply({"params": p}, regions) ** 2)))
     return {"ResNet-50-FPN fwd + bwd": lambda: jax.block_until_ready(
                 pyramid(backbone_vars["params"])),
+            "RPN head convs fwd + bwd (P2-P6)": lambda: jax.block_until_ready(
+                proposal(rpn_vars["params"])),
             f"mask head convs fwd + bwd ({num_fg} RoIs)": lambda: jax.block_until_ready(
                 mask(head_vars["params"]))}
 
