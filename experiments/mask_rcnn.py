@@ -19,7 +19,8 @@ from segattn_jax.train.config import base_config, parse_arg, table_cells
 # COCO mask AP / AP50 / AP75 (%). R-101-FPN: Table 1 (test-dev). R-50-FPN: Table 2a (minival;
 # Table 1 has no R-50-FPN row). The ablations are Table 2b/2c's, measured with ResNet-50-C4 on
 # minival, beside the same table's R-50-C4 RoIAlign + sigmoid (30.3 / 51.2 / 31.5); our rows
-# ablate the R-50-FPN model instead.
+# ablate the R-50-FPN model instead. Written down from the paper without a copy of it on this
+# offline machine to check against: verify them before quoting.
 PAPER = {
     "R-50-FPN": dict(mask_AP=33.6, mask_AP50=55.2, mask_AP75=35.3),
     "R-101-FPN": dict(mask_AP=35.7, mask_AP50=58.0, mask_AP75=37.8),

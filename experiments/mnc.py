@@ -14,7 +14,8 @@ from segattn_jax.data.shapes import CLASS_NAMES
 from segattn_jax.train.config import base_config, parse_arg, table_cells
 
 # VOC 2012 val APr@0.5 / APr@0.7 (%) and test seconds per image: MNC's Table 3 (its 5-stage
-# model, VGG16). The 3-stage cascade's own numbers are left empty (not transcribed).
+# model, VGG16; the issue quotes the same). The 3-stage cascade's own numbers are left empty:
+# no copy of the paper on this offline machine to take them from.
 PAPER = {
     "MNC": {},
     "MNC-5-stage": {"APr50": 63.5, "APr70": 41.5, "seconds_per_image": 0.36},
