@@ -1,8 +1,8 @@
 r"""Multi-task Network Cascades (Dai, He & Sun, CVPR 2016) on PASCAL VOC 2012 val with SBD's
 instance masks: APr at mask IoU 0.5 and 0.7, and test seconds per image.
 
-Rows: MNC (the 3-stage cascade) and MNC-5-stage (stages 2 and 3 again at test time on stage 3's
-regressed boxes: the paper's reported model).
+Rows: MNC (the 3-stage cascade, trained) and MNC-5-stage (the MNC run's weights evaluated with
+stages 2 and 3 once more on stage 3's regressed boxes: the paper's 5-stage inference).
 ',mini' trains on the embedded `shapes` scenes (64x64 upscaled to 128x128, their per-object
 masks) with a slim VGG16 (1/8 width, up to conv4_3) from scratch.
 
@@ -102,4 +102,7 @@ def get_config(arg: str = "MNC-5-stage,mini"):
     c.model.stages = 5 if row == "MNC-5-stage" else 3
     c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
     (_mini if "mini" in flags else _paper_scale)(c)
+    if row == "MNC-5-stage":  # an inference variant: the MNC row's weights, evaluated
+        c.evaluate_only = True
+        c.init_from_runs = ("MNC,mini" if "mini" in flags else "MNC",)
     return c.lock()

@@ -36,7 +36,9 @@ def test_stage_2_and_3_losses_reach_the_rpn_box_regression(tfds_dir, tmp_path):
 
 
 def test_mini_row_trains_and_evaluates_with_five_stages(tfds_dir, tmp_path):
-    config = experiment_config("mnc", "MNC-5-stage,mini", tfds_dir, **{"train.num_steps": 2})
+    # MNC-5-stage,mini evaluates the MNC run's weights; the same model trained here instead.
+    config = experiment_config("mnc", "MNC,mini", tfds_dir,
+                               **{"train.num_steps": 2, "model.stages": 5})
     metrics = loop.train_and_evaluate(config, tmp_path)["eval"]
     for name in ("APr50", "APr70", "mAP"):
         assert 0.0 <= metrics[name] <= 100.0, metrics
@@ -50,9 +52,11 @@ def test_paper_scale_rows_trace_a_step_on_the_sbd_fixture(row, tmp_path):
     sbd_instances.SbdInstances(data_dir=str(tmp_path / "data")).download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
     config = load_experiment(ROOT / "experiments" / "mnc.py").get_config(row)
+    # MNC-5-stage evaluates an MNC run's weights (evaluate_only, init_from that run); without
+    # one, its step (MNC's) and its 5-stage predictions are traced here.
     config.update_from_flattened_dict({"dataset.data_dir": str(tmp_path / "data"),
                                        "train.batch_size": 2, "eval.batch_size": 2,
-                                       "mesh.data": 1})
+                                       "mesh.data": 1, "evaluate_only": False})
     experiment = loop.Experiment(config, tmp_path / "run", training=False)
     batch = next(pipeline.train_iterator(
         config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
