@@ -21,7 +21,7 @@ PAPER = {
     "MNC-5-stage": {"APr50": 63.5, "APr70": 41.5, "seconds_per_image": 0.36},
 }
 ROWS = tuple(PAPER)
-DEFAULT = {"row": "MNC-5-stage"}
+DEFAULT = {"row": "MNC"}
 
 
 def table_runs(arg: str) -> list[str]:
@@ -89,7 +89,7 @@ def _paper_scale(c) -> None:
     c.eval.batch_size = 8
 
 
-def get_config(arg: str = "MNC-5-stage,mini"):
+def get_config(arg: str = "MNC,mini"):
     names, flags = parse_arg(arg, {"row": ROWS}, defaults=DEFAULT)
     row = names["row"]
     c = base_config()
