@@ -58,12 +58,12 @@ class InstanceSegmentationTask(DetectionTask):
                 detections, truths, self.num_classes, threshold, use_07, iou="mask")["mAP"]
         return metrics
 
-    def _drawn(self, image, boxes, classes, scores=None, masks=None, threshold=0.5):
+    def _drawn(self, image, boxes, classes, scores=None, masks=None):
         """The image with each instance's mask tinted in its class's colour (the highest
         score on top), then its box and class name."""
         image = pics.to_rgb_uint8(image)
         if masks is not None and len(masks):
-            pasted = paste_masks(masks, boxes, *image.shape[:2], threshold)
+            pasted = paste_masks(masks, boxes, *image.shape[:2], MASK_THRESHOLD)
             labels = np.zeros(image.shape[:2], np.int32)
             order = np.argsort(scores) if scores is not None else np.arange(len(boxes))
             for index in order:
