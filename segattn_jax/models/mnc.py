@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from segattn_jax.backbones.vgg import VGG16, scaled_features
+from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers import rcnn
 from segattn_jax.layers.roi import roi_align
 from segattn_jax.models.fast_rcnn import feature_stride
@@ -101,15 +101,10 @@ class MNC(FasterRCNN):
     stages: int = 3
 
     def setup(self):
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1; got {self.num_classes}.")
         if self.stages not in (3, 5):
             raise ValueError(f"MNC has 3 or 5 stages; got stages={self.stages}.")
-        self.backbone = VGG16(width=self.width, first_padding=1, last_layer=self.feature_layer,
-                              dtype=self.dtype)
-        self.rpn = rcnn.RegionProposalNetwork(
-            rcnn.check_anchor_config(self.anchor_scales, self.anchor_ratios),
-            scaled_features(512, self.width), dtype=self.dtype)
+        # Faster R-CNN's backbone and RPN (its box head is never called, so it has no params).
+        super().setup()
         self.mask_stage = MaskStage(self.mask_resolution, scaled_features(self.mask_hidden,
                                                                           self.width),
                                     dtype=self.dtype)

@@ -116,10 +116,11 @@ class DetectionTask(RegionTask):
     def _drawn(self, image: np.ndarray, boxes, classes, scores=None) -> np.ndarray:
         return pics.labeled_boxes(image, boxes, classes, self.class_names, scores)
 
+    shown_keys = ("boxes", "classes", "scores")  # what `_drawn` takes, in its order
+
     def _shown(self, predictions: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         keep = np.asarray(predictions["valid"]) & (np.asarray(predictions["scores"]) >= SHOWN_SCORE)
-        return (np.asarray(predictions["boxes"])[keep], np.asarray(predictions["classes"])[keep],
-                np.asarray(predictions["scores"])[keep])
+        return tuple(np.asarray(predictions[key])[keep] for key in self.shown_keys)
 
     def pictures(self, batch, predictions) -> np.ndarray:
         """ground truth | detections scoring >= 0.5 (class and score), one row per image."""

@@ -71,9 +71,7 @@ class InstanceSegmentationTask(DetectionTask):
             image = pics.overlay(image, labels, self.num_classes + 1)
         return pics.labeled_boxes(image, boxes, classes, self.class_names, scores)
 
-    def _shown(self, predictions):
-        keep = np.asarray(predictions["valid"]) & (np.asarray(predictions["scores"]) >= SHOWN_SCORE)
-        return (*super()._shown(predictions), np.asarray(predictions["masks"])[keep])
+    shown_keys = (*DetectionTask.shown_keys, "masks")
 
     def pictures(self, batch, predictions) -> np.ndarray:
         """ground truth | detections scoring >= 0.5, each with its mask, class and score."""
