@@ -73,6 +73,14 @@ FAST_OVERRIDES = {
     "mnc": {**_FAST, "dataset.name": "shapes/tiny", "dataset.preprocess.canvas": (64, 64),
             "dataset.preprocess.min_side": 64.0, "dataset.preprocess.max_side": 64.0,
             "dataset.preprocess.mask_size": 16, "model.width": 0.0625},
+    # shapes/tiny's 32x32 scenes at 64x64, 32 grouping regions each, VGG16 at 1/16 on 32 px
+    # warps; the test-time CNN in two chunks of 16 regions.
+    "sds": {**_FAST, "dataset.name": "shapes/tiny", "dataset.preprocess.canvas": (64, 64),
+            "dataset.preprocess.min_side": 64.0, "dataset.preprocess.max_side": 64.0,
+            "dataset.preprocess.mask_size": 16, "dataset.proposals.max_proposals": 32,
+            "model.width": 0.0625, "model.warp_size": 32, "model.context_padding": 2.0,
+            "model.rois_per_image": 8, "model.mask_size": 14, "model.overlap_grid": 32,
+            "model.proposals_per_chunk": 16, "model.max_detections": 10},
     # shapes/tiny's 32x32 scenes warped to the mini rows' 128x128, detectors at 1/16 width.
     "single_shot": {**_FAST, "dataset.name": "shapes/tiny", "model.width": 0.0625},
     # shapes/tiny's 32x32 scenes as they are (the mini rows warp 64x64 ones), VGG16 at 1/16.

@@ -259,8 +259,9 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     before padding, to clip boxes to), boxes float32 (max_boxes, 4) in pixels (x1, y1, x2, y2),
     classes int32, difficult bool (VOC's flag, or COCO's is_crowd) and box_valid bool, each
     (max_boxes,). With `proposals` (data/proposals.py, looked up by the example's tfds_id), also
-    proposals (P, 4) in pixels and proposal_valid (P,). TFDS's normalized boxes are converted in
-    one place (`_pixel_boxes`). More objects than `max_boxes` stop the pipeline with an error
+    proposals (P, 4) in pixels and proposal_valid (P,), and, where the proposals are regions
+    (SDS), proposal_masks (P, M, M) relative to their boxes. TFDS's normalized boxes are
+    converted in one place (`_pixel_boxes`). More objects than `max_boxes` stop the pipeline with an error
     naming the config key.
 
     `warp_size` resizes every image to warp_size x warp_size without keeping its aspect ratio
@@ -332,6 +333,10 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
                                  lambda: proposal_boxes)
         out["proposals"] = tf.ensure_shape(proposal_boxes, [proposals.max_proposals, 4])
         out["proposal_valid"] = tf.range(proposals.max_proposals) < proposal_count
+        if proposals.packed_masks is not None:
+            regions = proposals.lookup_masks(example["tfds_id"])
+            out["proposal_masks"] = tf.cond(flip, lambda: tf.reverse(regions, axis=[2]),
+                                            lambda: regions)
     return out
 
 

@@ -10,7 +10,7 @@ are 0-based object classes, and the head's class 0 is background (object class k
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -259,7 +259,7 @@ class BoxHead(nn.Module):
 def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: Array,
                 gt_classes: Array, gt_valid: Array, *, num: int, foreground_fraction: float = 0.25,
                 foreground: float = 0.5, background: tuple[float, float] = (0.1, 0.5),
-                differentiable: bool = False) -> dict[str, Array]:
+                differentiable: bool = False, overlaps: Array | None = None) -> dict[str, Array]:
     """Fast R-CNN's minibatch of RoIs per image: `num` of the proposals plus the ground-truth
     boxes (both papers add them), 25% with IoU >= 0.5 (labelled with their object's class), the
     rest background with IoU in [0.1, 0.5) (Faster R-CNN's code uses [0, 0.5)).
@@ -269,7 +269,9 @@ def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: A
     best-overlapping ground truth, for per-object targets such as masks) and valid (B, num)
     (False where there were not enough candidates). The foreground RoIs come first. The RoIs
     carry no gradient unless `differentiable` (MNC: the proposals' gradient passes through; the
-    regression targets never carry one).
+    regression targets never carry one). `overlaps` (B, P + G, G), the overlap of every candidate
+    (the proposals, then the ground truth) with every object, replaces box IoU in the matching
+    (SDS: mask IoU); the indices returned as 'candidates' (B, num) say which candidate each RoI is.
     """
     candidates = jnp.concatenate([proposals, gt_boxes], axis=1)
     candidate_valid = jnp.concatenate([proposal_valid, gt_valid], axis=1)
@@ -277,7 +279,9 @@ def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: A
     if short > 0:  # fewer candidates than the minibatch: pad with invalid ones (never sampled)
         candidates = jnp.pad(candidates, ((0, 0), (0, short), (0, 0)))
         candidate_valid = jnp.pad(candidate_valid, ((0, 0), (0, short)))
-    iou = box_ops.pairwise_iou(candidates, gt_boxes)
+        if overlaps is not None:
+            overlaps = jnp.pad(overlaps, ((0, 0), (0, short), (0, 0)))
+    iou = box_ops.pairwise_iou(candidates, gt_boxes) if overlaps is None else overlaps
     matched, labels = box_ops.match(iou, gt_valid, foreground=foreground, background=background)
     labels = jnp.where(candidate_valid, labels, -1)
     indices, valid = jax.vmap(lambda k, l: box_ops.sample(
@@ -289,7 +293,7 @@ def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: A
     fixed = jax.lax.stop_gradient(rois)
     return {"rois": rois if differentiable else fixed, "labels": classes,
             "targets": box_ops.encode(gt, fixed, HEAD_BOX_WEIGHTS), "matched": matched,
-            "valid": valid}
+            "candidates": indices, "valid": valid}
 
 
 def box_head_loss(logits: Array, deltas: Array, samples: dict[str, Array]) -> dict[str, Array]:
@@ -332,3 +336,26 @@ def check_anchor_config(scales: Sequence[float], ratios: Sequence[float]) -> int
         raise ValueError(f"Anchor scales and ratios must be non-empty and positive; got "
                          f"{tuple(scales)} and {tuple(ratios)}.")
     return len(scales) * len(ratios)
+
+
+def map_region_chunks(fn: Callable[..., Any], chunk: int, *per_region: Array) -> Any:
+    """`fn(*per_region)` computed `chunk` regions at a time along axis 1 of arrays (B, R, ...)
+    (`jax.lax.map` over the chunks, so test-time memory holds one chunk's activations: R-CNN
+    and SDS run a CNN per region). fn maps arrays (B, chunk, ...) to a pytree of arrays
+    (B, chunk, ...); the result is that pytree over all R regions. A Flax submodule inside fn
+    must be applied functionally (`module.clone(parent=None).apply(module.variables, ...)`)."""
+    num = per_region[0].shape[1]
+    chunk = min(chunk, num)
+    if chunk == num:
+        return fn(*per_region)
+    padded = -(-num // chunk) * chunk
+
+    def split(x):  # (B, R, ...) -> (chunks, B, chunk, ...)
+        x = jnp.pad(x, [(0, 0), (0, padded - num)] + [(0, 0)] * (x.ndim - 2))
+        return jnp.moveaxis(x.reshape(x.shape[0], padded // chunk, chunk, *x.shape[2:]), 1, 0)
+
+    def merge(x):  # (chunks, B, chunk, ...) -> (B, R, ...)
+        x = jnp.moveaxis(x, 0, 1)
+        return x.reshape(x.shape[0], padded, *x.shape[3:])[:, :num]
+
+    return jax.tree.map(merge, jax.lax.map(lambda xs: fn(*xs), tuple(map(split, per_region))))

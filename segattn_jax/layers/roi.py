@@ -173,10 +173,16 @@ def warp_regions(images: jax.Array, boxes: jax.Array, size: int, *,
         raise ValueError(f"context_padding must be in [0, size / 2); got {context_padding} for "
                          f"size {size}.")
     _check(images, boxes)
-    boxes = boxes.astype(jnp.float32)
-    centre = 0.5 * (boxes[..., :2] + boxes[..., 2:])
-    half = 0.5 * (boxes[..., 2:] - boxes[..., :2]) * (size / (size - 2 * context_padding))
-    dilated = jnp.concatenate([centre - half, centre + half], axis=-1)
+    dilated = context_boxes(boxes, size, context_padding)
     mean = jnp.mean(images.astype(jnp.float32), axis=(1, 2), keepdims=True)  # (B, 1, 1, C)
     warped = roi_align(images.astype(jnp.float32) - mean, dilated, size, spatial_scale=1.0)
     return (warped + mean[:, None]).astype(images.dtype)
+
+
+def context_boxes(boxes: jax.Array, size: int, context_padding: float) -> jax.Array:
+    """The image area `warp_regions` reads for each box (..., 4): the box dilated so that
+    `context_padding` of the `size` output pixels surround it on every side."""
+    boxes = boxes.astype(jnp.float32)
+    centre = 0.5 * (boxes[..., :2] + boxes[..., 2:])
+    half = 0.5 * (boxes[..., 2:] - boxes[..., :2]) * (size / (size - 2 * context_padding))
+    return jnp.concatenate([centre - half, centre + half], axis=-1)

@@ -25,6 +25,7 @@ MODELS = {
     "faster_rcnn": "segattn_jax.models.faster_rcnn:FasterRCNN",
     "mask_rcnn": "segattn_jax.models.mask_rcnn:MaskRCNN",
     "mnc": "segattn_jax.models.mnc:MNC",
+    "sds": "segattn_jax.models.sds:SDS",
     "yolo": "segattn_jax.models.yolo:YOLO",
     "ssd": "segattn_jax.models.ssd:SSD",
     "show_attend_tell": "segattn_jax.models.show_attend_tell:ShowAttendTell",

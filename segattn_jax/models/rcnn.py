@@ -35,23 +35,28 @@ Array = Any
 
 class RegionNetwork(nn.Module):
     """The CNN R-CNN runs on each warped region: VGG16 up to `feature_layer` (pool5 in the paper)
-    and fc6/fc7. regions (B, R, S, S, 3) -> (pool5 (B, R, D) flattened, fc7 (B, R, hidden))."""
+    and fc6/fc7. regions (B, R, S, S, 3) -> (pool5 (B, R, D) flattened, fc7 (B, R, hidden),
+    {tap: (B, R, h, w, C)} of the conv layers named in `taps`: Hypercolumns reads them)."""
 
     width: float = 1.0
     feature_layer: str = "pool5"
     dropout_rate: float = 0.5
+    taps: tuple[str, ...] = ()
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, regions: Array, *, train: bool) -> tuple[Array, Array]:
+    def __call__(self, regions: Array, *, train: bool) -> tuple[Array, Array, dict[str, Array]]:
         batch, num = regions.shape[:2]
-        features = VGG16(width=self.width, first_padding=1, last_layer=self.feature_layer,
-                         dtype=self.dtype, name="backbone")(
-            regions.reshape(batch * num, *regions.shape[2:]), train=False)[0]
+        features, layers = VGG16(width=self.width, first_padding=1,
+                                 last_layer=self.feature_layer, dtype=self.dtype,
+                                 name="backbone")(
+            regions.reshape(batch * num, *regions.shape[2:]), train=False)
         pool5 = features.reshape(batch, num, -1)
         fc7 = rcnn.FullyConnected(scaled_features(4096, self.width), self.dropout_rate,
                                   self.dtype, name="fc")(pool5, train=train)
-        return pool5.astype(jnp.float32), fc7.astype(jnp.float32)
+        taps = {name: layers[name].reshape(batch, num, *layers[name].shape[1:])
+                for name in self.taps}
+        return pool5.astype(jnp.float32), fc7.astype(jnp.float32), taps
 
 
 class RCNN(nn.Module):
@@ -105,7 +110,7 @@ class RCNN(nn.Module):
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1; got {self.num_classes}.")
         self.network = RegionNetwork(self.width, self.feature_layer, self.dropout_rate,
-                                     self.dtype)
+                                     dtype=self.dtype)
         # Fine-tuning's softmax over K + 1 classes (replaced by the SVMs at test time, as in
         # the paper), the per-class SVMs on fc7, and the class-specific regressor on pool5.
         self.classifier = nn.Dense(self.num_classes + 1,
@@ -122,21 +127,12 @@ class RCNN(nn.Module):
     def region_features(self, images: Array, boxes: Array) -> tuple[Array, Array]:
         """Test-time (pool5, fc7) of every box (B, P, 4), `proposals_per_chunk` per image at a
         time: the CNN runs once per region, which is what makes R-CNN slow."""
-        num = boxes.shape[1]
-        chunk = min(self.proposals_per_chunk, num)
-        if self.is_initializing() or chunk == num:
-            return self.network(self.warp(images, boxes), train=False)
-        padded = -(-num // chunk) * chunk
-        chunks = jnp.pad(boxes, ((0, 0), (0, padded - num), (0, 0)))
-        chunks = jnp.moveaxis(chunks.reshape(boxes.shape[0], padded // chunk, chunk, 4), 1, 0)
-        # The bound network applied functionally, so lax.map can loop over the chunks.
+        if self.is_initializing():
+            return self.network(self.warp(images, boxes), train=False)[:2]
         network, variables = self.network.clone(parent=None), self.network.variables
-        pool5, fc7 = jax.lax.map(
-            lambda b: network.apply(variables, self.warp(images, b), train=False), chunks)
-
-        def unchunk(x):  # (chunks, B, chunk, D) -> (B, num, D)
-            return jnp.moveaxis(x, 0, 1).reshape(x.shape[1], padded, -1)[:, :num]
-        return unchunk(pool5), unchunk(fc7)
+        return rcnn.map_region_chunks(
+            lambda b: network.apply(variables, self.warp(images, b), train=False)[:2],
+            self.proposals_per_chunk, boxes)
 
     def __call__(self, inputs: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
         proposals, valid = inputs["proposals"], inputs["proposal_valid"]
@@ -158,7 +154,7 @@ class RCNN(nn.Module):
             targets["boxes"], targets["classes"], targets["box_valid"], num=self.rois_per_image,
             foreground_fraction=self.foreground_fraction, background=(0.0, 0.5))
         regions = jnp.concatenate([samples["rois"], targets["boxes"]], axis=1)
-        pool5, fc7 = self.network(self.warp(inputs["image"], regions), train=True)
+        pool5, fc7, _ = self.network(self.warp(inputs["image"], regions), train=True)
         num_rois = samples["rois"].shape[1]
 
         # 1. Fine-tuning: softmax over K + 1 on the sampled RoIs.

@@ -29,6 +29,27 @@ def _grid_centres(boxes: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
     return y, x
 
 
+def resample_box_masks(masks: jax.Array, boxes: jax.Array, y: jax.Array,
+                       x: jax.Array) -> jax.Array:
+    """Box-relative masks read at image points: masks (N, M, M) over boxes (N, 4), the points'
+    pixel coordinates y (N, S) and x (N, T) (a grid y x x per mask) -> (N, S, T) bilinear values,
+    0 outside each mask's box. The one resampling every use below shares."""
+    m = masks.shape[-1]
+    width = jnp.maximum(boxes[:, 2:3] - boxes[:, 0:1], 1e-6)
+    height = jnp.maximum(boxes[:, 3:4] - boxes[:, 1:2], 1e-6)
+    # Image pixel -> the box mask's pixel coordinates (its samples at cell centres).
+    u = (x - boxes[:, 0:1]) / width * m - 0.5
+    v = (y - boxes[:, 1:2]) / height * m - 0.5
+    inside_x = (x >= boxes[:, 0:1]) & (x <= boxes[:, 2:3])
+    inside_y = (y >= boxes[:, 1:2]) & (y <= boxes[:, 3:4])
+    shape = (masks.shape[0], y.shape[1], x.shape[1])
+    grid_v = jnp.broadcast_to(v[:, :, None], shape)
+    grid_u = jnp.broadcast_to(u[:, None, :], shape)
+    values = bilinear_at(masks[..., None].astype(jnp.float32), grid_v, grid_u,
+                         outside="clamp")[..., 0]
+    return jnp.where(inside_y[:, :, None] & inside_x[:, None, :], values, 0.0)
+
+
 def roi_mask_targets(gt_masks: jax.Array, gt_boxes: jax.Array, rois: jax.Array,
                      matched: jax.Array, size: int = 28) -> jax.Array:
     """Mask R-CNN's mask target of every RoI: its matched object's mask on a size x size grid
@@ -43,21 +64,35 @@ def roi_mask_targets(gt_masks: jax.Array, gt_boxes: jax.Array, rois: jax.Array,
                                 for x in (gt_masks, gt_boxes, rois))
     batch, num_rois = rois.shape[:2]
     m = gt_masks.shape[-1]
-    masks = take_per_image(gt_masks, matched).reshape(batch * num_rois, m, m, 1)
+    masks = take_per_image(gt_masks, matched).reshape(batch * num_rois, m, m)
     boxes = take_per_image(gt_boxes, matched).reshape(batch * num_rois, 4)
     y, x = _grid_centres(rois.reshape(batch * num_rois, 4), size)  # (BR, size) each
-    # Image pixel -> the object's box mask's pixel coordinates (its samples at cell centres).
-    width = jnp.maximum(boxes[:, 2:3] - boxes[:, 0:1], 1e-6)
-    height = jnp.maximum(boxes[:, 3:4] - boxes[:, 1:2], 1e-6)
-    u = (x - boxes[:, 0:1]) / width * m - 0.5
-    v = (y - boxes[:, 1:2]) / height * m - 0.5
-    inside_x = (x >= boxes[:, 0:1]) & (x <= boxes[:, 2:3])
-    inside_y = (y >= boxes[:, 1:2]) & (y <= boxes[:, 3:4])
-    grid_v = jnp.broadcast_to(v[:, :, None], (batch * num_rois, size, size))
-    grid_u = jnp.broadcast_to(u[:, None, :], grid_v.shape)
-    values = bilinear_at(masks, grid_v, grid_u, outside="clamp")[..., 0]
-    inside = inside_y[:, :, None] & inside_x[:, None, :]
-    return jnp.where(inside & (values >= 0.5), 1.0, 0.0).reshape(batch, num_rois, size, size)
+    values = resample_box_masks(masks, boxes, y, x)
+    return (values >= 0.5).astype(jnp.float32).reshape(batch, num_rois, size, size)
+
+
+def masks_on_grid(masks: jax.Array, boxes: jax.Array, canvas_hw: tuple[int, int],
+                  grid: int) -> jax.Array:
+    """Box-relative masks (B, N, M, M) over boxes (B, N, 4) in pixels, binarized at 0.5 on a
+    grid x grid lattice of cell centres over the whole (padded) canvas: (B, N, grid, grid)
+    float32 in {0, 1}. Masks of different boxes become comparable (`mask_iou`)."""
+    batch, num, m = masks.shape[:3]
+    height, width = canvas_hw
+    steps = (jnp.arange(grid, dtype=jnp.float32) + 0.5) / grid
+    y = jnp.broadcast_to(steps * height, (batch * num, grid))
+    x = jnp.broadcast_to(steps * width, (batch * num, grid))
+    values = resample_box_masks(masks.reshape(batch * num, m, m),
+                                jnp.asarray(boxes, jnp.float32).reshape(batch * num, 4), y, x)
+    return (values >= 0.5).astype(jnp.float32).reshape(batch, num, grid, grid)
+
+
+def mask_iou(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Pairwise IoU of binary masks on one grid (`masks_on_grid`): a (B, N, g, g), b (B, G, g, g)
+    -> (B, N, G); 0 where both are empty."""
+    a, b = a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1)
+    intersection = jnp.einsum("bnp,bgp->bng", a, b)
+    union = a.sum(-1)[:, :, None] + b.sum(-1)[:, None, :] - intersection
+    return jnp.where(union > 0, intersection / jnp.maximum(union, 1e-6), 0.0)
 
 
 def paste_masks(masks: np.ndarray, boxes: np.ndarray, height: int, width: int,

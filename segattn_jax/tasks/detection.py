@@ -60,6 +60,15 @@ class DetectionTask(RegionTask):
         if config.task.ap_metric not in AP_METRICS:
             raise ValueError(f"Unknown task.ap_metric {config.task.ap_metric!r}; valid: "
                              f"{sorted(AP_METRICS)}.")
+        method = config.dataset.proposals.get("method", "")
+        name = type(self.model).__name__
+        if "proposals" in self.input_keys and not method:
+            raise ValueError(f"{name} classifies cached region proposals: set "
+                             "--config.dataset.proposals.method (selective_search, or "
+                             "hierarchical_grouping for regions with masks).")
+        if "proposal_masks" in self.input_keys and method != "hierarchical_grouping":
+            raise ValueError(f"{name} needs each proposal's region (its mask): set "
+                             "--config.dataset.proposals.method=hierarchical_grouping.")
 
     @property
     def input_keys(self) -> tuple[str, ...]:

@@ -37,12 +37,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset.extra_train = ()
     # Keyword options of the task's preprocessor (data/preprocess.py), e.g. max_boxes, canvas.
     c.dataset.preprocess = ml_collections.ConfigDict()
-    # Cached region proposals attached to each example (R-CNN, Fast R-CNN): data/proposals.py.
+    # Cached region proposals attached to each example (R-CNN, Fast R-CNN, SDS):
+    # data/proposals.py. 'selective_search': OpenCV's boxes; 'hierarchical_grouping': regions
+    # with their masks (SDS), segmented at scale base_k with segments of >= min_size pixels,
+    # masks at mask_size x mask_size over their boxes.
     c.dataset.proposals = ml_collections.ConfigDict()
-    c.dataset.proposals.method = ""  # '' (none) | 'selective_search'
+    c.dataset.proposals.method = ""  # '' (none) | 'selective_search' | 'hierarchical_grouping'
     c.dataset.proposals.upscale = 1.0
     c.dataset.proposals.base_k = 150
     c.dataset.proposals.max_proposals = 2000
+    c.dataset.proposals.min_size = 20
+    c.dataset.proposals.mask_size = 16
 
     c.task = ml_collections.ConfigDict()
     c.task.name = ""           # see segattn_jax.tasks.TASKS

@@ -30,7 +30,7 @@ from segattn_jax.backbones import pretrained
 from segattn_jax.data import pipeline
 from segattn_jax.data import proposals as proposals_lib
 from segattn_jax.data.preprocess import make_preprocess
-from segattn_jax.ops.selective_search import SelectiveSearch
+from segattn_jax.ops.selective_search import HierarchicalGrouping, SelectiveSearch
 from segattn_jax.tasks import Task, build_task
 from segattn_jax.tasks import pictures as pics
 from segattn_jax.train import mesh as mesh_lib
@@ -63,11 +63,17 @@ def _load_proposals(config: ml_collections.ConfigDict) -> proposals_lib.Proposal
     settings = config.dataset.proposals
     if not settings.method:
         return None
-    if settings.method != "selective_search":
+    if settings.method == "selective_search":
+        method = SelectiveSearch(upscale=settings.upscale, base_k=settings.base_k,
+                                 max_proposals=settings.max_proposals)
+    elif settings.method == "hierarchical_grouping":
+        method = HierarchicalGrouping(upscale=settings.upscale, scale=settings.base_k,
+                                      min_size=settings.min_size,
+                                      max_proposals=settings.max_proposals,
+                                      mask_size=settings.mask_size)
+    else:
         raise ValueError(f"Unknown --config.dataset.proposals.method={settings.method!r}; valid: "
-                         "'' (none), 'selective_search'.")
-    method = SelectiveSearch(upscale=settings.upscale, base_k=settings.base_k,
-                             max_proposals=settings.max_proposals)
+                         "'' (none), 'selective_search', 'hierarchical_grouping'.")
     data = config.dataset
     sources = [(data.name, data.train_split), (data.name, data.eval_split),
                *map(pipeline.parse_source, data.extra_train)]

@@ -1,6 +1,6 @@
 """Box-relative instance masks: the input pipeline's crop (`preprocess.box_masks`) pasted back
 (`ops.masks.paste_masks`) gives the scene's masks again; Mask R-CNN's RoI targets against a
-direct numpy transcription."""
+direct numpy transcription; masks of different boxes compared on one grid (`mask_iou`)."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from segattn_jax.data.preprocess import box_masks
 from segattn_jax.data.shapes import render_scene
-from segattn_jax.ops.masks import paste_masks, roi_mask_targets
+from segattn_jax.ops.masks import mask_iou, masks_on_grid, paste_masks, roi_mask_targets
 
 
 @pytest.mark.parametrize("size, worst", [(64, 0.0), (32, 0.01)])
@@ -69,3 +69,23 @@ def test_roi_mask_targets_match_the_reference():
         np.testing.assert_array_equal(
             targets[0, r], _reference_targets(masks[0, matched[0, r]], boxes[0, matched[0, r]],
                                               rois[0, r], 6))
+
+
+def test_mask_iou_on_a_pixel_grid_is_the_pasted_masks_iou():
+    """On a grid of one cell per pixel, `masks_on_grid` is `paste_masks` and `mask_iou` the
+    pixel IoU of the pasted masks (each scene's objects against each other)."""
+    scene = render_scene(np.random.default_rng(3), 64, 6)
+    masks, boxes = scene["objects"]["mask"], scene["objects"]["bbox"]
+    relative = box_masks(tf.constant(masks), tf.constant(boxes), 32).numpy()
+    pixels = boxes[:, [1, 0, 3, 2]] * 64
+    on_grid = np.asarray(masks_on_grid(jnp.asarray(relative[None]), jnp.asarray(pixels[None]),
+                                       (64, 64), 64))[0]
+    pasted = paste_masks(relative, pixels, 64, 64)
+    np.testing.assert_array_equal(on_grid.astype(bool), pasted)
+    shifted = np.roll(pasted, 3, axis=2)  # the same objects moved 3 px: partial overlaps
+    ious = np.asarray(mask_iou(jnp.asarray(on_grid[None]),
+                               jnp.asarray(shifted[None].astype(np.float32))))[0]
+    inter = (pasted[:, None] & shifted[None]).sum((2, 3))
+    union = (pasted[:, None] | shifted[None]).sum((2, 3))
+    np.testing.assert_allclose(ious, inter / union, rtol=1e-6)
+    assert 0 < ious.diagonal().min() < 1
