@@ -50,7 +50,8 @@ from pathlib import Path
 
 from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
 from segattn_jax.data.voc_segmentation import NUM_CLASSES as VOC_CLASSES
-from segattn_jax.train.config import base_config, load_experiment, parse_arg, table_cells
+from segattn_jax.train.config import (adam_cosine, base_config, load_experiment, parse_arg,
+                                      table_cells)
 
 # Paper, Table 1 (VOC 2012 test): mean IU (%). The first training stage alone is not reported.
 PAPER = {
@@ -119,11 +120,7 @@ def get_config(arg: str = "DeconvNet,mini"):
         c.dataset.proposals.upscale = 2.0
         c.dataset.proposals.base_k = 75
         c.dataset.proposals.max_proposals = 32
-        c.optimizer.name = "adam"
-        c.optimizer.learning_rate = 1e-3 if row == "DeconvNet" else 3e-3
-        c.optimizer.schedule = "cosine"
-        c.optimizer.warmup_steps = 50
-        c.optimizer.grad_clip_norm = 1.0
+        adam_cosine(c, 1e-3 if row == "DeconvNet" else 3e-3, warmup_steps=50, grad_clip_norm=1.0)
         c.train.batch_size = 8
         c.train.num_steps = 1000
         c.train.checkpoint_every = 250

@@ -18,7 +18,7 @@ one.
 Expected on mini (measured, see README): pcp stage2 > stage1, stage3 >= stage2. Every row
 trains the same cascade: `train` with any row gives all three stages.
 """
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells
 
 # Table 1, LSP (PCP at 0.5, in %): upper arm, forearm ("lower arm"), upper leg, lower leg, Ave.
 _GROUPS = ("upper_arm", "forearm", "upper_leg", "lower_leg")
@@ -79,11 +79,7 @@ def _mini(c) -> None:
     c.model.crop_size = 24
     c.model.width = 0.25
     c.model.first_stride = 2
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 5e-4
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 100
-    c.optimizer.grad_clip_norm = 5.0
+    adam_cosine(c, 5e-4, warmup_steps=100, grad_clip_norm=5.0)
     c.train.batch_size = 16
     c.train.num_steps = 2000
     c.train.log_every = 50

@@ -17,7 +17,8 @@ whose language models read each region's own code, beat the full-image baseline 
 within seed noise of each other; letting the gradient through to the box coordinates (the paper's
 FCLN) makes the boxes drift and is the worst row at this scale.
 """
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
+                                      table_cells)
 
 # Table 1: dense-captioning mAP (%) of the FCLN with its own proposals (the released model,
 # trained longer and tested with 1000 proposals, scores 5.70, its README says). The baselines'
@@ -43,10 +44,7 @@ def _mini(c) -> None:
     """shapes at 128x128, VGG16 at 1/8 width up to conv4_3 (stride 8: a 16x16 map), the 12
     anchors scaled to the objects' 8-64 px, 64 sampled boxes, a small language model."""
     c.dataset.name = "shapes/default"
-    c.dataset.preprocess.max_boxes = 8
-    c.dataset.preprocess.canvas = (128, 128)
-    c.dataset.preprocess.min_side = 128.0
-    c.dataset.preprocess.max_side = 128.0
+    detection_images(c, max_boxes=8, canvas=128)
     c.task.max_length = 4  # the longest shapes phrase has 3 words ("small red star")
     c.task.min_word_count = 5
     c.model.width = 0.125
@@ -59,11 +57,7 @@ def _mini(c) -> None:
     c.model.embed_dim = 128
     c.model.lstm_dim = 256
     c.model.dropout_rate = 0.2
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 100
-    c.optimizer.grad_clip_norm = 5.0
+    adam_cosine(c, 1e-3, warmup_steps=100, grad_clip_norm=5.0)
     c.train.batch_size = 8
     c.train.num_steps = 1500
     c.train.log_every = 50

@@ -22,7 +22,7 @@ are this codebase's choices (the paper gives neither exactly):
 from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
 from segattn_jax.data.stanford_background import NUM_CLASSES as STANFORD_CLASSES
 from segattn_jax.data.stanford_background import fold_split
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells
 
 # Paper, Table 1 (Stanford Background): pixel accuracy and class accuracy (%), i.e. the mean of
 # the per-class accuracies, this codebase's mean_accuracy.
@@ -67,11 +67,7 @@ def get_config(arg: str = "multi-scale,mini"):
         c.dataset.name = "shapes/default"
         c.model.num_classes = NUM_SEMANTIC_CLASSES
         c.model.features = (16, 32, 64)
-        c.optimizer.name = "adam"
-        c.optimizer.learning_rate = 3e-3
-        c.optimizer.schedule = "cosine"
-        c.optimizer.warmup_steps = 50
-        c.optimizer.grad_clip_norm = 1.0
+        adam_cosine(c, 3e-3, warmup_steps=50, grad_clip_norm=1.0)
         c.train.batch_size = 8
         c.train.num_steps = 2500
         c.train.checkpoint_every = 500

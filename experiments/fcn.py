@@ -27,7 +27,7 @@ every upsampling fixed bilinear, and each stage started from the one before:
 """
 from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
 from segattn_jax.data.voc_segmentation import NUM_CLASSES as VOC_CLASSES
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells
 
 # Paper, Table 2 (seg11valid): pixel acc., mean acc., mean IU, f.w. IU (%).
 PAPER = {
@@ -81,11 +81,7 @@ def _mini(c) -> None:
     c.model.first_padding = 60
     c.model.fc6_kernel = 5
 
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 50
-    c.optimizer.grad_clip_norm = 1.0
+    adam_cosine(c, 1e-3, warmup_steps=50, grad_clip_norm=1.0)
 
     c.train.batch_size = 8
     c.train.num_steps = 1500

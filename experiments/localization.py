@@ -16,7 +16,7 @@ PCR only.
 Expected on mini (measured, see README): gt_class_loc_error PCR <= SCR (the paper: 34.3 vs 36.4).
 """
 from segattn_jax.data.shapes import CLASS_NAMES
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells
 
 # Table 8 (ILSVRC-2012 val, localization error %, gt class, single central crop, config D).
 PAPER = {
@@ -46,11 +46,7 @@ def _mini(c) -> None:
     c.model.input_size = MINI_SIZE
     c.model.width = 0.125
     c.task.box_weight = 10.0  # box errors are fractions of the image: ~100x smaller than the CE
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 5e-4
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 100
-    c.optimizer.grad_clip_norm = 5.0
+    adam_cosine(c, 5e-4, warmup_steps=100, grad_clip_norm=5.0)
     c.train.batch_size = 32
     c.train.num_steps = 3000  # the class loss sits at chance for ~1000 steps, then falls
     c.train.log_every = 50

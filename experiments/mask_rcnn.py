@@ -14,7 +14,8 @@ The paper's points on mini (measured, see README): mask AP with RoIAlign > with 
 gap larger at AP75 than at AP50; per-class sigmoid >= multinomial softmax.
 """
 from segattn_jax.data.shapes import CLASS_NAMES
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
+                                      table_cells)
 
 # COCO mask AP / AP50 / AP75 (%). R-101-FPN: Table 1 (test-dev). R-50-FPN: Table 2a (minival;
 # Table 1 has no R-50-FPN row). The ablations are Table 2b/2c's, measured with ResNet-50-C4 on
@@ -43,10 +44,7 @@ def _mini(c) -> None:
     """shapes at 128x128 (objects 12-64 px), ResNet-26-FPN at 1/4 width from scratch (batch
     statistics), anchors and proposal counts for its 32x32..2x2 levels; Adam."""
     c.dataset.name = "shapes/default"
-    c.dataset.preprocess.max_boxes = 8
-    c.dataset.preprocess.canvas = (128, 128)
-    c.dataset.preprocess.min_side = 128.0
-    c.dataset.preprocess.max_side = 128.0
+    detection_images(c, max_boxes=8, canvas=128)
     c.dataset.preprocess.mask_size = 32  # the 64x64 scenes' objects are at most ~32 px
     c.model.num_classes = len(CLASS_NAMES)
     c.model.depth = 26
@@ -60,11 +58,7 @@ def _mini(c) -> None:
     c.model.rois_per_image = 32  # 8 foreground slots: a scene has at most 6 objects
     c.model.mask_features = 256
     c.model.max_detections = 50
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 100
-    c.optimizer.grad_clip_norm = 5.0
+    adam_cosine(c, 1e-3, warmup_steps=100, grad_clip_norm=5.0)
     c.train.batch_size = 8
     c.train.num_steps = 1500
     c.train.log_every = 50
@@ -82,10 +76,7 @@ def _paper_scale(c, depth: int) -> None:
     c.dataset.name = "coco_instances/2017"
     c.dataset.train_split = "train"
     c.dataset.eval_split = "validation"
-    c.dataset.preprocess.max_boxes = 100
-    c.dataset.preprocess.canvas = (1344, 1344)
-    c.dataset.preprocess.min_side = 800.0
-    c.dataset.preprocess.max_side = 1333.0
+    detection_images(c, max_boxes=100, canvas=1344, min_side=800.0, max_side=1333.0)
     c.dataset.preprocess.mask_size = 112
     c.model.num_classes = COCO_CLASSES
     c.model.depth = depth

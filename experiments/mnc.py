@@ -11,7 +11,8 @@ masks) with a slim VGG16 (1/8 width, up to conv4_3) from scratch.
 """
 from segattn_jax.data.sbd_instances import OBJECT_CLASSES
 from segattn_jax.data.shapes import CLASS_NAMES
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
+                                      table_cells)
 
 # VOC 2012 val APr@0.5 / APr@0.7 (%) and test seconds per image: MNC's Table 3 (its 5-stage
 # model, VGG16; the issue quotes the same). The 3-stage cascade's own numbers are left empty:
@@ -32,10 +33,7 @@ def table_runs(arg: str) -> list[str]:
 def _mini(c) -> None:
     """shapes at 128x128, VGG16 at 1/8 width up to conv4_3 (stride 8), anchors of 16-64 px."""
     c.dataset.name = "shapes/default"
-    c.dataset.preprocess.max_boxes = 8
-    c.dataset.preprocess.canvas = (128, 128)
-    c.dataset.preprocess.min_side = 128.0
-    c.dataset.preprocess.max_side = 128.0
+    detection_images(c, max_boxes=8, canvas=128)
     c.dataset.preprocess.mask_size = 32
     c.model.num_classes = len(CLASS_NAMES)
     c.model.width = 0.125
@@ -45,11 +43,7 @@ def _mini(c) -> None:
     c.model.post_nms_train = c.model.post_nms_test = 100
     c.model.min_proposal_size = 4.0
     c.model.max_detections = 50
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 100
-    c.optimizer.grad_clip_norm = 5.0
+    adam_cosine(c, 1e-3, warmup_steps=100, grad_clip_norm=5.0)
     c.train.batch_size = 8
     c.train.num_steps = 1500
     c.train.log_every = 50
@@ -65,10 +59,7 @@ def _paper_scale(c) -> None:
     c.dataset.name = "sbd_instances"
     c.dataset.train_split = "train"
     c.dataset.eval_split = "val"
-    c.dataset.preprocess.max_boxes = 64
-    c.dataset.preprocess.canvas = (1000, 1000)
-    c.dataset.preprocess.min_side = 600.0
-    c.dataset.preprocess.max_side = 1000.0
+    detection_images(c, max_boxes=64, canvas=1000, min_side=600.0, max_side=1000.0)
     c.dataset.preprocess.mask_size = 112
     c.model.num_classes = len(OBJECT_CLASSES)
     c.model.width = 1.0

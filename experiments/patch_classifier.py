@@ -14,7 +14,7 @@ way is `benchmarks/patch_vs_dense.py`'s. No paper reports a table for this idea,
 columns are empty, and there is no paper-scale row.
 """
 from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells
 
 # Row -> the task's metric prefix for that way of labelling.
 WAYS = {"sliding-window": "sliding_window", "convolutionalized": "convolutionalized"}
@@ -52,11 +52,7 @@ def get_config(arg: str = "mini"):
     c.model.dropout_rate = 0.0
     c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
 
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 3e-3
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 50
-    c.optimizer.grad_clip_norm = 1.0
+    adam_cosine(c, 3e-3, warmup_steps=50, grad_clip_norm=1.0)
 
     c.train.batch_size = 8
     c.train.num_steps = 1500

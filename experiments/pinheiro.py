@@ -25,7 +25,8 @@ written: PAPER leaves them empty (the table prints '-') rather than guess them.
 from pathlib import Path
 
 from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
-from segattn_jax.train.config import base_config, load_experiment, parse_arg, table_cells
+from segattn_jax.train.config import (adam_cosine, base_config, load_experiment, parse_arg,
+                                      table_cells)
 
 INSTANCES = {"1-instance": 1, "2-instances": 2, "3-instances": 3}
 PAPER = {row: {} for row in INSTANCES}
@@ -62,11 +63,7 @@ def get_config(arg: str = "3-instances,mini"):
         # paper's 8x8 take 4x the time here).
         c.model.conv_kernel = 5
         c.model.features = ((8,), (16,))
-        c.optimizer.name = "adam"
-        c.optimizer.learning_rate = 3e-3
-        c.optimizer.schedule = "cosine"
-        c.optimizer.warmup_steps = 50
-        c.optimizer.grad_clip_norm = 1.0
+        adam_cosine(c, 3e-3, warmup_steps=50, grad_clip_norm=1.0)
         c.train.batch_size = 8
         c.train.num_steps = 1500
         c.train.checkpoint_every = 500

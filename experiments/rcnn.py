@@ -17,7 +17,8 @@ R-CNN >> Fast R-CNN (both without selective search), and Faster R-CNN's with its
 below Fast R-CNN's plus selective search.
 """
 from segattn_jax.data.shapes import CLASS_NAMES
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
+                                      table_cells)
 
 # VOC 2007 test mAP (%, trained on 07 trainval), test seconds per image (K40, VGG16; excluding
 # selective search for Fast R-CNN, as its paper reports it; including the RPN for Faster R-CNN),
@@ -55,10 +56,7 @@ def _mini(c, system: str) -> None:
     """shapes at 128x128, VGG16 at 1/8 width up to conv4_3, anchors and proposal counts for
     its 16x16 maps."""
     c.dataset.name = "shapes/default"
-    c.dataset.preprocess.max_boxes = 8
-    c.dataset.preprocess.canvas = (128, 128)
-    c.dataset.preprocess.min_side = 128.0
-    c.dataset.preprocess.max_side = 128.0
+    detection_images(c, max_boxes=8, canvas=128)
     c.model.num_classes = len(CLASS_NAMES)
     c.model.width = 0.125
     # Stride 8: conv5_3's stride 16 leaves a 6 px object (in 64x64 scenes) under one cell.
@@ -85,11 +83,7 @@ def _mini(c, system: str) -> None:
         c.dataset.proposals.upscale = 2.0
         c.dataset.proposals.base_k = 75
         c.dataset.proposals.max_proposals = 256
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 100
-    c.optimizer.grad_clip_norm = 5.0
+    adam_cosine(c, 1e-3, warmup_steps=100, grad_clip_norm=5.0)
     c.train.batch_size = 8
     c.train.num_steps = 2000
     c.train.log_every = 50

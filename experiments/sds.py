@@ -14,7 +14,8 @@ grouping at 2x (~85 regions per scene, every object covered at mask IoU >= 0.5 o
 """
 from segattn_jax.data.sbd_instances import OBJECT_CLASSES
 from segattn_jax.data.shapes import CLASS_NAMES
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
+                                      table_cells)
 
 # VOC 2012 val APr@0.5 / APr@0.7 (%) and test seconds per image, as the issue quotes them from
 # SDS's and Hypercolumns' papers (Hypercolumns' ">80 s" is entered as 80). Not checked against
@@ -35,10 +36,7 @@ def table_runs(arg: str) -> list[str]:
 def _mini(c) -> None:
     """shapes at 128x128; R-CNN's mini CNN; grouping proposals at 2x; MNC's mini budget."""
     c.dataset.name = "shapes/default"
-    c.dataset.preprocess.max_boxes = 8
-    c.dataset.preprocess.canvas = (128, 128)
-    c.dataset.preprocess.min_side = 128.0
-    c.dataset.preprocess.max_side = 128.0
+    detection_images(c, max_boxes=8, canvas=128)
     c.dataset.preprocess.mask_size = 32
     c.dataset.proposals.upscale = 2.0
     c.dataset.proposals.base_k = 75
@@ -53,11 +51,7 @@ def _mini(c) -> None:
     c.model.overlap_grid = 64
     c.model.max_detections = 50
     c.model.proposals_per_chunk = 64
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 100
-    c.optimizer.grad_clip_norm = 5.0
+    adam_cosine(c, 1e-3, warmup_steps=100, grad_clip_norm=5.0)
     c.train.batch_size = 8
     c.train.num_steps = 1500
     c.train.log_every = 50
@@ -74,10 +68,7 @@ def _paper_scale(c) -> None:
     c.dataset.name = "sbd_instances"
     c.dataset.train_split = "train"
     c.dataset.eval_split = "val"
-    c.dataset.preprocess.max_boxes = 64
-    c.dataset.preprocess.canvas = (512, 512)
-    c.dataset.preprocess.min_side = 512.0
-    c.dataset.preprocess.max_side = 512.0
+    detection_images(c, max_boxes=64, canvas=512)
     c.dataset.preprocess.mask_size = 112
     c.dataset.proposals.max_proposals = 2000
     c.model.num_classes = len(OBJECT_CLASSES)

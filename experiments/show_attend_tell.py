@@ -14,7 +14,7 @@ the COCO column's.
 Expected on mini (measured, see README): soft and hard beat no attention on BLEU-4 and CIDEr, and
 words that name an object put well over 2x the box's share of attention inside its box.
 """
-from segattn_jax.train.config import base_config, parse_arg, table_cells
+from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells
 
 METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR")
 # Table 1 (percent). No-attention: Google NIC as the paper lists it (no METEOR; no BLEU-4 on
@@ -68,11 +68,7 @@ def _mini(c) -> None:
     # noise (rewards here span 8- to 27-word captions) drove hard attention onto the background
     # (attention_in_box_ratio 0.46 after 2000 steps); at 0.01 it finds the objects (README).
     c.task.reinforce_weight = 0.01
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 2e-3
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 100
-    c.optimizer.grad_clip_norm = 5.0
+    adam_cosine(c, 2e-3, warmup_steps=100, grad_clip_norm=5.0)
     c.train.batch_size = 32
     c.train.num_steps = 2000
     c.train.log_every = 100

@@ -18,7 +18,8 @@ one machine), Fast YOLO the fastest; mAP SSD300 > YOLO; SSD300 > SSD300-flip-onl
 from pathlib import Path
 
 from segattn_jax.data.shapes import CLASS_NAMES
-from segattn_jax.train.config import base_config, load_experiment, parse_arg, table_cells
+from segattn_jax.train.config import (adam_cosine, base_config, load_experiment, parse_arg,
+                                      table_cells)
 
 # VOC 2007 test mAP (%) and test seconds per image (1 / fps; Titan X). YOLO Table 1 (YOLO,
 # Fast YOLO, Faster R-CNN VGG-16); SSD Table 7 (fps at batch 1: SSD300 46, SSD512 19; batch 8
@@ -86,11 +87,7 @@ def _mini(c, row: str) -> None:
     c.dataset.name = "shapes/default"
     c.dataset.preprocess.max_boxes = 8
     c.model.num_classes = len(CLASS_NAMES)
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 100
-    c.optimizer.grad_clip_norm = 5.0
+    adam_cosine(c, 1e-3, warmup_steps=100, grad_clip_norm=5.0)
     c.train.batch_size = 16
     c.train.num_steps = 3000
     c.train.log_every = 50

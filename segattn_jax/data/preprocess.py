@@ -261,8 +261,8 @@ def detection(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     (max_boxes,). With `proposals` (data/proposals.py, looked up by the example's tfds_id), also
     proposals (P, 4) in pixels and proposal_valid (P,), and, where the proposals are regions
     (SDS), proposal_masks (P, M, M) relative to their boxes. TFDS's normalized boxes are
-    converted in one place (`_pixel_boxes`). More objects than `max_boxes` stop the pipeline with an error
-    naming the config key.
+    converted in one place (`_pixel_boxes`). More objects than `max_boxes` stop the pipeline
+    with an error naming the config key.
 
     `warp_size` resizes every image to warp_size x warp_size without keeping its aspect ratio
     (YOLO, SSD) instead of the canvas. `augment` (training only): 'flip' mirrors image and boxes

@@ -46,27 +46,29 @@ class Proposals:
 
     def lookup(self, tfds_id: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(boxes (max_proposals, 4) normalized, count) of one example, inside tf.data."""
-        with tf.control_dependencies([self._check(row := self._table.lookup(tfds_id))]):
-            return tf.gather(self._boxes, row), tf.gather(self._counts, row)
+        row = self._row(tfds_id)
+        return tf.gather(self._boxes, row), tf.gather(self._counts, row)
 
     def lookup_masks(self, tfds_id: tf.Tensor) -> tf.Tensor:
         """(max_proposals, M, M) float32 box-relative masks of one example, inside tf.data."""
         if self.packed_masks is None:
             raise ValueError("These proposals have no masks: use a method that makes regions "
                              "(--config.dataset.proposals.method=hierarchical_grouping).")
-        with tf.control_dependencies([self._check(row := self._table.lookup(tfds_id))]):
-            packed = tf.gather(self._packed, row)  # (P, bytes) uint8
+        packed = tf.gather(self._packed, self._row(tfds_id))  # (P, bytes) uint8
         shifts = tf.constant([7, 6, 5, 4, 3, 2, 1, 0], tf.uint8)
         bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(packed[..., None], shifts), 1)
         size = self.mask_size
         bits = tf.reshape(bits, [self.max_proposals, -1])[:, :size * size]
         return tf.reshape(tf.cast(bits, tf.float32), [self.max_proposals, size, size])
 
-    @staticmethod
-    def _check(row: tf.Tensor) -> tf.Operation:
-        return tf.debugging.assert_non_negative(
+    def _row(self, tfds_id: tf.Tensor) -> tf.Tensor:
+        """The example's row in the cache; an example without one stops the pipeline."""
+        row = self._table.lookup(tfds_id)
+        check = tf.debugging.assert_non_negative(
             row, message="An example has no cached proposals: delete the dataset's "
             f"{CACHE_DIR}/ directory so they are computed again.")
+        with tf.control_dependencies([check]):
+            return tf.identity(row)
 
     def __post_init__(self):
         keys = tf.constant(self.ids)

@@ -103,6 +103,28 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def adam_cosine(c: ml_collections.ConfigDict, learning_rate: float, *, warmup_steps: int,
+                grad_clip_norm: float) -> None:
+    """The mini rows' optimizer: Adam on a cosine schedule after a linear warmup, gradients
+    clipped to a global norm (from-scratch slim networks train stably with it on any family)."""
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = learning_rate
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_steps = warmup_steps
+    c.optimizer.grad_clip_norm = grad_clip_norm
+
+
+def detection_images(c: ml_collections.ConfigDict, *, max_boxes: int, canvas: int,
+                     min_side: float | None = None, max_side: float | None = None) -> None:
+    """The detection preprocess's image size: shorter side `min_side` (longer at most
+    `max_side`; both default to the canvas, which then holds every image whole) in a canvas x
+    canvas padded canvas, with up to `max_boxes` objects."""
+    c.dataset.preprocess.max_boxes = max_boxes
+    c.dataset.preprocess.canvas = (canvas, canvas)
+    c.dataset.preprocess.min_side = float(canvas if min_side is None else min_side)
+    c.dataset.preprocess.max_side = float(canvas if max_side is None else max_side)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Fails at start, with what to do, on values the loop cannot run with."""
     if config.get("evaluate_only") and not config.get("init_from"):
