@@ -91,6 +91,7 @@ def get_config(arg: str = "MNC,mini"):
     c.task.ap_metric = "voc"
     c.model.name = "mnc"
     c.model.stages = 5 if row == "MNC-5-stage" else 3
+    c.model.end_to_end = True  # false: no gradient through the RoI warping to stage 1
     c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
     (_mini if "mini" in flags else _paper_scale)(c)
     if row == "MNC-5-stage":  # an inference variant: the MNC row's weights, evaluated
