@@ -125,16 +125,20 @@ class HypercolumnClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, layers: dict[str, Array], classes: Array) -> Array:
-        outputs = self.num_classes * self.grid ** 2
+        cells = self.grid ** 2
         n = classes.shape[0]
         # Mask pixel centres, as a fraction of the warped crop.
         steps = self.context + (jnp.arange(self.size) + 0.5) / self.size * (1 - 2 * self.context)
-        scores = jnp.zeros((n, self.size, self.size, self.grid ** 2), jnp.float32)
+        scores = jnp.zeros((n, self.size, self.size, cells), jnp.float32)
         for name in sorted(layers):
             x = layers[name].astype(jnp.float32)
-            per_class = nn.Dense(outputs, name=f"{name}_classifier")(x)
-            chosen = _pick_class(per_class.reshape(*x.shape[:-1], self.num_classes, -1),
-                                 classes)
+            # Only the region's class's classifiers are applied: (C, classes, cells) weights.
+            kernel = self.param(f"{name}_kernel",  # nn.Dense's init: fan-in = channels
+                                nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2)),
+                                (x.shape[-1], self.num_classes, cells))
+            bias = self.param(f"{name}_bias", nn.initializers.zeros, (self.num_classes, cells))
+            chosen = (jnp.einsum("n...c,cnk->n...k", x, kernel[:, classes])
+                      + bias[classes].reshape(n, *([1] * (x.ndim - 2)), cells))
             if x.ndim == 2:  # a vector: the same at every pixel
                 scores += chosen[:, None, None, :]
                 continue

@@ -25,7 +25,9 @@ def test_hypercolumn_classifiers_classify_the_upsampled_hypercolumn_then_interpo
     layers = {k: jnp.asarray(v, jnp.float32) for k, v in layers.items()}
     labels = jnp.array([0, 2, 1, 2, 0])
     head = HypercolumnClassifier(classes, grid, size)
-    params = head.init(jax.random.key(0), layers, labels)
+    params = jax.tree.map(  # random biases too
+        lambda x: x + jnp.asarray(rng.normal(size=x.shape), x.dtype),
+        head.init(jax.random.key(0), layers, labels))
     ours = np.asarray(head.apply(params, layers, labels))
 
     # The paper's form: every layer upsampled to size x size (bilinear at pixel centres),
@@ -35,9 +37,10 @@ def test_hypercolumn_classifiers_classify_the_upsampled_hypercolumn_then_interpo
         [np.asarray(jax.image.resize(layers[k], (n, size, size, layers[k].shape[-1]), "linear"))
          for k in ("conv4_3", "pool2")]
         + [np.broadcast_to(np.asarray(layers["fc7"])[:, None, None], (n, size, size, 7))], -1)
-    weights = {k: params["params"][f"{k}_classifier"] for k in ("conv4_3", "pool2", "fc7")}
-    kernel = np.concatenate([np.asarray(weights[k]["kernel"]) for k in weights])
-    bias = sum(np.asarray(weights[k]["bias"]) for k in weights)
+    names = ("conv4_3", "pool2", "fc7")
+    kernel = np.concatenate([np.asarray(params["params"][f"{k}_kernel"]) for k in names])
+    kernel = kernel.reshape(len(kernel), -1)  # (channels, classes * cells)
+    bias = sum(np.asarray(params["params"][f"{k}_bias"]) for k in names).reshape(-1)
     scores = (hypercolumn @ kernel + bias).reshape(n, size, size, classes, grid * grid)
     scores = scores[np.arange(n), :, :, np.asarray(labels)]  # (n, size, size, grid * grid)
     centres = (np.arange(grid) + 0.5) / grid
