@@ -122,6 +122,24 @@ def traced_step(experiment, state, batch) -> tuple[dict, dict]:
     return metrics, predictions
 
 
+def paper_scale_batch(experiment: str, row: str, data_dir, workdir, **overrides) -> tuple:
+    """A paper-scale row's config on fixture data prepared in `data_dir` (batches of 2, one
+    device, `overrides`): (its Experiment, not training, and its first training batch), for
+    `traced_step`."""
+    from segattn_jax.data import pipeline
+    from segattn_jax.train import loop
+    from segattn_jax.train.config import load_experiment
+
+    config = load_experiment(ROOT / "experiments" / f"{experiment}.py").get_config(row)
+    config.update_from_flattened_dict({"dataset.data_dir": str(data_dir), "train.batch_size": 2,
+                                       "eval.batch_size": 2, "mesh.data": 1, **overrides})
+    run = loop.Experiment(config, workdir, training=False)
+    batch = next(pipeline.train_iterator(
+        config.dataset.name, config.dataset.train_split, preprocess=run.preprocess,
+        global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
+    return run, batch
+
+
 def step_on_mock_data(config, workdir, monkeypatch, *, training: bool = False,
                       compiled: bool = True):
     """One train step and an evaluation of `config` offline, on TFDS's mocked data (2 examples):

@@ -33,6 +33,14 @@ def write_sbd(manual) -> np.ndarray:
     return first
 
 
+def build_sbd(tmp_path) -> str:
+    """The fixture prepared as `sbd_instances` in tmp_path / 'data' (returned)."""
+    write_sbd(tmp_path / "manual")
+    sbd_instances.SbdInstances(data_dir=str(tmp_path / "data")).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
+    return str(tmp_path / "data")
+
+
 def test_builder_reads_instances_in_the_papers_splits(tmp_path):
     first = write_sbd(tmp_path / "manual")
     builder = sbd_instances.SbdInstances(data_dir=str(tmp_path / "data"))

@@ -9,10 +9,8 @@ import pytest
 
 from segattn_jax.models.mask_rcnn import mask_loss
 from segattn_jax.tasks import build_task
-from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
-from segattn_jax.data import pipeline
-from tests.conftest import ROOT, experiment_config, traced_step
+from tests.conftest import ROOT, experiment_config, paper_scale_batch, traced_step
 from tests.data.test_coco_instances import build_coco
 from tests.models.detection_checks import learn_one_batch
 
@@ -66,14 +64,7 @@ def test_paper_scale_rows_trace_a_step_on_the_coco_fixture(row, coco_data_dir, t
     frozen batch norm and its stem and conv2 frozen, SGD) reads COCO instances prepared from a
     fixture in the download's format and traces its train step and predictions
     (`traced_step`; the mini row compiles and runs the same model)."""
-    config = load_experiment(ROOT / "experiments" / "mask_rcnn.py").get_config(row)
-    config.update_from_flattened_dict({"dataset.data_dir": coco_data_dir,
-                                       "train.batch_size": 2, "eval.batch_size": 2,
-                                       "mesh.data": 1})
-    experiment = loop.Experiment(config, tmp_path / "run", training=False)
-    batch = next(pipeline.train_iterator(
-        config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
-        global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
+    experiment, batch = paper_scale_batch("mask_rcnn", row, coco_data_dir, tmp_path / "run")
     # 30x40 images: shorter side 800 (longer 1067 <= 1333), in the canvas; 3 objects, 1 crowd.
     assert batch["image"].shape == (2, 1344, 1344, 3)
     np.testing.assert_array_equal(batch["image_hw"], [[800, 1067]] * 2)

@@ -4,14 +4,11 @@ SBD instances prepared from a fixture in the download's format."""
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-from segattn_jax.data import pipeline, sbd_instances
 from segattn_jax.train import loop
-from segattn_jax.train.config import load_experiment
 from segattn_jax.train.state import initial_variables
-from tests.conftest import ROOT, experiment_config, traced_step
-from tests.data.test_sbd_instances import write_sbd
+from tests.conftest import experiment_config, paper_scale_batch, traced_step
+from tests.data.test_sbd_instances import build_sbd
 
 
 def test_stage_2_and_3_losses_reach_the_rpn_box_regression(tfds_dir, tmp_path):
@@ -48,19 +45,10 @@ def test_mini_row_trains_and_evaluates_with_five_stages(tfds_dir, tmp_path):
 
 @pytest.mark.parametrize("row", ["MNC", "MNC-5-stage"])
 def test_paper_scale_rows_trace_a_step_on_the_sbd_fixture(row, tmp_path):
-    write_sbd(tmp_path / "manual")
-    sbd_instances.SbdInstances(data_dir=str(tmp_path / "data")).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
-    config = load_experiment(ROOT / "experiments" / "mnc.py").get_config(row)
     # MNC-5-stage evaluates an MNC run's weights (evaluate_only, init_from that run); without
     # one, its step (MNC's) and its 5-stage predictions are traced here.
-    config.update_from_flattened_dict({"dataset.data_dir": str(tmp_path / "data"),
-                                       "train.batch_size": 2, "eval.batch_size": 2,
-                                       "mesh.data": 1, "evaluate_only": False})
-    experiment = loop.Experiment(config, tmp_path / "run", training=False)
-    batch = next(pipeline.train_iterator(
-        config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
-        global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
+    experiment, batch = paper_scale_batch("mnc", row, build_sbd(tmp_path), tmp_path / "run",
+                                          evaluate_only=False)
     # 20x30 images: shorter side 600 (longer 900 <= 1000) in the 1000x1000 canvas.
     assert batch["image"].shape == (2, 1000, 1000, 3) and batch["masks"].shape == (2, 64, 112, 112)
     np.testing.assert_array_equal(batch["image_hw"], [[600, 900]] * 2)

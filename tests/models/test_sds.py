@@ -7,14 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-from segattn_jax.data import pipeline, sbd_instances
 from segattn_jax.models.sds import SDS, HypercolumnClassifier
 from segattn_jax.train import loop
-from segattn_jax.train.config import load_experiment
-from tests.conftest import ROOT, experiment_config, traced_step
-from tests.data.test_sbd_instances import write_sbd
+from tests.conftest import experiment_config, paper_scale_batch, traced_step
+from tests.data.test_sbd_instances import build_sbd
 
 
 def test_hypercolumn_classifiers_classify_the_upsampled_hypercolumn_then_interpolate():
@@ -97,19 +94,15 @@ def test_sds_train_step_is_finite_and_its_masks_refine_the_regions(tfds_dir, tmp
     assert len(masks) and np.mean((masks >= 0.5) == (upsampled >= 0.5)) > 0.9
 
 
+@pytest.fixture(scope="module")
+def sbd_data_dir(tmp_path_factory) -> str:
+    """SBD instances prepared once for the module: both rows read the same grouping regions."""
+    return build_sbd(tmp_path_factory.mktemp("sbd"))
+
+
 @pytest.mark.parametrize("row", ["SDS", "Hypercolumns"])
-def test_paper_scale_rows_trace_a_step_on_the_sbd_fixture(row, tmp_path):
-    write_sbd(tmp_path / "manual")
-    sbd_instances.SbdInstances(data_dir=str(tmp_path / "data")).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
-    config = load_experiment(ROOT / "experiments" / "sds.py").get_config(row)
-    config.update_from_flattened_dict({"dataset.data_dir": str(tmp_path / "data"),
-                                       "train.batch_size": 2, "eval.batch_size": 2,
-                                       "mesh.data": 1})
-    experiment = loop.Experiment(config, tmp_path / "run", training=False)
-    batch = next(pipeline.train_iterator(
-        config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
-        global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
+def test_paper_scale_rows_trace_a_step_on_the_sbd_fixture(row, sbd_data_dir, tmp_path):
+    experiment, batch = paper_scale_batch("sds", row, sbd_data_dir, tmp_path / "run")
     assert batch["image"].shape == (2, 512, 512, 3) and batch["masks"].shape == (2, 64, 112, 112)
     assert batch["proposals"].shape == (2, 2000, 4)
     assert batch["proposal_masks"].shape == (2, 2000, 16, 16)
