@@ -12,10 +12,10 @@ grouping at 2x (~85 regions per scene, every object covered at mask IoU >= 0.5 o
   python -m segattn_jax.main train --config experiments/sds.py:SDS,mini --workdir runs/sds_mini
   python -m segattn_jax.main table --config experiments/sds.py:mini --workdir runs/sds_table
 
-Measured on mini (README): APr50 / APr70 SDS 84.3 / 72.6, Hypercolumns 84.5 / 75.7 (the gain
-at the strict threshold, as in the paper), test seconds per image 0.344 and 0.361, both slower
-than MNC's one shared pass (0.043 s) as in the paper, and both far above MNC's mini APr (10.0 /
-3.6), which the paper's table has the other way.
+Measured on mini (README): APr50 / APr70 SDS 84.3 / 72.6, Hypercolumns 84.0 / 75.5 (the gain
+at the strict threshold, as in the paper), test seconds per image 0.275 and 0.312 (back to
+back), both slower than MNC's one shared pass (0.043 s) as in the paper, and both far above
+MNC's mini APr (10.0 / 3.6), which the paper's table has the other way.
 """
 from segattn_jax.data.sbd_instances import OBJECT_CLASSES
 from segattn_jax.data.shapes import CLASS_NAMES
