@@ -1,8 +1,10 @@
 r"""Multi-task Network Cascades (Dai, He & Sun, CVPR 2016) on PASCAL VOC 2012 val with SBD's
 instance masks: APr at mask IoU 0.5 and 0.7, and test seconds per image.
 
-Rows: MNC (the 3-stage cascade, trained) and MNC-5-stage (the MNC run's weights evaluated with
-stages 2 and 3 once more on stage 3's regressed boxes: the paper's 5-stage inference).
+Rows: MNC (the 3-stage cascade, trained), MNC-5-stage (the MNC run's weights evaluated with
+stages 2 and 3 once more on stage 3's regressed boxes: the paper's 5-stage inference) and
+MNC-no-box-gradient (the cascade trained without the gradient through the RoI warping to stage
+1's boxes, as Faster R-CNN's approximate joint training; this codebase's ablation).
 ',mini' trains on the embedded `shapes` scenes (64x64 upscaled to 128x128, their per-object
 masks) with a slim VGG16 (1/8 width, up to conv4_3) from scratch.
 
@@ -20,6 +22,7 @@ from segattn_jax.train.config import (adam_cosine, base_config, detection_images
 PAPER = {
     "MNC": {},
     "MNC-5-stage": {"APr50": 63.5, "APr70": 41.5, "seconds_per_image": 0.36},
+    "MNC-no-box-gradient": {},
 }
 ROWS = tuple(PAPER)
 DEFAULT = {"row": "MNC"}
@@ -91,7 +94,7 @@ def get_config(arg: str = "MNC,mini"):
     c.task.ap_metric = "voc"
     c.model.name = "mnc"
     c.model.stages = 5 if row == "MNC-5-stage" else 3
-    c.model.end_to_end = True  # false: no gradient through the RoI warping to stage 1
+    c.model.box_gradient = row != "MNC-no-box-gradient"  # through the RoI warping to stage 1
     c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
     (_mini if "mini" in flags else _paper_scale)(c)
     if row == "MNC-5-stage":  # an inference variant: the MNC row's weights, evaluated

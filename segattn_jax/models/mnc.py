@@ -89,7 +89,7 @@ class MNC(FasterRCNN):
       mask_resolution / mask_hidden: stage 2's 28x28 masks from a 256-d fc layer.
       warp_size: the RoI warping's grid (14), max-pooled 2x2 before the fc layers.
       stages: 3, or 5 (at test time, stages 2 and 3 once more on stage 3's regressed boxes).
-      end_to_end: the RoIs keep their gradient to stage 1 (the paper's cascade); False treats
+      box_gradient: the RoIs keep their gradient to stage 1 (the paper's cascade); False treats
         them as constants, as Faster R-CNN's approximate joint training does.
     """
 
@@ -101,7 +101,7 @@ class MNC(FasterRCNN):
     mask_hidden: int = 256
     warp_size: int = 14
     stages: int = 3
-    end_to_end: bool = True
+    box_gradient: bool = True
 
     def setup(self):
         if self.stages not in (3, 5):
@@ -118,7 +118,7 @@ class MNC(FasterRCNN):
         """Stage 1: the RPN's proposals, differentiable in its box regression."""
         objectness, deltas = self.rpn(features)
         return rcnn.rpn_proposals(self, self.anchors(features), objectness, deltas,
-                                  inputs["image_hw"], targets, differentiable=self.end_to_end)
+                                  inputs["image_hw"], targets, differentiable=self.box_gradient)
 
     def warp(self, features: Array, boxes: Array) -> Array:
         """RoI warping: (B, R, warp_size, warp_size, C) bilinear samples, one per cell."""
@@ -165,7 +165,7 @@ class MNC(FasterRCNN):
             self.make_rng("sample"), proposals, valid, targets["boxes"], targets["classes"],
             targets["box_valid"], num=self.rois_per_image,
             foreground_fraction=self.foreground_fraction, background=(self.background_low, 0.5),
-            differentiable=self.end_to_end)
+            differentiable=self.box_gradient)
         mask_logits, logits, deltas = self.cascade(features, samples["rois"], train=True)
         head = rcnn.box_head_loss(logits, deltas, samples)
         accuracy = head.pop("head_accuracy")
