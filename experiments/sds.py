@@ -66,10 +66,10 @@ def _mini(c) -> None:
 
 
 def _paper_scale(c) -> None:
-    """SBD instances of VOC 2012 train -> val, images at most 500 px as VOC's (canvas 512);
-    regions warped to 224 with 16 px of context through ImageNet VGG16 (the papers' networks
-    are AlexNet-sized: VGG16 is this codebase's), R-CNN's fine-tuning recipe (SGD 1e-3, x0.1
-    after 30k of 40k steps, 2 images of 64 regions per batch)."""
+    """SBD instances of VOC 2012 train -> val, each image's longer side resized to 512 (VOC's
+    are at most 500 px); regions warped to 224 with 16 px of context through ImageNet VGG16
+    (the papers' networks are AlexNet-sized: VGG16 is this codebase's), R-CNN's fine-tuning
+    recipe (SGD 1e-3, x0.1 after 30k of 40k steps, 2 images of 64 regions per batch)."""
     c.dataset.name = "sbd_instances"
     c.dataset.train_split = "train"
     c.dataset.eval_split = "val"
