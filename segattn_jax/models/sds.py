@@ -226,12 +226,14 @@ class SDS(nn.Module):
         mean = jnp.mean(images, axis=(1, 2))[:, None, None, None]
         return box_crops, box_crops * inside + mean * (1 - inside)
 
-    def overlaps(self, masks: Array, boxes: Array, others: Array, other_boxes: Array,
-                 canvas_hw: tuple[int, int]) -> Array:
-        """Mask IoU (B, N, G) of regions (masks (B, N, m, m), boxes) with others."""
-        grid = self.overlap_grid
-        return mask_iou(masks_on_grid(masks, boxes, canvas_hw, grid),
-                        masks_on_grid(others, other_boxes, canvas_hw, grid))
+    def overlaps(self, masks: Array, boxes: Array, canvas_hw: tuple[int, int],
+                 others: tuple[Array, Array] | None = None) -> Array:
+        """Mask IoU (B, N, G) of regions (masks (B, N, m, m), boxes) with `others` (their masks
+        and boxes), or (B, N, N) among themselves, each set rasterized on the grid once."""
+        regions = masks_on_grid(masks, boxes, canvas_hw, self.overlap_grid)
+        if others is None:
+            return mask_iou(regions, regions)
+        return mask_iou(regions, masks_on_grid(*others, canvas_hw, self.overlap_grid))
 
     def refined_masks(self, images, boxes, region_masks, conv, classes, *, layers=None,
                       train: bool):
@@ -267,8 +269,7 @@ class SDS(nn.Module):
                 lambda b, m: regions.apply(variables, *self.crops(images, b, m),
                                            train=False)[:2],
                 self.proposals_per_chunk, proposals, region_masks)
-        overlaps = self.overlaps(region_masks, proposals, region_masks, proposals,
-                                 images.shape[1:3])
+        overlaps = self.overlaps(region_masks, proposals, images.shape[1:3])
         detections = multiclass_nms(proposals, jax.nn.softmax(logits)[..., 1:],
                                     score_threshold=self.score_threshold,
                                     nms_threshold=self.nms_threshold,
@@ -292,8 +293,8 @@ class SDS(nn.Module):
                                     "linear")
         candidate_masks = jnp.concatenate([proposal_masks, gt_masks], axis=1)
         candidates = jnp.concatenate([proposals, targets["boxes"]], axis=1)
-        overlaps = self.overlaps(candidate_masks, candidates, targets["masks"],
-                                 targets["boxes"], images.shape[1:3])
+        overlaps = self.overlaps(candidate_masks, candidates, images.shape[1:3],
+                                 others=(targets["masks"], targets["boxes"]))
         samples = rcnn.sample_rois(
             self.make_rng("sample"), proposals, inputs["proposal_valid"], targets["boxes"],
             targets["classes"], targets["box_valid"], num=self.rois_per_image,
