@@ -48,8 +48,8 @@ overlapping the ground truth for stage 2); no CRF.
 """
 from pathlib import Path
 
-from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
-from segattn_jax.data.voc_segmentation import NUM_CLASSES as VOC_CLASSES
+from segattn_jax.data.labels import SHAPES_SEMANTIC_CLASSES as NUM_SEMANTIC_CLASSES
+from segattn_jax.data.labels import VOC_CLASSES
 from segattn_jax.train.config import (adam_cosine, base_config, load_experiment, parse_arg,
                                       table_cells)
 
@@ -130,7 +130,7 @@ def get_config(arg: str = "DeconvNet,mini"):
         c.dataset.train_split = "train"  # SBD train, 8498 images
         c.dataset.eval_split = "val"     # VOC2012 val, 1449 images
         c.dataset.preprocess.canvas = (500, 500)  # evaluation: every VOC image fits
-        c.model.num_classes = VOC_CLASSES
+        c.model.num_classes = len(VOC_CLASSES)
         c.dataset.proposals.max_proposals = 50
         c.optimizer.name = "sgd"
         c.optimizer.momentum = 0.9

@@ -19,7 +19,7 @@ are this codebase's choices (the paper gives neither exactly):
 
   python -m segattn_jax.main train --config experiments/farabet.py:multi-scale --workdir runs/farabet
 """
-from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
+from segattn_jax.data.labels import SHAPES_SEMANTIC_CLASSES as NUM_SEMANTIC_CLASSES
 from segattn_jax.data.stanford_background import NUM_CLASSES as STANFORD_CLASSES
 from segattn_jax.data.stanford_background import fold_split
 from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells

@@ -25,8 +25,8 @@ every upsampling fixed bilinear, and each stage started from the one before:
   python -m segattn_jax.main train --config experiments/fcn.py:FCN-8s --workdir runs/fcn8s \
       --config.init_from=runs/fcn16s
 """
-from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
-from segattn_jax.data.voc_segmentation import NUM_CLASSES as VOC_CLASSES
+from segattn_jax.data.labels import SHAPES_SEMANTIC_CLASSES as NUM_SEMANTIC_CLASSES
+from segattn_jax.data.labels import VOC_CLASSES
 from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells
 
 # Paper, Table 2 (seg11valid): pixel acc., mean acc., mean IU, f.w. IU (%).
@@ -97,7 +97,7 @@ def _paper_scale(c, row: str) -> None:
     c.dataset.eval_split = "seg11valid"    # VOC2011 val minus SBD train, 736 images
     c.dataset.preprocess.canvas = (500, 500)  # every VOC image fits; the padding is ignored
     c.task.loss_normalization = "images"   # Caffe's SoftmaxWithLoss, normalize: false
-    c.model.num_classes = VOC_CLASSES
+    c.model.num_classes = len(VOC_CLASSES)
     c.model.width = 1.0
     c.model.first_padding = 100
     c.model.fc6_kernel = 7

@@ -15,7 +15,7 @@ PCR only.
 
 Expected on mini (measured, see README): gt_class_loc_error PCR <= SCR (the paper: 34.3 vs 36.4).
 """
-from segattn_jax.data.shapes import CLASS_NAMES
+from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells
 
 # Table 8 (ILSVRC-2012 val, localization error %, gt class, single central crop, config D).

@@ -13,7 +13,7 @@ masks) with a slim ResNet-26-FPN trained from scratch.
 The paper's points on mini (measured, see README): mask AP with RoIAlign > with RoIPool, the
 gap larger at AP75 than at AP50; per-class sigmoid >= multinomial softmax.
 """
-from segattn_jax.data.shapes import CLASS_NAMES
+from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
                                       table_cells)
 

@@ -11,8 +11,8 @@ masks) with a slim VGG16 (1/8 width, up to conv4_3) from scratch.
   python -m segattn_jax.main train --config experiments/mnc.py:MNC,mini --workdir runs/mnc_mini
   python -m segattn_jax.main table --config experiments/mnc.py:mini --workdir runs/mnc_table
 """
-from segattn_jax.data.sbd_instances import OBJECT_CLASSES
-from segattn_jax.data.shapes import CLASS_NAMES
+from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
+from segattn_jax.data.labels import VOC_OBJECT_CLASSES as OBJECT_CLASSES
 from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
                                       table_cells)
 

@@ -13,7 +13,7 @@ Expected (measured, see README): the two rows identical, 0 differing pixels; the
 way is `benchmarks/patch_vs_dense.py`'s. No paper reports a table for this idea, so the paper
 columns are empty, and there is no paper-scale row.
 """
-from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
+from segattn_jax.data.labels import SHAPES_SEMANTIC_CLASSES as NUM_SEMANTIC_CLASSES
 from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells
 
 # Row -> the task's metric prefix for that way of labelling.

@@ -24,7 +24,7 @@ written: PAPER leaves them empty (the table prints '-') rather than guess them.
 """
 from pathlib import Path
 
-from segattn_jax.data.shapes import NUM_SEMANTIC_CLASSES
+from segattn_jax.data.labels import SHAPES_SEMANTIC_CLASSES as NUM_SEMANTIC_CLASSES
 from segattn_jax.train.config import (adam_cosine, base_config, load_experiment, parse_arg,
                                       table_cells)
 

@@ -16,7 +16,7 @@ Expected on mini (measured, see README): mAP Faster >= Fast >= R-CNN; test secon
 R-CNN >> Fast R-CNN (both without selective search), and Faster R-CNN's with its proposals
 below Fast R-CNN's plus selective search.
 """
-from segattn_jax.data.shapes import CLASS_NAMES
+from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
                                       table_cells)
 

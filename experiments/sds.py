@@ -17,8 +17,8 @@ at the strict threshold, as in the paper), test seconds per image 0.275 and 0.31
 back), both slower than MNC's one shared pass (0.043 s) as in the paper, and both far above
 MNC's mini APr (10.0 / 3.6), which the paper's table has the other way.
 """
-from segattn_jax.data.sbd_instances import OBJECT_CLASSES
-from segattn_jax.data.shapes import CLASS_NAMES
+from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
+from segattn_jax.data.labels import VOC_OBJECT_CLASSES as OBJECT_CLASSES
 from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
                                       table_cells)
 

@@ -17,7 +17,7 @@ one machine), Fast YOLO the fastest; mAP SSD300 > YOLO; SSD300 > SSD300-flip-onl
 """
 from pathlib import Path
 
-from segattn_jax.data.shapes import CLASS_NAMES
+from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.train.config import (adam_cosine, base_config, load_experiment, parse_arg,
                                       table_cells)
 

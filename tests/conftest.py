@@ -223,23 +223,22 @@ def coloured_boxes(rng, n: int, size: int = 32) -> dict:
 
 
 def trained_on_coloured_boxes(config, steps: int = 200):
-    """(task, variables) after `steps` of the config's train step (train/loop.py) on fresh
+    """(task, variables) after `steps` of the config's train step (train/state.py) on fresh
     batches of 8 coloured-box scenes, and a held-out batch of 32 to evaluate on."""
     import functools
 
     import numpy as np
 
     from segattn_jax.tasks import build_task
-    from segattn_jax.train import loop
     from segattn_jax.train.optimizers import make_optimizer
-    from segattn_jax.train.state import create_train_state, initial_variables
+    from segattn_jax.train.state import create_train_state, initial_variables, train_step
 
     task = build_task(config)
     tx = make_optimizer(config.optimizer, steps)
     rng = np.random.default_rng(0)
     state = create_train_state(
         initial_variables(task, jax.random.key(0), {"image": np.zeros((1, 32, 32, 3))}), tx)
-    step = jax.jit(functools.partial(loop.train_step, task, tx, config.seed))
+    step = jax.jit(functools.partial(train_step, task, tx, config.seed))
     for _ in range(steps):
         batch = coloured_boxes(rng, 8)
         state, _ = step(state, {"image": batch["image"], "label": batch["label"]})

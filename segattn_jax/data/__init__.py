@@ -1,26 +1,6 @@
-"""Datasets (TFDS builders) and the input pipeline; importing this package registers the builders
-('shapes', 'coco_instances', 'distorted_digits', 'flickr', 'visual_genome', 'imagenet_localization', 'poses',
-'lsp', 'voc_segmentation', 'sbd_instances', 'stanford_background', 'synthetic_translation',
-'synthetic_handwriting', 'iam_ondb')."""
-from segattn_jax.data import pipeline  # first: hides GPUs from TensorFlow before anything else runs
-from segattn_jax.data import preprocess
-from segattn_jax.data.coco_instances import CocoInstances
-from segattn_jax.data.distorted_digits import DistortedDigits
-from segattn_jax.data.flickr import Flickr
-from segattn_jax.data.handwriting import SyntheticHandwriting
-from segattn_jax.data.iam_ondb import IamOndb
-from segattn_jax.data.imagenet_localization import ImagenetLocalization
-from segattn_jax.data.lsp import Lsp
-from segattn_jax.data.pipeline import eval_iterator, load_builder, train_iterator
-from segattn_jax.data.poses import Poses
-from segattn_jax.data.sbd_instances import SbdInstances
-from segattn_jax.data.shapes import Shapes
-from segattn_jax.data.stanford_background import StanfordBackground
-from segattn_jax.data.translation import SyntheticTranslation
-from segattn_jax.data.visual_genome import VisualGenome
-from segattn_jax.data.voc_segmentation import VocSegmentation
+"""Datasets and the input pipeline (the only place TensorFlow runs).
 
-__all__ = ["CocoInstances", "DistortedDigits", "Flickr", "IamOndb", "ImagenetLocalization", "Lsp",
-           "Shapes", "eval_iterator", "load_builder", "pipeline", "Poses", "preprocess",
-           "SbdInstances", "StanfordBackground", "SyntheticHandwriting", "SyntheticTranslation",
-           "train_iterator", "VisualGenome", "VocSegmentation"]
+Importing the package imports nothing else, so that TensorFlow-free pieces (`labels`, `captions`,
+`embedded`) serve configs and tasks where TensorFlow is absent. `data.pipeline` (the input
+pipeline) imports `data.builders`, which registers every TFDS builder by name.
+"""

@@ -131,7 +131,7 @@ class ImagenetLocalization(tfds.core.GeneratorBasedBuilder):
         if not names:
             raise ValueError(
                 f"{self.name}'s classes come from its manual download ({MAPPING_FILE}): prepare "
-                f"the dataset first (tfds build {self.name} --imports=segattn_jax.data "
+                f"the dataset first (tfds build {self.name} --imports=segattn_jax.data.builders "
                 f"--manual_dir=...), or read the mapping with read_synset_mapping.")
         return tuple(names)
 

@@ -60,7 +60,7 @@ def load_builder(name: str | tfds.core.DatasetBuilder, data_dir: str | None = No
     raise ValueError(
         f"Dataset {full_name} is not prepared in {builder.data_dir_root}. Prepare it once (downloads "
         f"need internet; some sets need manual files, see the builder's docs):\n"
-        f"  tfds build {full_name.rsplit('/', 1)[0]} --imports=segattn_jax.data "
+        f"  tfds build {full_name.rsplit('/', 1)[0]} --imports=segattn_jax.data.builders "
         f"--data_dir={builder.data_dir_root}\n"
         f"or point data_dir at a TFDS data directory that already holds it.")
 
@@ -304,3 +304,6 @@ def _pad_batches(batches: Iterable[dict[str, np.ndarray]], element_spec, batch_s
             template = {k: _zeros((1, *shapes[k]), element_spec[k].dtype.as_numpy_dtype)
                         for k in shapes}
         yield {k: _zeros((batch_size, *v.shape[1:]), v.dtype) for k, v in template.items()}
+
+
+from segattn_jax.data import builders  # noqa: E402,F401  (registers every builder's name)

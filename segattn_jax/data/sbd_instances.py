@@ -21,9 +21,10 @@ from absl import logging
 from etils import epath
 
 from segattn_jax.data.imagenet_localization import read_jpeg
-from segattn_jax.data.voc_segmentation import CLASS_NAMES, SBD, VOC2012, read_list
+from segattn_jax.data.labels import VOC_OBJECT_CLASSES
+from segattn_jax.data.voc_segmentation import SBD, VOC2012, read_list
 
-OBJECT_CLASSES = CLASS_NAMES[1:]  # no background: detection labels are object classes
+OBJECT_CLASSES = VOC_OBJECT_CLASSES  # no background: detection labels are object classes
 
 
 def read_sbd_instances(path) -> tuple[np.ndarray, np.ndarray]:

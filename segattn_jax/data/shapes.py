@@ -17,11 +17,11 @@ import scipy.ndimage
 import skimage.draw
 import tensorflow_datasets as tfds
 
+from segattn_jax.data import labels
 from segattn_jax.data.embedded import example_rng
 
-CLASS_NAMES = ("circle", "square", "triangle", "star", "ring", "cross", "semicircle", "heart")
 # Semantic segmentation classes: 0 is background, object class k is k + 1.
-NUM_SEMANTIC_CLASSES = len(CLASS_NAMES) + 1
+CLASS_NAMES, NUM_SEMANTIC_CLASSES = labels.SHAPES_CLASSES, labels.SHAPES_SEMANTIC_CLASSES
 
 # Named colours (RGB) with enough saturation to stand out from the muted background.
 COLOURS = {

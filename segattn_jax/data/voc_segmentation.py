@@ -28,11 +28,10 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
+from segattn_jax.data import labels
 from segattn_jax.data.imagenet_localization import read_jpeg
 
-CLASS_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-               "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-               "sheep", "sofa", "train", "tvmonitor")
+CLASS_NAMES = labels.VOC_CLASSES
 NUM_CLASSES = len(CLASS_NAMES)
 IGNORE_LABEL = 255
 VOC2012, VOC2011 = "VOCdevkit/VOC2012", "VOCdevkit/VOC2011"

@@ -1,41 +1,43 @@
-"""Tasks wire models to losses, metrics, predictions and pictures; `build_task` picks one."""
+"""Tasks wire models to losses, metrics, predictions and pictures; `build_task` picks one.
+
+A task's module is imported when a config names it, so a task whose data needs TensorFlow
+(captioning, translation, handwriting) does not make every other task import it: a segmentation or
+detection train step runs where only JAX is installed (a GPU box without TensorFlow).
+"""
 from __future__ import annotations
+
+import importlib
 
 import ml_collections
 
 from segattn_jax.tasks.base import Task
-from segattn_jax.tasks.captioning import CaptioningTask
-from segattn_jax.tasks.classification import ClassificationTask
-from segattn_jax.tasks.dense_captioning import DenseCaptioningTask
-from segattn_jax.tasks.detection import DetectionTask
-from segattn_jax.tasks.generation import GenerationTask
-from segattn_jax.tasks.handwriting import HandwritingTask
-from segattn_jax.tasks.instance_segmentation import InstanceSegmentationTask
-from segattn_jax.tasks.localization import LocalizationTask
-from segattn_jax.tasks.pose import PoseTask
-from segattn_jax.tasks.segmentation import (PatchClassifierTask, ProposalSegmentationTask,
-                                            RecurrentSegmentationTask, SegmentationTask)
-from segattn_jax.tasks.translation import TranslationTask
 
-TASKS: dict[str, type[Task]] = {
-    "segmentation": SegmentationTask,
-    "patch_segmentation": PatchClassifierTask,
-    "recurrent_segmentation": RecurrentSegmentationTask,
-    "proposal_segmentation": ProposalSegmentationTask,
-    "classification": ClassificationTask,
-    "detection": DetectionTask,
-    "instance_segmentation": InstanceSegmentationTask,
-    "localization": LocalizationTask,
-    "pose": PoseTask,
-    "captioning": CaptioningTask,
-    "dense_captioning": DenseCaptioningTask,
-    "generation": GenerationTask,
-    "translation": TranslationTask,
-    "handwriting": HandwritingTask,
+# task.name -> "module:class" under segattn_jax.tasks
+TASKS: dict[str, str] = {
+    "segmentation": "segmentation:SegmentationTask",
+    "patch_segmentation": "segmentation:PatchClassifierTask",
+    "recurrent_segmentation": "segmentation:RecurrentSegmentationTask",
+    "proposal_segmentation": "segmentation:ProposalSegmentationTask",
+    "classification": "classification:ClassificationTask",
+    "detection": "detection:DetectionTask",
+    "instance_segmentation": "instance_segmentation:InstanceSegmentationTask",
+    "localization": "localization:LocalizationTask",
+    "pose": "pose:PoseTask",
+    "captioning": "captioning:CaptioningTask",
+    "dense_captioning": "dense_captioning:DenseCaptioningTask",
+    "generation": "generation:GenerationTask",
+    "translation": "translation:TranslationTask",
+    "handwriting": "handwriting:HandwritingTask",
 }
 
 
+def task_class(name: str) -> type[Task]:
+    """The Task subclass registered as `name`, its module imported on first use."""
+    if name not in TASKS:
+        raise ValueError(f"Unknown task.name {name!r}; valid: {sorted(TASKS)}.")
+    module, cls = TASKS[name].split(":")
+    return getattr(importlib.import_module(f"segattn_jax.tasks.{module}"), cls)
+
+
 def build_task(config: ml_collections.ConfigDict) -> Task:
-    if config.task.name not in TASKS:
-        raise ValueError(f"Unknown task.name {config.task.name!r}; valid: {sorted(TASKS)}.")
-    return TASKS[config.task.name](config)
+    return task_class(config.task.name)(config)

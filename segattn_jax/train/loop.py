@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from clu import metric_writers
 from etils import epath
@@ -38,7 +37,8 @@ from segattn_jax.train.checkpoint import UNREADABLE_DIR, Checkpointer
 from segattn_jax.train.config import init_from_dirs, steps_to_train, validate
 from segattn_jax.train.errors import NoIntactCheckpointError, NonFiniteLossError
 from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import TrainState, create_train_state, run_once
+from segattn_jax.train.state import (TrainState, create_train_state, run_once, seed_keys,
+                                     train_step)
 
 METRICS_FILE = "metrics.json"
 # One JSON line per evaluation ({"step", metric: value}); resumed runs append to it.
@@ -84,30 +84,6 @@ def _load_proposals(config: ml_collections.ConfigDict) -> proposals_lib.Proposal
             proposals_lib.compute_missing(sources, method)
         multihost_utils.sync_global_devices("proposals computed")
     return proposals_lib.load(sources, method)
-
-
-def _rngs(seed: int) -> tuple[jax.Array, jax.Array]:
-    """(init, train) keys; built inside jit so every process derives the same keys."""
-    init_rng, train_rng = jax.random.split(jax.random.key(seed))
-    return init_rng, train_rng
-
-
-def train_step(task: Task, tx: optax.GradientTransformation, seed: int, state: TrainState,
-               batch) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step; the loss, gradient norm and the task's metrics for logging."""
-    _, train_rng = _rngs(seed)
-    rng = jax.random.fold_in(train_rng, state.step)
-
-    def objective(params):
-        loss, metrics, model_state = task.loss({**state.variables, "params": params}, batch, rng)
-        return loss, (metrics, model_state)
-
-    (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
-        state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          opt_state=opt_state, model_state=model_state)
-    return state, {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
 
 
 class Experiment:
@@ -166,7 +142,7 @@ class Experiment:
 
     # ---- traced functions -------------------------------------------------------------------
     def _init_state(self) -> TrainState:
-        init_rng, _ = _rngs(self.config.seed)
+        init_rng, _ = seed_keys(self.config.seed)
         variables = self.task.init_variables(init_rng, jax.tree.map(
             lambda s: jnp.zeros(s.shape, s.dtype), self.input_spec))
         return create_train_state(variables, self.tx)

@@ -10,13 +10,16 @@ of the config and the step, and the data stream is resumed by step (data/pipelin
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.struct
 import jax
 import optax
 
 from segattn_jax import compilation
+
+if TYPE_CHECKING:
+    from segattn_jax.tasks import Task
 
 
 @flax.struct.dataclass
@@ -38,6 +41,31 @@ def create_train_state(variables: dict[str, Any], tx: optax.GradientTransformati
     model_state = {name: value for name, value in variables.items() if name != "params"}
     return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
                       opt_state=tx.init(params), model_state=model_state)
+
+
+def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """(init, train) keys; built inside jit so every process derives the same keys."""
+    init_rng, train_rng = jax.random.split(jax.random.key(seed))
+    return init_rng, train_rng
+
+
+def train_step(task: Task, tx: optax.GradientTransformation, seed: int, state: TrainState,
+               batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step; the loss, gradient norm and the task's metrics for logging. Pure JAX (no
+    input pipeline, no TensorFlow), so benchmarks and notebooks take the loop's own step."""
+    _, train_rng = seed_keys(seed)
+    rng = jax.random.fold_in(train_rng, state.step)
+
+    def objective(params):
+        loss, metrics, model_state = task.loss({**state.variables, "params": params}, batch, rng)
+        return loss, (metrics, model_state)
+
+    (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                          opt_state=opt_state, model_state=model_state)
+    return state, {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
 
 
 def run_once(fn: Callable[..., Any], *args: Any, out_shardings: Any = None) -> Any:
