@@ -4,10 +4,11 @@
 - mini: the `experiments/fcn.py:FCN-8s,mini` network (width 1/8, pad 60, 5x5 fc6), 64x64,
   batch 8, 9 classes.
 
-Both sides run one SGD-momentum step on the same random batch; the JAX side is the codebase's own
-train step (train/loop.py), with the state donated as the loop does. Steps are timed in interleaved
+Both sides run one SGD-momentum step on the same random batch, on the same device (the GPU where
+JAX runs on one, in bfloat16 there); the JAX side is the codebase's own train step
+(train/state.py), with the state donated as the loop does. Steps are timed in interleaved
 rounds so both see the same machine load. Reported: best step time of `repeats`, images/s,
-XLA's FLOP count, achieved FLOP/s as a fraction of this machine's measured fp32 matmul FLOP/s,
+XLA's FLOP count, achieved FLOP/s as a fraction of this machine's measured matmul FLOP/s,
 peak memory, and torch_over_ours (>= 1.0: ours is at least as fast). PyTorch is optional.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 import torch_fcn
 from report import (best_seconds, compiled_train_step, import_torch, machine, markdown_table,
-                    matmul_gflops)
+                    matmul_gflops, torch_device)
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
 from segattn_jax.train.optimizers import make_optimizer
@@ -70,12 +71,13 @@ def torch_step(size: str):
         return None
     config, batch_size, image_size = _config(size)
     m = config.model
+    device = torch_device(torch)
     model = torch_fcn.build(torch, num_classes=m.num_classes, width=m.width,
-                            first_padding=m.first_padding, fc6_kernel=m.fc6_kernel)
+                            first_padding=m.first_padding, fc6_kernel=m.fc6_kernel).to(device)
     step = torch_fcn.train_step_fn(torch, model)
     batch = _batch(batch_size, image_size, m.num_classes)
-    images = torch.tensor(batch["image"].transpose(0, 3, 1, 2).copy())
-    labels = torch.tensor(batch["label"].astype(np.int64))
+    images = torch.tensor(batch["image"].transpose(0, 3, 1, 2).copy(), device=device)
+    labels = torch.tensor(batch["label"].astype(np.int64), device=device)
     return lambda: step(images, labels).item()
 
 
@@ -91,13 +93,13 @@ def run(sizes=tuple(SIZES), repeats: int = 3) -> list[dict]:
         if reference is not None:
             steps["torch"] = reference
         seconds = best_seconds(steps, repeats)
-        achieved = info["gflop"] / seconds["ours"]
+        achieved = info["gflop"] / seconds["ours"] if info["gflop"] else None
         row = {
             "size": size, "batch": batch_size, "params_M": info["params_millions"],
             "ours_ms": 1e3 * seconds["ours"], "ours_images_per_s": batch_size / seconds["ours"],
             "torch_ms": None, "torch_images_per_s": None, "torch_over_ours": None,
             "GFLOP_per_step": info["gflop"], "ours_GFLOP_per_s": achieved,
-            "fraction_of_matmul": achieved / peak, "xla_temp_MiB": info["xla_temp_mib"],
+            "fraction_of_matmul": achieved / peak if achieved else None, "xla_temp_MiB": info["xla_temp_mib"],
         }
         if "torch" in seconds:
             row.update(torch_ms=1e3 * seconds["torch"],

@@ -3,13 +3,17 @@
 RoIs of which up to 128 foreground ones train the mask head.
 
 Reported: step time, images/s, XLA's FLOP count and its fraction of this machine's measured
-fp32 matmul FLOP/s, XLA's temporary memory and the process's peak RSS, and where the step goes:
+matmul FLOP/s (float32 on CPU; on a GPU the step computes in bfloat16 and the peak is bfloat16's), XLA's temporary memory and the process's peak RSS, and where the step goes:
 the convolutional parts timed alone at the step's sizes (ResNet-50-FPN, the RPN head's convs
 over P2-P6, the mask head's convs on 128 RoIs; each forward + backward) and the share of the
 step outside them (proposal selection, target assignment, RoIAlign, the fc box head, losses,
 optimizer).
-No PyTorch reference runs beside it: torchvision's Mask R-CNN would be one, but PyPI's
+On CPU no PyTorch reference runs beside it: torchvision's Mask R-CNN would be one, but PyPI's
 torchvision wheels carry CUDA kernels that do not load with the CPU torch this machine installs.
+On a GPU, torchvision's `maskrcnn_resnet50_fpn` (random weights, 81 classes, the same image and
+objects, bfloat16 autocast, SGD momentum) is timed beside ours, and Detectron2's published training
+throughput for this model is printed for scale (62 img/s on 8 V100s, fp32, 2 images of about
+800x1333 per GPU: 7.75 img/s/GPU; docs/notes/benchmarks.md of facebookresearch/detectron2).
 
 Run: `.venv/bin/python benchmarks/mask_rcnn_train_step.py` (several minutes on 2 CPU cores).
 """
@@ -22,11 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import (best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops,
-                    step_breakdown)
+from report import (best_seconds, compiled_train_step, import_torch, machine, markdown_table,
+                    matmul_gflops, step_breakdown, torch_device)
 from segattn_jax import compilation
 from segattn_jax.backbones.fpn import LEVEL_STRIDES, ResNetFPN
 from segattn_jax.layers.rcnn import RegionProposalNetwork
+from segattn_jax.models import compute_dtype
 from segattn_jax.models.mask_rcnn import MaskHead
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
@@ -35,12 +40,12 @@ from segattn_jax.train.state import create_train_state
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "mask_rcnn.py"
 BATCH, SIZE, OBJECTS, MAX_BOXES, MASK_SIZE = 1, 800, 4, 100, 112
+DETECTRON2_IMAGES_PER_S_PER_GPU = 62 / 8  # published: 8 V100s, fp32, ~800x1333, 2 images/GPU
 
 
 def _config():
     config = load_experiment(EXPERIMENT).get_config("R-50-FPN").unlock()
     config.dataset.preprocess.canvas = (SIZE, SIZE)
-    config.model.dtype = "float32"
     return config
 
 
@@ -72,16 +77,19 @@ def train_step_fn(config) -> tuple:
 
 
 def convolution_fns(model) -> dict:
-    """The step's convolutional parts alone, forward + backward, at the step's sizes."""
+    """The step's convolutional parts alone, forward + backward, at the step's sizes and in the
+    step's compute dtype."""
     rng = np.random.default_rng(1)
+    dtype = compute_dtype(model.dtype)
     images = jnp.asarray(rng.uniform(size=(BATCH, SIZE, SIZE, 3)), jnp.float32)
-    backbone = ResNetFPN(model.depth, model.width, model.fpn_features, frozen_bn=True)
+    backbone = ResNetFPN(model.depth, model.width, model.fpn_features, frozen_bn=True,
+                         dtype=dtype)
     backbone_vars = backbone.init(jax.random.key(0), images[:, :64, :64], train=False)
     num_fg = int(round(model.rois_per_image * model.foreground_fraction)) * BATCH
     regions = jnp.asarray(rng.normal(size=(BATCH, num_fg // BATCH, model.mask_resolution // 2,
                                            model.mask_resolution // 2, model.fpn_features)),
                           jnp.float32)
-    head = MaskHead(model.num_classes, model.mask_features)
+    head = MaskHead(model.num_classes, model.mask_features, dtype=dtype)
     head_vars = head.init(jax.random.key(1), regions)
 
     def pyramid_loss(params):
@@ -90,7 +98,7 @@ def convolution_fns(model) -> dict:
 
     levels = [jnp.asarray(rng.normal(size=(BATCH, SIZE // s, SIZE // s, model.fpn_features)),
                           jnp.float32) for s in LEVEL_STRIDES]
-    rpn = RegionProposalNetwork(len(model.anchor_ratios), model.fpn_features)
+    rpn = RegionProposalNetwork(len(model.anchor_ratios), model.fpn_features, dtype=dtype)
     rpn_vars = rpn.init(jax.random.key(2), levels[0])
 
     def rpn_loss(params):
@@ -109,18 +117,78 @@ def convolution_fns(model) -> dict:
                 mask(head_vars["params"]))}
 
 
+def torchvision_step():
+    """torchvision's Mask R-CNN R-50-FPN train step on the same image and objects (blocking fn),
+    on a GPU only (see the module docstring), or None."""
+    torch = import_torch()
+    if torch is None or torch_device(torch) != "cuda":
+        return None
+    try:
+        import torchvision
+    except ImportError:
+        return None
+    model = torchvision.models.detection.maskrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=81, min_size=SIZE,
+        max_size=SIZE).cuda().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    batch = _batch()
+    valid = batch["box_valid"][0]
+    boxes = np.clip(batch["boxes"][0][valid], 0, SIZE - 1)
+    rows, cols = np.mgrid[:SIZE, :SIZE] + 0.5
+    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2
+    masks = (((cols[None] - centre[:, 0, None, None]) / half[:, 0, None, None]) ** 2
+             + ((rows[None] - centre[:, 1, None, None]) / half[:, 1, None, None]) ** 2 <= 1)
+    images = [torch.tensor(batch["image"][0].transpose(2, 0, 1).copy(), device="cuda")]
+    targets = [{"boxes": torch.tensor(boxes, device="cuda"),
+                "labels": torch.tensor(batch["classes"][0][valid] + 1, dtype=torch.int64,
+                                          device="cuda"),
+                "masks": torch.tensor(masks.astype(np.uint8), device="cuda")}]
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            losses = model(images, targets)
+        loss = sum(losses.values())
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    try:  # an optional reference: a torchvision that cannot run here must not cost our rows
+        step()
+    except Exception as error:  # noqa: BLE001
+        print(f"torchvision reference skipped: {type(error).__name__}: {error}")
+        return None
+    return step
+
+
 def run(repeats: int = 2) -> list[dict]:
     config = _config()
     peak = matmul_gflops()
     (step, info), model = train_step_fn(config)
     convs = convolution_fns(model)
-    seconds = best_seconds({"step": step, **convs}, repeats)
+    reference = torchvision_step()
+    steps = {"step": step, **convs, **({"torchvision": reference} if reference else {})}
+    seconds = best_seconds(steps, repeats)
     rows = step_breakdown(seconds, list(convs), info, batch=BATCH, peak_gflops=peak)
     outside = seconds["step"] - sum(seconds[name] for name in convs)
     rows.append({"part": "outside the convolutions", "ms": 1e3 * outside,
                  "share_of_step": outside / seconds["step"],
                  "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    if reference:
+        rows.append({"part": "torchvision maskrcnn_resnet50_fpn train step (same GPU)",
+                     "ms": 1e3 * seconds["torchvision"],
+                     "images_per_s": BATCH / seconds["torchvision"]})
+    if jax.default_backend() == "gpu":
+        rows.append({"part": "Detectron2, published (V100, fp32, ~800x1333)",
+                     "images_per_s": DETECTRON2_IMAGES_PER_S_PER_GPU})
+        rows.append({"part": "peak GPU memory (JAX)", "MiB": _peak_device_mib()})
     return rows
+
+
+def _peak_device_mib() -> float | None:
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return peak / 2**20 if peak is not None else None
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from segattn_jax import compilation
 from segattn_jax.layers import conv
+from segattn_jax.train.state import train_step
 
 
 def best_seconds(steps: dict[str, Callable[[], object]], repeats: int,
@@ -47,6 +48,12 @@ def import_torch():
         return None
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     return torch
+
+
+def torch_device(torch) -> str:
+    """Where the PyTorch reference runs: the GPU when JAX runs on one (and torch sees it), so
+    both sides of a comparison share the device; else the CPU."""
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
 def machine() -> str:
@@ -94,41 +101,46 @@ def markdown_table(rows: list[dict], digits: int = 2) -> str:
     return "\n".join(lines)
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """This machine's measured fp32 matmul GFLOP/s (the practical peak for dense compute)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+def matmul_gflops(repeats: int = 10) -> float:
+    """This machine's measured matmul GFLOP/s in the models' compute dtype (the practical peak
+    for dense compute): float32 at 2048 on CPU, bfloat16 at 8192 on a GPU or TPU (its matrix
+    units' type, what `model.dtype = "auto"` computes in)."""
+    on_cpu = jax.default_backend() == "cpu"
+    n, dtype = (2048, jnp.float32) if on_cpu else (8192, jnp.bfloat16)
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     matmul = jax.jit(jnp.dot)
     seconds = best_seconds({"matmul": lambda: matmul(a, b).block_until_ready()}, repeats)["matmul"]
     return 2 * n**3 / seconds / 1e9
 
 
-def xla_gflop(compiled) -> float:
+def xla_gflop(compiled) -> float | None:
     """XLA's FLOP count of one call of a lowered or compiled function, in GFLOP (the body of a
-    while loop counts once: see `train_step_gflop`)."""
+    while loop counts once: see `train_step_gflop`); None where XLA gives no cost before
+    compiling (jax 0.11's GPU installs: take the count from a CPU run of the same step)."""
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost["flops"]) / 1e9
+    return float(cost["flops"]) / 1e9 if cost else None
 
 
-def train_step_gflop(step: Callable, state, batch: dict[str, Any]) -> float:
+def train_step_gflop(step: Callable, state, batch: dict[str, Any]) -> float | None:
     """XLA's FLOP count of `step(state, batch)`, taken with layers/conv.py's chunked kernel
     gradients traced as one chunk: the same FLOPs, but no while loop, whose body XLA would count
-    once (SSD300's step: 302 instead of 377 GFLOP)."""
+    once (SSD300's step: 302 instead of 377 GFLOP). Counted as lowered for CPU on every backend:
+    on a GPU, convolutions lower to cuDNN calls that XLA's cost analysis does not count."""
     chunk_bytes = conv.KERNEL_GRAD_CHUNK_BYTES
     conv.KERNEL_GRAD_CHUNK_BYTES = 2**62
     try:  # a new function: jit's trace cache would hand back the chunked trace of `step`
-        return xla_gflop(jax.jit(lambda state, batch: step(state, batch)).lower(state, batch))
+        traced = jax.jit(lambda state, batch: step(state, batch)).trace(state, batch)
+        return xla_gflop(traced.lower(lowering_platforms=("cpu",)))
     finally:
         conv.KERNEL_GRAD_CHUNK_BYTES = chunk_bytes
 
 
 def compiled_train_step(task, tx, state, batch: dict[str, Any]
                         ) -> tuple[Callable[[], None], dict[str, float | None]]:
-    """The codebase's own train step (train/loop.py) compiled for `batch`, with the state donated
+    """The codebase's own train step (train/state.py) compiled for `batch`, with the state donated
     as the loop donates it: (blocking step, {gflop: XLA's FLOP count, xla_temp_mib})."""
-    from segattn_jax.train.loop import train_step
-
     step = functools.partial(train_step, task, tx, 0)
     compiled = compilation.jit(step, donate_argnums=0).lower(state, batch).compile()
     memory = compiled.memory_analysis()
@@ -165,10 +177,10 @@ def step_breakdown(seconds: dict[str, float], parts: Sequence[str], info: dict, 
     """Rows for a train step (`seconds["step"]`) and its `parts`, each timed alone at the
     step's sizes: the step's ms, images/s, GFLOP and fraction of the matmul peak and XLA's
     temporary memory, then each part's ms and share of the step."""
-    step = seconds["step"]
+    step, gflop = seconds["step"], info["gflop"]
     rows = [{"part": "train step", "ms": 1e3 * step, "share_of_step": 1.0,
-             "images_per_s": batch / step, "GFLOP": info["gflop"],
-             "fraction_of_matmul": info["gflop"] / step / peak_gflops,
+             "images_per_s": batch / step, "GFLOP": gflop,
+             "fraction_of_matmul": gflop / step / peak_gflops if gflop else None,
              "xla_temp_MiB": info["xla_temp_mib"]}]
     return rows + [{"part": name, "ms": 1e3 * seconds[name], "share_of_step": seconds[name] / step}
                    for name in parts]

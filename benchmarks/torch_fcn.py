@@ -78,13 +78,19 @@ def _crop(x, offset: int, size):
 
 
 def train_step_fn(torch, model, learning_rate: float = 1e-4, momentum: float = 0.9):
-    """A closure running one SGD-momentum step on (images NCHW, labels NHW); returns the loss."""
+    """A closure running one SGD-momentum step on (images NCHW, labels NHW); returns the loss.
+    On a GPU the forward pass runs under bfloat16 autocast, as ours computes in bfloat16 there
+    (`model.dtype = "auto"`), with float32 parameters and loss on both sides."""
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
     model.train()
+    device = next(model.parameters()).device.type
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
 
     def step(images, labels):
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        with autocast:
+            logits = model(images)
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         loss.backward()
         optimizer.step()
         return loss
