@@ -16,6 +16,7 @@ BACKBONES = {
     "vgg16": "segattn_jax.backbones.vgg:VGG16",
     "resnet50": "segattn_jax.backbones.resnet:resnet50",
     "resnet101": "segattn_jax.backbones.resnet:resnet101",
+    "resnext101_32x8d": "segattn_jax.backbones.resnet:resnext101_32x8d",
     "inception_v4": "segattn_jax.backbones.inception:inception_v4",
     "inception_resnet_v2": "segattn_jax.backbones.inception:inception_resnet_v2",
 }

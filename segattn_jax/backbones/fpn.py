@@ -47,7 +47,8 @@ class FPN(nn.Module):
 
 
 class ResNetFPN(nn.Module):
-    """A ResNet (`backbones.resnet`, without its classifier) and an FPN on its conv2..conv5.
+    """A ResNet or ResNeXt (`backbones.resnet`, without its classifier) and an FPN on its
+    conv2..conv5.
 
     images (N, H, W, 3) -> (P6, {"p2".."p6", and the ResNet's intermediates}); H and W should be
     multiples of 32 so every level halves exactly (the detection preprocess's canvas).
@@ -60,12 +61,15 @@ class ResNetFPN(nn.Module):
     frozen_bn: bool = False
     bn_momentum: float = KERAS_BN_MOMENTUM
     dtype: Any = jnp.float32
+    groups: int = 1
+    width_per_group: int = 64
 
     @nn.compact
     def __call__(self, images: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
         _, intermediates = ResNet(self.depth, num_classes=0, width=self.width,
                                   stride_in_1x1=self.stride_in_1x1, frozen_bn=self.frozen_bn,
                                   bn_momentum=self.bn_momentum, dtype=self.dtype,
+                                  groups=self.groups, width_per_group=self.width_per_group,
                                   name="resnet")(images, train=train)
         pyramid = FPN(scaled_features(self.fpn_features, self.width), self.dtype, name="fpn")(
             [intermediates[f"conv{k}"] for k in range(2, 6)])

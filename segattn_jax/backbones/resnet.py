@@ -1,11 +1,14 @@
-"""ResNet-50/101 (He, Zhang, Ren & Sun 2016), bottleneck version, as the released weights lay it out.
+"""ResNet-50/101 (He, Zhang, Ren & Sun 2016), bottleneck version, as the released weights lay it out,
+and ResNeXt (Xie, Girshick, Dollár, Tu & He 2017): the same net with grouped 3x3 convs.
 
 Layer names follow Keras' `keras.applications` ResNet (`conv3_block2` holding `conv_1..3`/`bn_1..3`,
 `conv_0`/`bn_0` for the projection shortcut), the stage outputs conv2..conv5 are the intermediates
 that detectors and FPN tap (strides 4, 8, 16, 32). Two layouts of the released weights exist:
 the original MSRA/Caffe one (Keras, Detectron) strides the first 1x1 conv of a stage, torchvision's
 "v1.5" strides the 3x3; `stride_in_1x1` picks. `frozen_bn` is the detection papers' frozen batch
-norm (`layers.normalization.FrozenBatchNorm`).
+norm (`layers.normalization.FrozenBatchNorm`). ResNeXt-101 32x8d (`groups=32, width_per_group=8`,
+Mask R-CNN's X-101 backbone) widens each bottleneck to groups x width_per_group x (stage width /
+64) channels, torchvision's and Detectron's rule, and keeps 4 x the stage width at its output.
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ KERAS_BN_MOMENTUM = 0.99  # Keras' running-average momentum; PyTorch's is 0.9 in
 
 
 class Bottleneck(nn.Module):
-    """1x1 (width) -> 3x3 (width) -> 1x1 (4 x width), plus the shortcut, then ReLU."""
+    """1x1 (width) -> 3x3 (width, in `groups`) -> 1x1 (out_features, 4 x width when 0), plus the
+    shortcut, then ReLU."""
 
     width: int
     strides: int = 1
@@ -35,22 +39,25 @@ class Bottleneck(nn.Module):
     frozen_bn: bool = False
     bn_momentum: float = KERAS_BN_MOMENTUM
     dtype: Any = jnp.float32
+    groups: int = 1
+    out_features: int = 0
 
-    def _conv_bn(self, features, kernel, strides, padding, index, activation=True):
+    def _conv_bn(self, features, kernel, strides, padding, index, activation=True, groups=1):
         return ConvBN(features, (kernel, kernel), strides, padding, activation=activation,
                       frozen_bn=self.frozen_bn, dtype=self.dtype, name=f"conv_bn_{index}",
-                      momentum=self.bn_momentum, **KERAS_BATCH_NORM)
+                      momentum=self.bn_momentum, groups=groups, **KERAS_BATCH_NORM)
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
-        out_features = 4 * self.width
+        out_features = self.out_features or 4 * self.width
         shortcut = x
         if x.shape[-1] != out_features or self.strides != 1:
             shortcut = self._conv_bn(out_features, 1, self.strides, "VALID", 0,
                                      activation=False)(x, train=train)
         first, middle = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
         y = self._conv_bn(self.width, 1, first, "VALID", 1)(x, train=train)
-        y = self._conv_bn(self.width, 3, middle, ((1, 1), (1, 1)), 2)(y, train=train)
+        y = self._conv_bn(self.width, 3, middle, ((1, 1), (1, 1)), 2, groups=self.groups)(
+            y, train=train)
         y = self._conv_bn(out_features, 1, 1, "VALID", 3, activation=False)(y, train=train)
         return nn.relu(shortcut + y)
 
@@ -69,6 +76,8 @@ class ResNet(nn.Module):
         for a short run from scratch (PyTorch's 0.9).
       last_stage: stop after this stage ("conv4" gives the stride-16 map of Faster R-CNN's C4).
       dtype: compute dtype; parameters stay float32.
+      groups / width_per_group: ResNeXt's cardinality and channels per group at the first
+        stage (32 / 8 for X-101 32x8d); 1 / 64 is ResNet.
     """
 
     depth: int = 50
@@ -79,6 +88,8 @@ class ResNet(nn.Module):
     bn_momentum: float = KERAS_BN_MOMENTUM
     last_stage: str = "conv5"
     dtype: Any = jnp.float32
+    groups: int = 1
+    width_per_group: int = 64
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
@@ -92,6 +103,12 @@ class ResNet(nn.Module):
             raise ValueError(f"last_stage must be one of {stages}; got {self.last_stage!r}.")
         if x.ndim != 4:
             raise ValueError(f"ResNet expects images of shape (N, H, W, C); got {x.shape}.")
+        inner = [scaled_features(width * self.width_per_group // 64 * self.groups, self.width)
+                 for width in _STAGE_WIDTHS]
+        if any(features % self.groups for features in inner):
+            raise ValueError(f"groups={self.groups} must divide every bottleneck's width "
+                             f"{inner} (width multiplier {self.width}); pick a width that keeps "
+                             f"them multiples of it.")
         x = x.astype(self.dtype)
         x = ConvBN(scaled_features(64, self.width), (7, 7), 2, ((3, 3), (3, 3)),
                    frozen_bn=self.frozen_bn, dtype=self.dtype, name="conv1",
@@ -99,12 +116,13 @@ class ResNet(nn.Module):
         intermediates = {"conv1": x}
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         intermediates["pool1"] = x
-        for stage, (blocks, width) in enumerate(zip(RESNET_DEPTHS[self.depth], _STAGE_WIDTHS),
-                                                start=2):
+        for stage, (blocks, width, features) in enumerate(
+                zip(RESNET_DEPTHS[self.depth], _STAGE_WIDTHS, inner), start=2):
             for block in range(1, blocks + 1):
                 strides = 2 if block == 1 and stage > 2 else 1
-                x = Bottleneck(scaled_features(width, self.width), strides, self.stride_in_1x1,
-                               self.frozen_bn, self.bn_momentum, self.dtype,
+                x = Bottleneck(features, strides, self.stride_in_1x1, self.frozen_bn,
+                               self.bn_momentum, self.dtype, self.groups,
+                               4 * scaled_features(width, self.width),
                                name=f"conv{stage}_block{block}")(x, train=train)
             intermediates[f"conv{stage}"] = x
             if f"conv{stage}" == self.last_stage:
@@ -124,3 +142,7 @@ def resnet50(**kwargs) -> ResNet:
 
 def resnet101(**kwargs) -> ResNet:
     return ResNet(depth=101, **kwargs)
+
+
+def resnext101_32x8d(**kwargs) -> ResNet:
+    return ResNet(depth=101, groups=32, width_per_group=8, **kwargs)

@@ -318,6 +318,7 @@ class ConvBN(nn.Module):
       use_scale: batch norm's learned scale; TF-Slim's Inception checkpoints have none (the
         following ReLU conv absorbs it), Keras/torchvision ResNets have one.
       frozen_bn: batch norm as a fixed affine map of the stored statistics (`FrozenBatchNorm`).
+      groups: the conv's feature groups (ResNeXt's cardinality).
     """
 
     features: int
@@ -330,12 +331,13 @@ class ConvBN(nn.Module):
     epsilon: float = 1e-3
     frozen_bn: bool = False
     dtype: Any = jnp.float32
+    groups: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = Conv(self.features, tuple(self.kernel), strides=self.strides, padding=self.padding,
                  use_bias=False, kernel_init=nn.initializers.he_normal(), dtype=self.dtype,
-                 param_dtype=jnp.float32, name="conv")(x)
+                 param_dtype=jnp.float32, feature_group_count=self.groups, name="conv")(x)
         x = batch_norm(frozen=self.frozen_bn, train=train, use_scale=self.use_scale,
                        momentum=self.momentum, epsilon=self.epsilon, dtype=self.dtype,
                        name="bn")(x)

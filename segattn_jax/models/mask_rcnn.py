@@ -103,9 +103,10 @@ class MaskRCNN(nn.Module):
 
     Attributes:
       num_classes: object classes K.
-      depth / width / frozen_bn / bn_momentum / stride_in_1x1: the ResNet (`backbones.resnet`);
-        frozen batch norm when fine-tuning released weights (the paper), batch statistics when
-        training a slim one from scratch.
+      depth / width / frozen_bn / bn_momentum / stride_in_1x1 / groups / width_per_group: the
+        ResNet or ResNeXt (`backbones.resnet`; X-101 is 101 / 32 / 8); frozen batch norm when
+        fine-tuning released weights (the paper), batch statistics when training a slim one
+        from scratch.
       fpn_features / head_hidden / mask_features: 256 / 1024 / 256 in the paper (scaled by width).
       pooling: 'roi_align' (the paper) or 'roi_pool' (Table 2c), for both heads.
       mask_loss: 'sigmoid' (the paper) or 'softmax' (Table 2b).
@@ -123,6 +124,8 @@ class MaskRCNN(nn.Module):
     frozen_bn: bool = True
     bn_momentum: float = KERAS_BN_MOMENTUM
     stride_in_1x1: bool = True
+    groups: int = 1
+    width_per_group: int = 64
     fpn_features: int = 256
     head_hidden: int = 1024
     mask_features: int = 256
@@ -158,7 +161,8 @@ class MaskRCNN(nn.Module):
             raise ValueError(f"mask_resolution must be even (RoIs pooled to half of it, then "
                              f"upsampled 2x); got {self.mask_resolution}.")
         self.backbone = ResNetFPN(self.depth, self.width, self.fpn_features, self.stride_in_1x1,
-                                  self.frozen_bn, self.bn_momentum, self.dtype)
+                                  self.frozen_bn, self.bn_momentum, self.dtype, self.groups,
+                                  self.width_per_group)
         width = scaled_features(self.fpn_features, self.width)
         self.rpn = rcnn.RegionProposalNetwork(
             rcnn.check_anchor_config((1.0,), self.anchor_ratios), width, dtype=self.dtype)

@@ -1,9 +1,12 @@
-"""ResNet: stage strides, the two stride placements, batch-norm state, and frozen batch norm."""
+"""ResNet and ResNeXt: stage strides, the two stride placements, batch-norm state, frozen batch
+norm, and the released networks' parameter counts."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from segattn_jax.backbones import build_backbone
 from segattn_jax.backbones.resnet import ResNet
 from segattn_jax.layers.normalization import FrozenBatchNorm
 
@@ -54,3 +57,30 @@ def test_frozen_batch_norm_is_batch_norm_with_running_averages():
     reference = nn.BatchNorm(use_running_average=True, epsilon=1e-5).apply(variables, x)
     np.testing.assert_allclose(FrozenBatchNorm(epsilon=1e-5).apply(variables, x), reference,
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone, parameters", [
+    ("resnet50", 25_557_032), ("resnet101", 44_549_160), ("resnext101_32x8d", 88_791_336)])
+def test_parameter_counts_match_the_released_networks(backbone, parameters):
+    """The counts torchvision documents for these ImageNet classifiers (convs, batch norm scale
+    and offset, the 1000-way fc): ResNeXt's grouped 3x3 and widened bottlenecks included."""
+    net = build_backbone(backbone, num_classes=1000)
+    shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
+                                             train=False))
+    assert sum(x.size for x in jax.tree.leaves(shapes["params"])) == parameters
+
+
+def test_resnext_groups_must_divide_the_slim_widths():
+    with pytest.raises(ValueError, match="groups=32 must divide"):
+        ResNet(depth=26, width=0.1, groups=32, width_per_group=8).init(
+            jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+
+
+def test_resnext_bottleneck_is_grouped_and_keeps_four_times_the_stage_width():
+    net = ResNet(depth=26, num_classes=0, width=0.25, groups=4, width_per_group=16)
+    variables = net.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
+    block = variables["params"]["conv2_block1"]
+    # inner width 64 * 16 / 64 * 4 = 64 at full width, 16 at 1/4, in 4 groups of 4 inputs;
+    # output 4 x (64 at 1/4) = 64
+    assert block["conv_bn_2"]["conv"]["kernel"].shape == (3, 3, 4, 16)
+    assert block["conv_bn_3"]["conv"]["kernel"].shape == (1, 1, 16, 64)

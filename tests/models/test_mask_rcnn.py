@@ -14,7 +14,7 @@ from tests.conftest import ROOT, experiment_config, paper_scale_batch, traced_st
 from tests.data.test_coco_instances import build_coco
 from tests.models.detection_checks import learn_one_batch
 
-PAPER_ROWS = ["R-50-FPN", "R-101-FPN", "R-50-FPN-RoIPool", "R-50-FPN-softmax"]
+PAPER_ROWS = ["R-50-FPN", "R-101-FPN", "X-101-FPN", "R-50-FPN-RoIPool", "R-50-FPN-softmax"]
 
 
 def test_mask_losses_read_only_the_ground_truth_class():
@@ -60,10 +60,10 @@ def coco_data_dir(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("row", PAPER_ROWS)
 def test_paper_scale_rows_trace_a_step_on_the_coco_fixture(row, coco_data_dir, tmp_path):
-    """Each paper-scale config (coco_instances 2017, 1344x1344 canvas, ResNet-50/101-FPN with
-    frozen batch norm and its stem and conv2 frozen, SGD) reads COCO instances prepared from a
-    fixture in the download's format and traces its train step and predictions
-    (`traced_step`; the mini row compiles and runs the same model)."""
+    """Each paper-scale config (coco_instances 2017, 1344x1344 canvas, ResNet-50/101-FPN or
+    ResNeXt-101-FPN with frozen batch norm and its stem and conv2 frozen, SGD) reads COCO
+    instances prepared from a fixture in the download's format and traces its train step and
+    predictions (`traced_step`; the mini row compiles and runs the same model)."""
     experiment, batch = paper_scale_batch("mask_rcnn", row, coco_data_dir, tmp_path / "run")
     # 30x40 images: shorter side 800 (longer 1067 <= 1333), in the canvas; 3 objects, 1 crowd.
     assert batch["image"].shape == (2, 1344, 1344, 3)
