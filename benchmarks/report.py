@@ -166,7 +166,7 @@ def timed_row(row: str, ours: Callable[[], None], info: dict, torch_step, *, bat
     seconds = best_seconds(steps, repeats)
     theirs = batch / seconds["torch"] if torch_step else None
     return {"row": row, f"{unit}_per_s": batch / seconds["ours"], "GFLOP": gflop,
-            "fraction_of_matmul": gflop / seconds["ours"] / peak_gflops,
+            "fraction_of_matmul": gflop / seconds["ours"] / peak_gflops if gflop else None,
             "xla_temp_MiB": info["xla_temp_mib"], f"torch_{unit}_per_s": theirs,
             "ratio_vs_torch": batch / seconds["ours"] / theirs if torch_step else None,
             "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

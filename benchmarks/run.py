@@ -21,6 +21,7 @@ import localization_train_step  # noqa: E402
 import loop_overhead  # noqa: E402
 import mask_rcnn_train_step  # noqa: E402
 import patch_vs_dense  # noqa: E402
+import resnet_train_step  # noqa: E402
 import rnnsearch_train_step  # noqa: E402
 import show_attend_tell_step  # noqa: E402
 import single_shot_train_step  # noqa: E402
@@ -28,6 +29,8 @@ import single_shot_train_step  # noqa: E402
 
 def main() -> None:
     fcn_train_step.main()
+    print()
+    resnet_train_step.main()
     print()
     patch_vs_dense.main()
     print()

@@ -26,3 +26,22 @@ def test_machine_line_names_cpu_threads_and_versions():
     line = report.machine()
     assert f"{len(os.sched_getaffinity(0))} threads" in line
     assert f"jax {jax.__version__}" in line and "CPU: " in line
+
+
+def test_torch_resnet50_is_our_resnet50():
+    """The PyTorch side of benchmarks/resnet_train_step.py is the same network: the same
+    parameter count (25.6M) and output shape as our ResNet-50 classifier."""
+    torch = __import__("pytest").importorskip("torch")
+    import resnet_train_step
+    import torch_resnet
+
+    from segattn_jax.backbones.resnet import resnet50
+
+    theirs = torch_resnet.build(torch, num_classes=10)
+    image = np.zeros((1, 64, 64, 3), np.float32)
+    variables = jax.eval_shape(lambda: resnet50(num_classes=10).init(
+        jax.random.key(0), image, train=False))
+    ours = sum(x.size for x in jax.tree.leaves(variables["params"]))
+    assert ours == sum(p.numel() for p in theirs.parameters() if p.requires_grad)
+    assert theirs(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+    assert resnet_train_step._config().model.backbone == "resnet50"

@@ -1,0 +1,87 @@
+"""ResNet-50 train step (224x224, batch 8, 1000 classes): ours (JAX) vs the same network in
+PyTorch (`torch_resnet.py`), side by side, the issue's floor being 1.0x PyTorch.
+
+Ours is the codebase's own train step (train/state.py) on `models.classifier.ImageClassifier`
+with the `resnet50` backbone (batch norm in training mode), SGD momentum without weight decay on
+both sides, one random batch; steps timed in interleaved rounds so both see the same load.
+Reported: images/s, XLA's FLOP count and its fraction of this machine's measured matmul FLOP/s,
+XLA's temporary memory, PyTorch's images/s and the ratio. PyTorch is optional.
+
+Run: `.venv/bin/python benchmarks/resnet_train_step.py` (a few minutes on 2 CPU cores).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import torch_resnet
+from report import (compiled_train_step, import_torch, machine, markdown_table, matmul_gflops,
+                    timed_row, torch_device)
+from segattn_jax.tasks import build_task
+from segattn_jax.train.config import load_experiment
+from segattn_jax.train.optimizers import make_optimizer
+from segattn_jax.train.state import create_train_state
+
+EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "inception.py"
+BATCH, SIZE, CLASSES = 8, 224, 1000
+
+
+def _config():
+    """The Inception table's classifier config with the ResNet-50 backbone and a plain SGD step."""
+    config = load_experiment(EXPERIMENT).get_config("Inception-v4").unlock()
+    config.model.update(backbone="resnet50", num_classes=CLASSES, aux_logits=False)
+    config.optimizer.update(name="sgd", learning_rate=0.1, momentum=0.9, schedule="constant",
+                            weight_decay=0.0, grad_clip_norm=0.0)
+    return config
+
+
+def _batch() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"image": rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)).astype(np.float32),
+            "label": rng.integers(0, CLASSES, BATCH).astype(np.int32)}
+
+
+def jax_step() -> tuple:
+    """(blocking step, info) for our train step, compiled, state donated."""
+    config = _config()
+    task = build_task(config)
+    tx = make_optimizer(config.optimizer, config.train.num_steps)
+    batch = jax.tree.map(jnp.asarray, _batch())
+    state = jax.jit(lambda: create_train_state(task.init_variables(
+        jax.random.key(0), {"image": batch["image"][:1]}), tx))()
+    return compiled_train_step(task, tx, state, batch)
+
+
+def torch_step():
+    """The same step in PyTorch (blocking fn), or None without torch."""
+    torch = import_torch()
+    if torch is None:
+        return None
+    device = torch_device(torch)
+    model = torch_resnet.build(torch, num_classes=CLASSES).to(device)
+    step = torch_resnet.train_step_fn(torch, model)
+    batch = _batch()
+    images = torch.tensor(batch["image"].transpose(0, 3, 1, 2).copy(), device=device)
+    labels = torch.tensor(batch["label"].astype(np.int64), device=device)
+    return lambda: step(images, labels).item()
+
+
+def run(repeats: int = 3) -> list[dict]:
+    peak = matmul_gflops()
+    ours, info = jax_step()
+    return [timed_row(f"ResNet-50 {SIZE}x{SIZE} (batch {BATCH})", ours, info, torch_step(),
+                      batch=BATCH, peak_gflops=peak, repeats=repeats)]
+
+
+def main() -> None:
+    print(machine())
+    print(f"ResNet-50 train step, ours vs PyTorch ({SIZE}x{SIZE}, batch {BATCH}, {CLASSES} "
+          "classes, SGD momentum; floor: ratio 1.0):")
+    print(markdown_table(run()))
+
+
+if __name__ == "__main__":
+    main()
