@@ -99,7 +99,8 @@ def run(sizes=tuple(SIZES), repeats: int = 3) -> list[dict]:
             "ours_ms": 1e3 * seconds["ours"], "ours_images_per_s": batch_size / seconds["ours"],
             "torch_ms": None, "torch_images_per_s": None, "torch_over_ours": None,
             "GFLOP_per_step": info["gflop"], "ours_GFLOP_per_s": achieved,
-            "fraction_of_matmul": achieved / peak if achieved else None, "xla_temp_MiB": info["xla_temp_mib"],
+            "fraction_of_matmul": achieved / peak if achieved else None,
+            "xla_temp_MiB": info["xla_temp_mib"],
         }
         if "torch" in seconds:
             row.update(torch_ms=1e3 * seconds["torch"],

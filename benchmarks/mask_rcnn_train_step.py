@@ -3,8 +3,9 @@
 RoIs of which up to 128 foreground ones train the mask head.
 
 Reported: step time, images/s, XLA's FLOP count and its fraction of this machine's measured
-matmul FLOP/s (float32 on CPU; on a GPU the step computes in bfloat16 and the peak is bfloat16's), XLA's temporary memory and the process's peak RSS, and where the step goes:
-the convolutional parts timed alone at the step's sizes (ResNet-50-FPN, the RPN head's convs
+matmul FLOP/s (float32 on CPU; on a GPU the step computes in bfloat16 and the peak is
+bfloat16's), XLA's temporary memory and the process's peak RSS, and where the step goes: the
+convolutional parts timed alone at the step's sizes (ResNet-50-FPN, the RPN head's convs
 over P2-P6, the mask head's convs on 128 RoIs; each forward + backward) and the share of the
 step outside them (proposal selection, target assignment, RoIAlign, the fc box head, losses,
 optimizer).

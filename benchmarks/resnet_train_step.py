@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import torch_fcn
 import torch_resnet
 from report import (compiled_train_step, import_torch, machine, markdown_table, matmul_gflops,
                     timed_row, torch_device)
@@ -62,7 +63,7 @@ def torch_step():
         return None
     device = torch_device(torch)
     model = torch_resnet.build(torch, num_classes=CLASSES).to(device)
-    step = torch_resnet.train_step_fn(torch, model)
+    step = torch_fcn.train_step_fn(torch, model, learning_rate=0.1)
     batch = _batch()
     images = torch.tensor(batch["image"].transpose(0, 3, 1, 2).copy(), device=device)
     labels = torch.tensor(batch["label"].astype(np.int64), device=device)

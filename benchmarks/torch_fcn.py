@@ -78,7 +78,8 @@ def _crop(x, offset: int, size):
 
 
 def train_step_fn(torch, model, learning_rate: float = 1e-4, momentum: float = 0.9):
-    """A closure running one SGD-momentum step on (images NCHW, labels NHW); returns the loss.
+    """A closure running one SGD-momentum step of softmax cross-entropy on (images NCHW, labels
+    NHW, or N for an image classifier such as torch_resnet's); returns the loss.
     On a GPU the forward pass runs under bfloat16 autocast, as ours computes in bfloat16 there
     (`model.dtype = "auto"`), with float32 parameters and loss on both sides."""
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)

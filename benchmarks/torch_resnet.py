@@ -2,10 +2,11 @@
 
 The same network as segattn_jax.backbones.resnet.ResNet(depth=50) (MSRA layout: the stride in each
 stage's first 1x1 conv; 7x7/2 stem, 3x3/2 max pool, bottleneck blocks 3-4-6-3, global average
-pool, 1000-way fc; batch norm after every conv) and the same step: softmax cross-entropy, SGD with
-momentum. Written the way a PyTorch user would (NCHW, `nn.Conv2d`, `nn.BatchNorm2d`); torch is a
-benchmark reference only, never a dependency. torchvision's `resnet50` strides the 3x3 instead
-(the same FLOPs after the first block) and its CPU build does not load here, hence this file.
+pool, 1000-way fc; batch norm after every conv), stepped by `torch_fcn.train_step_fn` (softmax
+cross-entropy, SGD with momentum). Written the way a PyTorch user would (NCHW, `nn.Conv2d`,
+`nn.BatchNorm2d`); torch is a benchmark reference only, never a dependency. torchvision's
+`resnet50` strides the 3x3 instead (the same FLOPs after the first block) and its CPU build does
+not load here, hence this file.
 """
 from __future__ import annotations
 
@@ -40,22 +41,3 @@ def build(torch, *, num_classes: int = 1000, depth: int = 50):
     return nn.Sequential(conv_bn(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1), *blocks,
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
 
-
-def train_step_fn(torch, model, learning_rate: float = 0.1, momentum: float = 0.9):
-    """A closure running one SGD-momentum step on (images NCHW, labels N); returns the loss.
-    On a GPU the forward pass runs under bfloat16 autocast, as ours computes in bfloat16 there."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
-    model.train()
-    device = next(model.parameters()).device.type
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
-
-    def step(images, labels):
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            logits = model(images)
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return step

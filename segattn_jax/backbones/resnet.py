@@ -1,5 +1,5 @@
-"""ResNet-50/101 (He, Zhang, Ren & Sun 2016), bottleneck version, as the released weights lay it out,
-and ResNeXt (Xie, Girshick, Dollár, Tu & He 2017): the same net with grouped 3x3 convs.
+"""ResNet-50/101 (He, Zhang, Ren & Sun 2016), bottleneck version, as the released weights lay it
+out, and ResNeXt (Xie, Girshick, Dollár, Tu & He 2017): the same net with grouped 3x3 convs.
 
 Layer names follow Keras' `keras.applications` ResNet (`conv3_block2` holding `conv_1..3`/`bn_1..3`,
 `conv_0`/`bn_0` for the projection shortcut), the stage outputs conv2..conv5 are the intermediates

@@ -1,5 +1,5 @@
-"""Every TFDS builder of the codebase, registered by importing this module
-('shapes', 'coco_instances', 'distorted_digits', 'flickr', 'visual_genome', 'imagenet_localization', 'poses',
+"""Every TFDS builder of the codebase, registered by importing this module ('shapes',
+'coco_instances', 'distorted_digits', 'flickr', 'visual_genome', 'imagenet_localization', 'poses',
 'lsp', 'voc_segmentation', 'sbd_instances', 'stanford_background', 'synthetic_translation',
 'synthetic_handwriting', 'iam_ondb'): what `tfds build NAME --imports=segattn_jax.data.builders`
 and the pipeline's name lookups need."""

@@ -11,7 +11,7 @@ from segattn_jax.layers.filterbank import (
     window_from_params,
     write_patch,
 )
-from segattn_jax.layers.normalization import FrozenBatchNorm, local_response_norm
+from segattn_jax.layers.normalization import BatchNorm, FrozenBatchNorm, local_response_norm
 from segattn_jax.layers.pooling import max_pool
 from segattn_jax.layers.roi import roi_align, roi_pool
 from segattn_jax.layers.sampling import bilinear_at
