@@ -22,15 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import (best_seconds, compiled_train_step, import_torch, machine, markdown_table,
+from report import (best_seconds, config_train_step, import_torch, machine, markdown_table,
                     matmul_gflops, timed_row)
 from segattn_jax import compilation
 from segattn_jax.layers.upsampling import max_pool_with_argmax, max_unpool
 from segattn_jax.models.deconvnet import DECODER
-from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
-from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import create_train_state
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "deconvnet.py"
 BATCH, SIZE = 2, 224
@@ -57,12 +54,7 @@ def _batch(classes: int) -> dict[str, np.ndarray]:
 
 def jax_step():
     config = _config()
-    task = build_task(config)
-    tx = make_optimizer(config.optimizer, config.train.num_steps)
-    batch = {k: jnp.asarray(v) for k, v in _batch(config.model.num_classes).items()}
-    state = jax.jit(lambda: create_train_state(task.init_variables(
-        jax.random.key(0), {"image": batch["image"][:1]}), tx))()
-    return compiled_train_step(task, tx, state, batch)
+    return config_train_step(config, _batch(config.model.num_classes))
 
 
 def torch_train_step(torch):

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import (best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops,
+from report import (best_seconds, config_train_step, machine, markdown_table, matmul_gflops,
                     step_breakdown)
 from segattn_jax import compilation
 from segattn_jax.layers import rcnn
@@ -27,10 +27,7 @@ from segattn_jax.layers.roi import roi_pool
 from segattn_jax.models import build_model
 from segattn_jax.models.fast_rcnn import feature_stride
 from segattn_jax.ops import boxes as box_ops
-from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
-from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import create_train_state
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "rcnn.py"
 BATCH, HEIGHT, WIDTH, OBJECTS, MAX_BOXES = 2, 600, 1000, 3, 64
@@ -54,16 +51,6 @@ def _batch() -> dict[str, np.ndarray]:
             "boxes": np.concatenate([xy, xy + wh], -1).astype(np.float32),
             "classes": rng.integers(0, 20, (BATCH, MAX_BOXES)).astype(np.int32),
             "difficult": np.zeros((BATCH, MAX_BOXES), bool), "box_valid": valid}
-
-
-def train_step_fn(config) -> tuple:
-    """(blocking step, info) for the codebase's own train step, compiled, state donated."""
-    task = build_task(config)
-    tx = make_optimizer(config.optimizer, config.train.num_steps)
-    batch = jax.tree.map(jnp.asarray, _batch())
-    state = jax.jit(lambda: create_train_state(task.init_variables(
-        jax.random.key(2), jax.tree.map(lambda x: x[:1], task.inputs(batch))), tx))()
-    return compiled_train_step(task, tx, state, batch)
 
 
 def detection_op_fns(config) -> dict:
@@ -109,7 +96,7 @@ def detection_op_fns(config) -> dict:
 def run(repeats: int = 2) -> list[dict]:
     config = _config()
     peak = matmul_gflops()
-    step, info = train_step_fn(config)
+    step, info = config_train_step(config, _batch(), jax.random.key(2))
     ops = detection_op_fns(config)
     seconds = best_seconds({"step": step, **ops}, repeats)
     rows = step_breakdown(seconds, list(ops), info, batch=BATCH, peak_gflops=peak)

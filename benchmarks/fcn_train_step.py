@@ -17,16 +17,12 @@ import resource
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import torch_fcn
-from report import (best_seconds, compiled_train_step, import_torch, machine, markdown_table,
+from report import (best_seconds, config_train_step, import_torch, machine, markdown_table,
                     matmul_gflops, torch_device)
-from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
-from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import create_train_state
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "fcn.py"
 # name -> (batch, image size, classes, model overrides of the mini config)
@@ -54,14 +50,8 @@ def _batch(batch: int, image_size: int, num_classes: int) -> dict[str, np.ndarra
 def jax_step(size: str) -> tuple:
     """(blocking step fn, info) for our train step, compiled, with donated state."""
     config, batch_size, image_size = _config(size)
-    task = build_task(config)
-    tx = make_optimizer(config.optimizer, config.train.num_steps)
-    batch = jax.tree.map(jnp.asarray, _batch(batch_size, image_size, config.model.num_classes))
-    state = jax.jit(lambda: create_train_state(task.init_variables(
-        jax.random.key(2), jax.tree.map(lambda x: x[:1], task.inputs(batch))), tx))()
-    one_step, info = compiled_train_step(task, tx, state, batch)
-    info["params_millions"] = sum(x.size for x in jax.tree.leaves(state.params)) / 1e6
-    return one_step, info
+    return config_train_step(config, _batch(batch_size, image_size, config.model.num_classes),
+                             jax.random.key(2))
 
 
 def torch_step(size: str):

@@ -14,18 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from report import (compiled_train_step, import_torch, machine, markdown_table, matmul_gflops,
+from report import (config_train_step, import_torch, machine, markdown_table, matmul_gflops,
                     timed_row)
 from segattn_jax.backbones.vgg import vgg16_layer_specs
 from segattn_jax.metrics.pose import NUM_JOINTS
-from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
-from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import create_train_state
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 BATCH = 2
@@ -53,15 +48,6 @@ def _pose_batch(size: int) -> dict[str, np.ndarray]:
     return {"image": rng.uniform(size=(BATCH, size, size, 3)).astype(np.float32),
             "joints": rng.uniform(size * 0.2, size * 0.8, (BATCH, NUM_JOINTS, 2)).astype(np.float32),
             "visible": np.ones((BATCH, NUM_JOINTS), bool)}
-
-
-def jax_step(config, batch: dict[str, np.ndarray]):
-    task = build_task(config)
-    tx = make_optimizer(config.optimizer, config.train.num_steps)
-    batch = jax.tree.map(jnp.asarray, batch)
-    state = jax.jit(lambda: create_train_state(task.init_variables(
-        jax.random.key(0), {"image": batch["image"][:1]}), tx))()
-    return compiled_train_step(task, tx, state, batch)
 
 
 def _sgd_step(torch, model, loss_fn, images, lr: float = 1e-3):
@@ -155,7 +141,7 @@ def run(repeats: int = 3) -> list[dict]:
     ]
     rows = []
     for name, config, batch, reference in cases:
-        ours, info = jax_step(config, batch)
+        ours, info = config_train_step(config, batch)
         rows.append(timed_row(f"{name} (batch {BATCH})", ours, info,
                               reference() if reference else None, batch=BATCH, peak_gflops=peak,
                               repeats=repeats))

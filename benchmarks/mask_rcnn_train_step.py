@@ -27,17 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import (best_seconds, compiled_train_step, import_torch, machine, markdown_table,
+from report import (best_seconds, config_train_step, import_torch, machine, markdown_table,
                     matmul_gflops, step_breakdown, torch_device)
 from segattn_jax import compilation
 from segattn_jax.backbones.fpn import LEVEL_STRIDES, ResNetFPN
 from segattn_jax.layers.rcnn import RegionProposalNetwork
-from segattn_jax.models import compute_dtype
+from segattn_jax.models import build_model, compute_dtype
 from segattn_jax.models.mask_rcnn import MaskHead
-from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
-from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import create_train_state
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "mask_rcnn.py"
 BATCH, SIZE, OBJECTS, MAX_BOXES, MASK_SIZE = 1, 800, 4, 100, 112
@@ -65,16 +62,6 @@ def _batch() -> dict[str, np.ndarray]:
             "difficult": np.zeros((BATCH, MAX_BOXES), bool),
             "box_valid": np.arange(MAX_BOXES)[None].repeat(BATCH, 0) < OBJECTS,
             "masks": np.broadcast_to(ellipse, (BATCH, MAX_BOXES, MASK_SIZE, MASK_SIZE)).copy()}
-
-
-def train_step_fn(config) -> tuple:
-    """(blocking step, info) for the codebase's own train step, compiled, state donated."""
-    task = build_task(config)
-    tx = make_optimizer(config.optimizer, config.train.num_steps)
-    batch = jax.tree.map(jnp.asarray, _batch())
-    state = jax.jit(lambda: create_train_state(task.init_variables(
-        jax.random.key(2), jax.tree.map(lambda x: x[:1], task.inputs(batch))), tx))()
-    return compiled_train_step(task, tx, state, batch), task.model
 
 
 def convolution_fns(model) -> dict:
@@ -165,8 +152,8 @@ def torchvision_step():
 def run(repeats: int = 2) -> list[dict]:
     config = _config()
     peak = matmul_gflops()
-    (step, info), model = train_step_fn(config)
-    convs = convolution_fns(model)
+    step, info = config_train_step(config, _batch(), jax.random.key(2))
+    convs = convolution_fns(build_model(config.model))  # the module's settings, defaults included
     reference = torchvision_step()
     steps = {"step": step, **convs, **({"torchvision": reference} if reference else {})}
     seconds = best_seconds(steps, repeats)

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 
 from segattn_jax import compilation
 from segattn_jax.layers import conv
-from segattn_jax.train.state import train_step
+from segattn_jax.tasks import build_task
+from segattn_jax.train.optimizers import make_optimizer
+from segattn_jax.train.state import create_train_state, train_step
 
 
 def best_seconds(steps: dict[str, Callable[[], object]], repeats: int,
@@ -151,7 +153,22 @@ def compiled_train_step(task, tx, state, batch: dict[str, Any]
         metrics["loss"].block_until_ready()
 
     return one_step, {"gflop": train_step_gflop(step, state, batch),
-                      "xla_temp_mib": memory.temp_size_in_bytes / 2**20 if memory else None}
+                      "xla_temp_mib": memory.temp_size_in_bytes / 2**20 if memory else None,
+                      "params_millions": sum(x.size for x in jax.tree.leaves(state.params)) / 1e6}
+
+
+def config_train_step(config, batch: dict[str, Any], key: jax.Array | None = None
+                      ) -> tuple[Callable[[], None], dict[str, float | None]]:
+    """`compiled_train_step` for the task and optimizer `config` builds, on `batch` (numpy or jax
+    arrays), from variables initialized with `key` (default `key(0)`) on the batch's first
+    example of the task's inputs."""
+    task = build_task(config)
+    tx = make_optimizer(config.optimizer, config.train.num_steps)
+    batch = jax.tree.map(jnp.asarray, batch)
+    key = jax.random.key(0) if key is None else key
+    state = jax.jit(lambda: create_train_state(task.init_variables(
+        key, jax.tree.map(lambda x: x[:1], task.inputs(batch))), tx))()
+    return compiled_train_step(task, tx, state, batch)
 
 
 def timed_row(row: str, ours: Callable[[], None], info: dict, torch_step, *, batch: int,

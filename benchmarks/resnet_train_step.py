@@ -13,18 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 import torch_fcn
 import torch_resnet
-from report import (compiled_train_step, import_torch, machine, markdown_table, matmul_gflops,
+from report import (config_train_step, import_torch, machine, markdown_table, matmul_gflops,
                     timed_row, torch_device)
-from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
-from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import create_train_state
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "inception.py"
 BATCH, SIZE, CLASSES = 8, 224, 1000
@@ -45,17 +40,6 @@ def _batch() -> dict[str, np.ndarray]:
             "label": rng.integers(0, CLASSES, BATCH).astype(np.int32)}
 
 
-def jax_step() -> tuple:
-    """(blocking step, info) for our train step, compiled, state donated."""
-    config = _config()
-    task = build_task(config)
-    tx = make_optimizer(config.optimizer, config.train.num_steps)
-    batch = jax.tree.map(jnp.asarray, _batch())
-    state = jax.jit(lambda: create_train_state(task.init_variables(
-        jax.random.key(0), {"image": batch["image"][:1]}), tx))()
-    return compiled_train_step(task, tx, state, batch)
-
-
 def torch_step():
     """The same step in PyTorch (blocking fn), or None without torch."""
     torch = import_torch()
@@ -72,7 +56,7 @@ def torch_step():
 
 def run(repeats: int = 3) -> list[dict]:
     peak = matmul_gflops()
-    ours, info = jax_step()
+    ours, info = config_train_step(_config(), _batch())
     return [timed_row(f"ResNet-50 {SIZE}x{SIZE} (batch {BATCH})", ours, info, torch_step(),
                       batch=BATCH, peak_gflops=peak, repeats=repeats)]
 

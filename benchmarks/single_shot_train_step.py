@@ -18,15 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from report import (best_seconds, compiled_train_step, import_torch, machine, markdown_table,
+from report import (best_seconds, config_train_step, import_torch, machine, markdown_table,
                     matmul_gflops, timed_row)
 from segattn_jax import compilation
 from segattn_jax.models import build_model
 from segattn_jax.models.ssd import ASPECT_RATIOS, EXTRA_LAYERS, default_box_scales, default_boxes
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
-from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import create_train_state, initial_variables
+from segattn_jax.train.state import initial_variables
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "single_shot.py"
 BATCH, OBJECTS, MAX_BOXES, CLASSES = 2, 3, 64, 20
@@ -54,12 +53,7 @@ def _batch(size: int) -> dict[str, np.ndarray]:
 
 def jax_step(row: str):
     config = _config(row)
-    task = build_task(config)
-    tx = make_optimizer(config.optimizer, config.train.num_steps)
-    batch = jax.tree.map(jnp.asarray, _batch(config.model.input_size))
-    state = jax.jit(lambda: create_train_state(task.init_variables(
-        jax.random.key(0), jax.tree.map(lambda x: x[:1], task.inputs(batch))), tx))()
-    return compiled_train_step(task, tx, state, batch)
+    return config_train_step(config, _batch(config.model.input_size))
 
 
 def torch_ssd300(torch):
