@@ -2,9 +2,9 @@ r"""Mask R-CNN (He, Gkioxari, Dollár & Girshick, ICCV 2017) on COCO: mask AP (C
 AP@[.5:.95], AP50, AP75), with Table 2's two ablations of the mask branch.
 
 Rows: R-50-FPN, R-101-FPN and X-101-FPN (the paper's ResNet- and ResNeXt-FPN Mask R-CNN;
-ResNeXt-101 32x8d, with the stride in the 3x3 as its released weights have it); R-50-FPN-RoIPool (Table 2c:
-RoIPool instead of RoIAlign in both heads) and R-50-FPN-softmax (Table 2b: one multinomial
-per-pixel softmax over the classes instead of a per-class sigmoid).
+ResNeXt-101 32x8d, with the stride in the 3x3 as its released weights have it);
+R-50-FPN-RoIPool (Table 2c: RoIPool instead of RoIAlign in both heads) and R-50-FPN-softmax
+(Table 2b: one multinomial per-pixel softmax over the classes instead of a per-class sigmoid).
 ',mini' trains on the embedded `shapes` scenes (64x64 upscaled to 128x128, their per-object
 masks) with a slim ResNet-26-FPN trained from scratch.
 

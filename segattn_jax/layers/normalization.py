@@ -24,6 +24,24 @@ import jax.numpy as jnp
 from jax import lax
 
 
+def _statistics_affine(mean: jax.Array, var: jax.Array, scale: jax.Array | None,
+                       bias: jax.Array | None, epsilon: float) -> tuple[jax.Array, jax.Array]:
+    """(gain, offset) with x * gain + offset = (x - mean) / sqrt(var + epsilon) * scale + bias:
+    batch norm from stored statistics (at test, or frozen); no scale or bias when None."""
+    gain = lax.rsqrt(var + epsilon)
+    if scale is not None:
+        gain = gain * scale
+    offset = -mean * gain
+    if bias is not None:
+        offset = offset + bias
+    return gain, offset
+
+
+def _as_rows(x: jax.Array) -> jax.Array:
+    """(..., C) -> (positions, C), in float32 or x's wider type: what the statistics sum over."""
+    return x.reshape(-1, x.shape[-1]).astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def normalize_batch(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -34,7 +52,7 @@ def normalize_batch(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: fl
 
 
 def _normalize_forward(x, scale, bias, epsilon):
-    rows = x.reshape(-1, x.shape[-1]).astype(jnp.promote_types(x.dtype, jnp.float32))
+    rows = _as_rows(x)
     count = rows.shape[0]
     mean = jnp.sum(rows, 0) / count
     var = jnp.maximum(jnp.sum(jnp.square(rows), 0) / count - jnp.square(mean), 0.0)
@@ -47,7 +65,7 @@ def _normalize_backward(epsilon, residuals, cotangents):
     del epsilon
     x, mean, rstd, scale = residuals
     dy, dmean, dvar = cotangents
-    rows = x.reshape(-1, x.shape[-1]).astype(jnp.promote_types(x.dtype, jnp.float32))
+    rows = _as_rows(x)
     dy_rows = dy.reshape(rows.shape).astype(rows.dtype)
     count = rows.shape[0]
     sum_dy = jnp.sum(dy_rows, 0)
@@ -84,8 +102,8 @@ class BatchNorm(nn.Module):
                  if self.use_scale else jnp.ones((features,), jnp.float32))
         bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
         if self.use_running_average:
-            gain = scale * lax.rsqrt(ra_var.value + self.epsilon)
-            offset = bias - ra_mean.value * gain
+            gain, offset = _statistics_affine(ra_mean.value, ra_var.value, scale, bias,
+                                              self.epsilon)
             return (x * gain.astype(x.dtype) + offset.astype(x.dtype)).astype(self.dtype)
         y, mean, var = normalize_batch(x, scale, bias, self.epsilon)
         if not self.is_initializing():
@@ -111,13 +129,11 @@ class FrozenBatchNorm(nn.Module):
         features = x.shape[-1]
         mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32).value
         var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32).value
-        multiplier = jax.lax.rsqrt(var + self.epsilon)
-        if self.use_scale:
-            multiplier = multiplier * self.param("scale", nn.initializers.ones, (features,))
-        offset = -mean * multiplier
-        if self.use_bias:
-            offset = offset + self.param("bias", nn.initializers.zeros, (features,))
-        multiplier, offset = jax.lax.stop_gradient((multiplier, offset))
+        scale = (self.param("scale", nn.initializers.ones, (features,)) if self.use_scale
+                 else None)
+        bias = self.param("bias", nn.initializers.zeros, (features,)) if self.use_bias else None
+        multiplier, offset = jax.lax.stop_gradient(
+            _statistics_affine(mean, var, scale, bias, self.epsilon))
         return (x * multiplier.astype(self.dtype) + offset.astype(self.dtype)).astype(self.dtype)
 
 
