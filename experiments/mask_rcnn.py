@@ -1,18 +1,21 @@
 r"""Mask R-CNN (He, Gkioxari, Dollár & Girshick, ICCV 2017) on COCO: mask AP (COCO's
-AP@[.5:.95], AP50, AP75), with Table 2's two ablations of the mask branch.
+AP@[.5:.95], AP50, AP75), with Table 2's backbones and two ablations of the mask branch.
 
-Rows: R-50-FPN, R-101-FPN and X-101-FPN (the paper's ResNet- and ResNeXt-FPN Mask R-CNN;
-ResNeXt-101 32x8d, with the stride in the 3x3 as its released weights have it);
-R-50-FPN-RoIPool (Table 2c: RoIPool instead of RoIAlign in both heads) and R-50-FPN-softmax
-(Table 2b: one multinomial per-pixel softmax over the classes instead of a per-class sigmoid).
-',mini' trains on the embedded `shapes` scenes (64x64 upscaled to 128x128, their per-object
-masks) with a slim ResNet-26-FPN trained from scratch.
+Rows: R-50-C4 and R-101-C4 (ResNet up to conv4, conv5 as the RoI head: Table 2a), R-50-FPN,
+R-101-FPN and X-101-FPN (the paper's ResNet- and ResNeXt-FPN Mask R-CNN; ResNeXt-101 32x8d,
+with the stride in the 3x3 as its released weights have it); R-50-C4-RoIPool (Table 2c: RoIPool
+instead of RoIAlign) and R-50-C4-softmax (Table 2b: one multinomial per-pixel softmax over the
+classes instead of a per-class sigmoid), the paper's ablations on its C4 model; R-50-FPN-RoIPool
+and R-50-FPN-softmax, the same two ablations of the FPN model (this codebase's; no paper
+numbers). ',mini' trains on the embedded `shapes` scenes (64x64 upscaled to 128x128, their
+per-object masks) with a slim ResNet-26 trained from scratch.
 
   python -m segattn_jax.main train --config experiments/mask_rcnn.py:R-50-FPN,mini --workdir runs/mask_rcnn_mini
   python -m segattn_jax.main table --config experiments/mask_rcnn.py:mini --workdir runs/mask_rcnn_table
+  python -m segattn_jax.main train --config experiments/mask_rcnn.py:R-50-C4-RoIPool,mini --workdir runs/mask_rcnn_table/R-50-C4-RoIPool_mini
 
 The paper's points on mini (measured, see README): mask AP with RoIAlign > with RoIPool, the
-gap larger at AP75 than at AP50; per-class sigmoid >= multinomial softmax.
+gap larger at AP75 than at AP50; per-class sigmoid >= multinomial softmax; FPN > C4.
 """
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
@@ -20,20 +23,24 @@ from segattn_jax.train.config import (adam_cosine, base_config, detection_images
 
 # COCO mask AP / AP50 / AP75 (%). R-101-FPN and X-101-FPN: Table 1 (test-dev; the table names
 # ResNeXt-101 without its cardinality: 32x8d is the one whose ImageNet weights Detectron and
-# torchvision release). R-50-FPN: Table 2a (minival;
-# Table 1 has no R-50-FPN row). The ablations are Table 2b/2c's, measured with ResNet-50-C4 on
-# minival, beside the same table's R-50-C4 RoIAlign + sigmoid (30.3 / 51.2 / 31.5); our rows
-# ablate the R-50-FPN model instead. Written down from the paper without a copy of it on this
-# offline machine to check against: verify them before quoting.
+# torchvision release). R-50-C4, R-101-C4, R-50-FPN: Table 2a (minival; Table 1 has no R-50
+# rows). The ablations are Table 2b/2c's, measured with ResNet-50-C4 on minival (RoIAlign with
+# average pooling and sigmoid masks is the R-50-C4 row itself). Written down from the paper
+# without a copy of it on this offline machine to check against: verify them before quoting.
 PAPER = {
+    "R-50-C4": dict(mask_AP=30.3, mask_AP50=51.2, mask_AP75=31.5),
+    "R-101-C4": dict(mask_AP=32.7, mask_AP50=54.2, mask_AP75=34.3),
     "R-50-FPN": dict(mask_AP=33.6, mask_AP50=55.2, mask_AP75=35.3),
     "R-101-FPN": dict(mask_AP=35.7, mask_AP50=58.0, mask_AP75=37.8),
     "X-101-FPN": dict(mask_AP=37.1, mask_AP50=60.0, mask_AP75=39.4),
-    "R-50-FPN-RoIPool": dict(mask_AP=26.9, mask_AP50=48.8, mask_AP75=26.4),
-    "R-50-FPN-softmax": dict(mask_AP=24.8, mask_AP50=44.1, mask_AP75=25.1),
+    "R-50-C4-RoIPool": dict(mask_AP=26.9, mask_AP50=48.8, mask_AP75=26.4),
+    "R-50-C4-softmax": dict(mask_AP=24.8, mask_AP50=44.1, mask_AP75=25.1),
+    "R-50-FPN-RoIPool": {},
+    "R-50-FPN-softmax": {},
 }
 ROWS = tuple(PAPER)
-MINI_ROWS = ("R-50-FPN", "R-50-FPN-RoIPool", "R-50-FPN-softmax")
+MINI_ROWS = ("R-50-C4", "R-50-C4-RoIPool", "R-50-C4-softmax", "R-50-FPN", "R-50-FPN-RoIPool",
+             "R-50-FPN-softmax")
 DEFAULT = {"row": "R-50-FPN"}
 COCO_CLASSES = 80
 
@@ -91,7 +98,7 @@ def _paper_scale(c, depth: int) -> None:
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 1e-4
     c.optimizer.learning_rate = 0.02
-    c.optimizer.lr_multipliers = ((r"backbone/resnet/(conv1|conv2_)", 0.0),)
+    c.optimizer.lr_multipliers = ((r"backbone/(resnet/)?(conv1|conv2_)", 0.0),)  # C4 | FPN
     c.optimizer.schedule = "step"
     c.optimizer.decay_factor = 0.1
     c.optimizer.decay_at = (0.75,)
@@ -107,10 +114,11 @@ def get_config(arg: str = "R-50-FPN,mini"):
     names, flags = parse_arg(arg, {"row": ROWS}, defaults=DEFAULT)
     row = names["row"]
     if "mini" in flags and row not in MINI_ROWS:
-        raise ValueError(f"{row} differs from R-50-FPN only in its backbone; the mini rows are "
-                         f"{', '.join(MINI_ROWS)}.")
+        raise ValueError(f"{row} differs from a mini row only in its backbone's depth; the "
+                         f"mini rows are {', '.join(MINI_ROWS)}.")
     c = base_config()
     c.experiment, c.row = "mask_rcnn", row
+    c4 = "-C4" in row
     c.paper = PAPER[row]
     c.table_metrics = ("mask_AP", "mask_AP50", "mask_AP75", "AP")
     c.task.name = "instance_segmentation"
@@ -118,14 +126,20 @@ def get_config(arg: str = "R-50-FPN,mini"):
     c.model.name = "mask_rcnn"
     c.model.pooling = "roi_pool" if row.endswith("RoIPool") else "roi_align"
     c.model.mask_loss = "softmax" if row.endswith("softmax") else "sigmoid"
+    if c4:  # conv5 on each RoI's 14x14 pooled conv4 features; 14x14 masks (Figure 4, left)
+        c.model.architecture = "c4"
+        c.model.mask_resolution = 14
     c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
     if "mini" in flags:
         _mini(c)
     else:
         _paper_scale(c, depth=50 if row.startswith("R-50") else 101)
+        if c4:  # the paper: 64 RoIs per image for C4 (as Fast R-CNN), 300 test proposals
+            c.model.rois_per_image = 64
+            c.model.post_nms_test = 300
         if row == "X-101-FPN":
             c.model.update(groups=32, width_per_group=8, stride_in_1x1=False)
             c.requires_init_from = (
-                "ResNeXt-101 32x8d's ImageNet weights as an orbax checkpoint of the backbone "
-                "(no converter for them yet: README, Mask R-CNN)")
+                "ResNeXt-101 32x8d's ImageNet weights (python -m segattn_jax.backbones."
+                "pretrained --backbone=resnext101_32x8d --format=torchvision ...)")
     return c.lock()

@@ -8,6 +8,10 @@ Sources (files the user downloads; nothing is fetched here):
   InceptionResNetV2 (the files `weights="imagenet"` downloads, e.g.
   `resnet50_weights_tf_dim_ordering_tf_kernels.h5`, or any `model.save("x.h5")`). Keras' conv
   biases before a batch norm are folded into the norm's mean, which is exact.
+- torchvision state dicts (`--format=torchvision`): ResNet-50/101 and ResNeXt-101 32x8d as
+  torchvision releases them (`resnext101_32x8d-*.pth`, read with torch) or as `.safetensors`
+  with the same names (timm's `resnext101_32x8d.tv_in1k`, read here without torch). These
+  networks put the stride in the 3x3 conv: build them with `stride_in_1x1=False`.
 
 Convert once, then start any experiment from the result with `--config.init_from=DIR`:
 
@@ -35,7 +39,7 @@ from etils import epath
 
 from segattn_jax.backbones import BACKBONES, build_backbone
 
-FORMATS = ("slim", "keras_h5")
+FORMATS = ("slim", "keras_h5", "torchvision")
 INFO_FILE = "pretrained.json"
 # Input size each backbone's variables are traced at (shapes do not depend on it, except the
 # Inception auxiliary head, which needs the paper's 299x299).
@@ -240,6 +244,108 @@ def from_keras_h5(backbone: str, path: str, template: dict[Path, Any]
                      "unused_in_file": sorted(set(layers) - used)}
 
 
+# ---- torchvision state dicts ----------------------------------------------------------------
+
+_TORCH_RESNETS = ("resnet50", "resnet101", "resnext101_32x8d")
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64}
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Every tensor of a `.safetensors` file (8-byte header length, JSON header, raw
+    little-endian data), with numpy alone."""
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        (length,) = np.frombuffer(data[:8], "<u8")
+        header = json.loads(data[8:8 + int(length)])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a .safetensors file (bad header: {e}).") from None
+    tensors, start = {}, 8 + int(length)
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if entry["dtype"] == "BF16":
+            import ml_dtypes
+            dtype = ml_dtypes.bfloat16
+        elif entry["dtype"] in _SAFETENSORS_DTYPES:
+            dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+        else:
+            raise ValueError(f"{path}: tensor {name} has dtype {entry['dtype']}, not one of "
+                             f"{sorted(_SAFETENSORS_DTYPES)} or BF16.")
+        begin, end = entry["data_offsets"]
+        tensors[name] = np.frombuffer(data[start + begin:start + end],
+                                      np.dtype(dtype).newbyteorder("<")).reshape(entry["shape"])
+    return tensors
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+    """A PyTorch state dict as numpy arrays: `.safetensors` read here, anything else with
+    `torch.load` (tensors only; torch must be installed for it)."""
+    if str(path).endswith(".safetensors"):
+        return read_safetensors(path)
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(f"{path} is a torch.save file, which needs torch to read (pip install "
+                         "torch), or give the same weights as .safetensors.") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several kinds for a file that is not its own
+        raise ValueError(f"{path} is not a readable torch.save file: "
+                         f"{(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    return {name: value.float().numpy() for name, value in state.items()
+            if hasattr(value, "numpy")}
+
+
+def torchvision_name(path: Path) -> str:
+    """torchvision's state-dict name of one of our ResNet variables, e.g. ('params',
+    'conv3_block2', 'conv_bn_1', 'conv', 'kernel') -> 'layer2.1.conv1.weight'."""
+    collection, *modules, leaf = path
+    names = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
+             "var": "running_var"}
+    if modules == ["predictions"]:
+        return f"fc.{names[leaf]}"
+    *unit, layer = modules
+    if unit == ["conv1"]:
+        prefix = {"conv": "conv1", "bn": "bn1"}[layer]
+    else:
+        stage, block = re.fullmatch(r"conv(\d)_block(\d+)", unit[0]).groups()
+        index = int(unit[1].removeprefix("conv_bn_"))
+        block_name = f"layer{int(stage) - 1}.{int(block) - 1}"
+        prefix = (f"{block_name}.downsample.{0 if layer == 'conv' else 1}" if index == 0
+                  else f"{block_name}.{layer}{index}")
+    return f"{prefix}.{names[leaf]}"
+
+
+def from_torchvision(backbone: str, path: str, template: dict[Path, Any]
+                     ) -> tuple[dict[Path, np.ndarray], dict[str, list[str]]]:
+    """Our variables from a torchvision ResNet / ResNeXt state dict (OIHW conv kernels become
+    HWIO, the fc's (out, in) weight becomes (in, out))."""
+    if backbone not in _TORCH_RESNETS:
+        raise ValueError(f"torchvision state dicts are read for {list(_TORCH_RESNETS)}, not "
+                         f"{backbone!r}; use --format=keras_h5 or slim.")
+    state = read_state_dict(path)
+    variables, missing = {}, []
+    for key, spec in template.items():
+        name = torchvision_name(key)
+        if name not in state:
+            missing.append(name)
+            continue
+        value = np.asarray(state[name], np.float32)
+        value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
+        variables[key] = _checked(key, value.T if name == "fc.weight" else value, spec,
+                                  source=f"{path}: {name}")
+    if not variables:
+        raise ValueError(f"{path} has none of {backbone}'s tensors (expected names like "
+                         f"'layer1.0.conv1.weight'; it has e.g. {sorted(state)[:3]}): not a "
+                         f"torchvision {backbone} state dict.")
+    used = {torchvision_name(key) for key in variables}
+    return variables, {"missing_in_file": missing,
+                       "unused_in_file": sorted(n for n in state if n not in used
+                                                and not n.endswith("num_batches_tracked"))}
+
+
 def _checked(path: Path, value: np.ndarray, spec: Any, source: str) -> np.ndarray:
     """`value` in our variable's shape; Keras' Dense kernels become our fc-as-conv kernels."""
     value = np.asarray(value, np.float32)
@@ -267,7 +373,7 @@ def convert(backbone: str, fmt: str, weights: str, num_classes: int | None = Non
     if num_classes is None:
         num_classes = 1001 if fmt == "slim" else 1000
     template = variables_template(backbone, num_classes)
-    reader = from_slim if fmt == "slim" else from_keras_h5
+    reader = {"slim": from_slim, "keras_h5": from_keras_h5, "torchvision": from_torchvision}[fmt]
     flat, report = reader(backbone, weights, template)
     info = {"backbone": backbone, "format": fmt, "weights": str(weights),
             "num_classes": num_classes, "converted": len(flat), **report}
@@ -412,7 +518,8 @@ if __name__ == "__main__":
     from absl import app, flags
 
     flags.DEFINE_enum("backbone", None, sorted(BACKBONES), "Which backbone the file holds.")
-    flags.DEFINE_enum("format", None, list(FORMATS), "slim (TF-Slim checkpoint) or keras_h5.")
+    flags.DEFINE_enum("format", None, list(FORMATS), "slim (TF-Slim checkpoint), keras_h5 or "
+                      "torchvision (.pth or .safetensors state dict).")
     flags.DEFINE_string("weights", None, "The released weights file (slim: checkpoint prefix).")
     flags.DEFINE_string("output", None, "New directory for the converted orbax checkpoint.")
     flags.DEFINE_integer("num_classes", None, "Classes of the file's classifier (default: 1001 "

@@ -74,7 +74,8 @@ class ResNet(nn.Module):
       frozen_bn: batch norm frozen to the stored statistics (detection fine-tuning).
       bn_momentum: of the running statistics; Keras' 0.99 averages over ~100 steps, too slow
         for a short run from scratch (PyTorch's 0.9).
-      last_stage: stop after this stage ("conv4" gives the stride-16 map of Faster R-CNN's C4).
+      last_stage: stop after this stage ("conv4" gives the stride-16 map of Faster R-CNN's C4);
+        a call may stop earlier, or start later (`__call__`'s `stages`).
       dtype: compute dtype; parameters stay float32.
       groups / width_per_group: ResNeXt's cardinality and channels per group at the first
         stage (32 / 8 for X-101 32x8d); 1 / 64 is ResNet.
@@ -92,15 +93,27 @@ class ResNet(nn.Module):
     width_per_group: int = 64
 
     @nn.compact
-    def __call__(self, x: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
+    def __call__(self, x: Array, *, train: bool, stages: tuple[str, str] | None = None
+                 ) -> tuple[Array, dict[str, Array]]:
         """Images (N, H, W, 3) -> (logits or the last map, {conv1, pool1, conv2..conv5,
-        "pre_logits"})."""
+        "pre_logits"}).
+
+        `stages` = (first, last), e.g. ("conv1", "conv4") then ("conv5", "conv5"), runs part of
+        the network per call, with the same variables: Mask R-CNN's C4 variant runs conv5 on
+        each RoI's pooled conv4 features (x is then that stage's input). Default: ("conv1",
+        last_stage). The ImageNet head runs only after a call that ends at conv5.
+        """
         if self.depth not in RESNET_DEPTHS:
             raise ValueError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}; got "
                              f"{self.depth}.")
-        stages = [f"conv{i}" for i in range(2, 6)]
-        if self.last_stage not in stages:
-            raise ValueError(f"last_stage must be one of {stages}; got {self.last_stage!r}.")
+        names = [f"conv{i}" for i in range(1, 6)]
+        if self.last_stage not in names[1:]:
+            raise ValueError(f"last_stage must be one of {names[1:]}; got {self.last_stage!r}.")
+        first, last = stages or ("conv1", self.last_stage)
+        if (first not in names or last not in names[1:]
+                or not names.index(first) <= names.index(last) <= names.index(self.last_stage)):
+            raise ValueError(f"stages must be (first, last) with conv1 <= first <= last <= "
+                             f"last_stage={self.last_stage!r}, last >= conv2; got {stages}.")
         if x.ndim != 4:
             raise ValueError(f"ResNet expects images of shape (N, H, W, C); got {x.shape}.")
         inner = [scaled_features(width * self.width_per_group // 64 * self.groups, self.width)
@@ -110,14 +123,18 @@ class ResNet(nn.Module):
                              f"{inner} (width multiplier {self.width}); pick a width that keeps "
                              f"them multiples of it.")
         x = x.astype(self.dtype)
-        x = ConvBN(scaled_features(64, self.width), (7, 7), 2, ((3, 3), (3, 3)),
-                   frozen_bn=self.frozen_bn, dtype=self.dtype, name="conv1",
-                   momentum=self.bn_momentum, **KERAS_BATCH_NORM)(x, train=train)
-        intermediates = {"conv1": x}
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-        intermediates["pool1"] = x
+        intermediates = {}
+        if first == "conv1":
+            x = ConvBN(scaled_features(64, self.width), (7, 7), 2, ((3, 3), (3, 3)),
+                       frozen_bn=self.frozen_bn, dtype=self.dtype, name="conv1",
+                       momentum=self.bn_momentum, **KERAS_BATCH_NORM)(x, train=train)
+            intermediates["conv1"] = x
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            intermediates["pool1"] = x
         for stage, (blocks, width, features) in enumerate(
                 zip(RESNET_DEPTHS[self.depth], _STAGE_WIDTHS, inner), start=2):
+            if stage < names.index(first) + 1:
+                continue
             for block in range(1, blocks + 1):
                 strides = 2 if block == 1 and stage > 2 else 1
                 x = Bottleneck(features, strides, self.stride_in_1x1, self.frozen_bn,
@@ -125,9 +142,9 @@ class ResNet(nn.Module):
                                4 * scaled_features(width, self.width),
                                name=f"conv{stage}_block{block}")(x, train=train)
             intermediates[f"conv{stage}"] = x
-            if f"conv{stage}" == self.last_stage:
+            if f"conv{stage}" == last:
                 break
-        if not self.num_classes or self.last_stage != "conv5":
+        if not self.num_classes or last != "conv5":
             return x, intermediates
         x = jnp.mean(x, axis=(1, 2))
         intermediates["pre_logits"] = x

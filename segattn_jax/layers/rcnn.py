@@ -246,14 +246,22 @@ class BoxHead(nn.Module):
         x = FullyConnected(self.hidden, self.dropout_rate, self.dtype, name="fc")(pooled,
                                                                                    train=train)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        classes = self.num_classes + 1
-        # The paper: zero-mean Gaussians, std 0.01 (scores) and 0.001 (box regression).
-        logits = nn.Dense(classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
-                          param_dtype=jnp.float32, name="cls_score")(x)
-        deltas = nn.Dense(4 * classes, kernel_init=nn.initializers.normal(0.001),
-                          dtype=self.dtype, param_dtype=jnp.float32, name="bbox_pred")(x)
-        return (logits.astype(jnp.float32),
-                deltas.reshape(*rois.shape[:2], classes, 4).astype(jnp.float32))
+        return class_and_box_outputs(x, self.num_classes, self.dtype)
+
+
+def class_and_box_outputs(x: Array, num_classes: int, dtype: Any = jnp.float32
+                          ) -> tuple[Array, Array]:
+    """Fast R-CNN's sibling outputs on each RoI's feature vector x (B, R, D): K + 1 class
+    logits and class-specific box deltas (B, R, K + 1, 4). Call it inside a compact module: the
+    layers ('cls_score', 'bbox_pred') are that module's."""
+    classes = num_classes + 1
+    # The paper: zero-mean Gaussians, std 0.01 (scores) and 0.001 (box regression).
+    logits = nn.Dense(classes, kernel_init=nn.initializers.normal(0.01), dtype=dtype,
+                      param_dtype=jnp.float32, name="cls_score")(x)
+    deltas = nn.Dense(4 * classes, kernel_init=nn.initializers.normal(0.001), dtype=dtype,
+                      param_dtype=jnp.float32, name="bbox_pred")(x)
+    return (logits.astype(jnp.float32),
+            deltas.reshape(*x.shape[:2], classes, 4).astype(jnp.float32))
 
 
 def sample_rois(key: Array, proposals: Array, proposal_valid: Array, gt_boxes: Array,

@@ -7,7 +7,15 @@ small FCN on each RoI that predicts its object's mask.
 - Box head: each RoI pooled (RoIAlign, or RoIPool for the Table 2c ablation) from its FPN level
   to 7x7, two 1024-d fc layers, class scores and class-specific boxes (`layers.rcnn.BoxHead`).
 - Mask head: the RoI pooled to 14x14, four 3x3 convs of 256, a 2x2 stride-2 transposed conv, and
-  a 1x1 conv to one 28x28 mask per class. Trained on the foreground RoIs only, with the per-pixel
+  a 1x1 conv to one 28x28 mask per class.
+- `architecture='c4'`, the paper's ResNet-C4 (Figure 4, left; Table 2's ablations): the ResNet up
+  to conv4 (stride 16) is the backbone, its 15 anchors per position (5 sizes x 3 ratios) feed the
+  RPN, and each RoI pooled to 14x14 from conv4 runs through conv5 (stride 2: 7x7, the same
+  variables as the ImageNet ResNet's conv5, so `init_from` loads them), whose average gives the
+  class scores and boxes; the mask head is a 2x2 stride-2 transposed conv of 256 and a 1x1 conv
+  on the same conv5 output: 14x14 masks (`mask_resolution=14`). In training the mask head reads
+  the foreground RoIs' conv5 output of the box head (Detectron's shared head).
+- Masks are trained on the foreground RoIs only, with the per-pixel
   sigmoid's binary cross-entropy on the ground-truth class's mask alone (the other classes' masks
   get no loss); `mask_loss='softmax'` is Table 2b's multinomial alternative (K + 1 channels, one
   per-pixel softmax over the classes and background, as in FCN).
@@ -24,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from segattn_jax.backbones.fpn import LEVEL_STRIDES, ResNetFPN
-from segattn_jax.backbones.resnet import KERAS_BN_MOMENTUM
+from segattn_jax.backbones.resnet import KERAS_BN_MOMENTUM, ResNet
 from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers import rcnn
 from segattn_jax.layers.conv import Conv
@@ -34,12 +42,15 @@ from segattn_jax.ops.masks import roi_mask_targets
 
 Array = Any
 MASK_LOSSES = ("sigmoid", "softmax")
+ARCHITECTURES = ("fpn", "c4")
 # RoIs are pooled from P2..P5 (P6 serves only the RPN's 512 px anchors).
 ROI_SCALES = tuple(1.0 / s for s in LEVEL_STRIDES[:4])
+C4_STRIDE = 16
 
 
 class MaskHead(nn.Module):
-    """RoI features (B, R, 14, 14, C) -> mask logits (B, R, 28, 28, outputs)."""
+    """RoI features (B, R, S, S, C) -> mask logits (B, R, 2S, 2S, outputs): `convs` 3x3 convs
+    (4 in the FPN head, 0 in the C4 head, whose input is conv5's output), then 2x upsampling."""
 
     outputs: int
     features: int = 256
@@ -60,6 +71,19 @@ class MaskHead(nn.Module):
         x = Conv(self.outputs, (1, 1), kernel_init=nn.initializers.normal(0.001),
                  dtype=self.dtype, param_dtype=jnp.float32, name="mask_logits")(x)
         return x.reshape(batch, num_rois, *x.shape[1:]).astype(jnp.float32)
+
+
+class ConvFiveBoxHead(nn.Module):
+    """The C4 box head's outputs: each RoI's conv5 output (B, R, 7, 7, C) averaged over its
+    grid, then class scores and class-specific box deltas (`layers.rcnn`)."""
+
+    num_classes: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, regions: Array) -> tuple[Array, Array]:
+        return rcnn.class_and_box_outputs(jnp.mean(regions, axis=(2, 3)), self.num_classes,
+                                          self.dtype)
 
 
 def mask_loss(logits: Array, labels: Array, targets: Array, weights: Array,
@@ -103,14 +127,20 @@ class MaskRCNN(nn.Module):
 
     Attributes:
       num_classes: object classes K.
+      architecture: 'fpn' (ResNet-FPN, the paper's best) or 'c4' (ResNet-C4 with the conv5
+        head, Table 2's ablations).
       depth / width / frozen_bn / bn_momentum / stride_in_1x1 / groups / width_per_group: the
         ResNet or ResNeXt (`backbones.resnet`; X-101 is 101 / 32 / 8); frozen batch norm when
         fine-tuning released weights (the paper), batch statistics when training a slim one
         from scratch.
-      fpn_features / head_hidden / mask_features: 256 / 1024 / 256 in the paper (scaled by width).
+      fpn_features / head_hidden / mask_features: 256 / 1024 / 256 in the paper (scaled by width);
+        the C4 RPN's 3x3 conv has conv4's width (1024), its mask head 256 (mask_features).
+      mask_resolution: 28 (FPN: RoIs pooled to 14x14 for the mask head) or 14 (C4: RoIs pooled to
+        14x14 for conv5, whose 7x7 output is upsampled 2x).
       pooling: 'roi_align' (the paper) or 'roi_pool' (Table 2c), for both heads.
       mask_loss: 'sigmoid' (the paper) or 'softmax' (Table 2b).
-      anchor_sizes / anchor_ratios: one size per level P2..P6 (32..512 px), ratios 0.5, 1, 2.
+      anchor_sizes / anchor_ratios: FPN: one size per level P2..P6 (32..512 px); C4: all five
+        sizes at every conv4 position; ratios 0.5, 1, 2.
       rpn_samples, pre/post_nms_train/test, rpn_nms_threshold, min_proposal_size: the RPN's.
       rois_per_image / foreground_fraction: 512 RoIs per image, 25% foreground (the paper).
       score_threshold / nms_threshold / max_detections: test time (0.05 / 0.5 / 100).
@@ -119,6 +149,7 @@ class MaskRCNN(nn.Module):
     input_keys = ("image", "image_hw")
 
     num_classes: int
+    architecture: str = "fpn"
     depth: int = 50
     width: float = 1.0
     frozen_bn: bool = True
@@ -154,12 +185,28 @@ class MaskRCNN(nn.Module):
             raise ValueError(f"num_classes must be at least 1; got {self.num_classes}.")
         if self.mask_loss not in MASK_LOSSES:
             raise ValueError(f"Unknown mask_loss {self.mask_loss!r}; valid: {MASK_LOSSES}.")
-        if len(self.anchor_sizes) != len(LEVEL_STRIDES):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"Unknown architecture {self.architecture!r}; valid: "
+                             f"{ARCHITECTURES}.")
+        if self.architecture == "fpn" and len(self.anchor_sizes) != len(LEVEL_STRIDES):
             raise ValueError(f"anchor_sizes needs one size per level P2..P6; got "
                              f"{tuple(self.anchor_sizes)}.")
         if self.mask_resolution % 2:
-            raise ValueError(f"mask_resolution must be even (RoIs pooled to half of it, then "
-                             f"upsampled 2x); got {self.mask_resolution}.")
+            raise ValueError(f"mask_resolution must be even (the mask head upsamples 2x); got "
+                             f"{self.mask_resolution}.")
+        outputs = self.num_classes + (self.mask_loss == "softmax")
+        mask_features = scaled_features(self.mask_features, self.width)
+        if self.architecture == "c4":
+            self.backbone = ResNet(self.depth, num_classes=0, width=self.width,
+                                   stride_in_1x1=self.stride_in_1x1, frozen_bn=self.frozen_bn,
+                                   bn_momentum=self.bn_momentum, dtype=self.dtype,
+                                   groups=self.groups, width_per_group=self.width_per_group)
+            self.rpn = rcnn.RegionProposalNetwork(
+                rcnn.check_anchor_config(self.anchor_sizes, self.anchor_ratios),
+                scaled_features(1024, self.width), dtype=self.dtype)
+            self.box_head = ConvFiveBoxHead(self.num_classes, self.dtype)
+            self.mask_head = MaskHead(outputs, mask_features, convs=0, dtype=self.dtype)
+            return
         self.backbone = ResNetFPN(self.depth, self.width, self.fpn_features, self.stride_in_1x1,
                                   self.frozen_bn, self.bn_momentum, self.dtype, self.groups,
                                   self.width_per_group)
@@ -170,40 +217,73 @@ class MaskRCNN(nn.Module):
                                      hidden=scaled_features(self.head_hidden, self.width),
                                      pooling=self.pooling, spatial_scale=ROI_SCALES,
                                      dropout_rate=0.0, dtype=self.dtype)
-        outputs = self.num_classes + (self.mask_loss == "softmax")
-        self.mask_head = MaskHead(outputs, scaled_features(self.mask_features, self.width),
-                                  dtype=self.dtype)
+        self.mask_head = MaskHead(outputs, mask_features, dtype=self.dtype)
 
-    def pyramid(self, images: Array, train: bool) -> list[Array]:
+    def features(self, images: Array, train: bool) -> list[Array]:
+        """The maps the RPN and the heads read: P2..P6 (FPN), or [conv4] (C4)."""
         if images.ndim != 4:
             raise ValueError(f"MaskRCNN expects images (B, H, W, C); got {images.shape}.")
-        _, levels = self.backbone(images, train=train and not self.frozen_bn)
+        train = train and not self.frozen_bn
+        if self.architecture == "c4":
+            conv4, _ = self.backbone(images, train=train, stages=("conv1", "conv4"))
+            return [conv4]
+        _, levels = self.backbone(images, train=train)
         return [levels[f"p{k}"] for k in range(2, 7)]
 
-    def proposals(self, inputs, pyramid, targets):
-        """(proposals, valid, RPN losses): the RPN over every level at once."""
-        outputs = [self.rpn(level) for level in pyramid]
-        anchors = jnp.concatenate([
+    def anchors(self, features: list[Array]) -> Array:
+        if self.architecture == "c4":
+            return box_ops.anchors(features[0].shape[1:3], C4_STRIDE, 1.0, self.anchor_sizes,
+                                   self.anchor_ratios)
+        return jnp.concatenate([
             box_ops.anchors(level.shape[1:3], stride, size, (1.0,), self.anchor_ratios)
-            for level, stride, size in zip(pyramid, LEVEL_STRIDES, self.anchor_sizes)])
-        return rcnn.rpn_proposals(self, anchors, jnp.concatenate([o for o, _ in outputs], 1),
+            for level, stride, size in zip(features, LEVEL_STRIDES, self.anchor_sizes)])
+
+    def proposals(self, inputs, features, targets):
+        """(proposals, valid, RPN losses): the RPN over every level at once."""
+        outputs = [self.rpn(level) for level in features]
+        return rcnn.rpn_proposals(self, self.anchors(features),
+                                  jnp.concatenate([o for o, _ in outputs], 1),
                                   jnp.concatenate([d for _, d in outputs], 1),
                                   inputs["image_hw"], targets)
 
-    def mask_logits(self, pyramid: list[Array], rois: Array) -> Array:
-        regions = rcnn.pool_rois(pyramid[:4], rois, pooling=self.pooling,
-                                 output_size=self.mask_resolution // 2, spatial_scale=ROI_SCALES)
-        return self.mask_head(regions)
+    def conv5(self, conv4: Array, rois: Array, train: bool) -> Array:
+        """C4: each RoI pooled to mask_resolution x mask_resolution from conv4, through the
+        ResNet's conv5 (stride 2) -> (B, R, S/2, S/2, C)."""
+        regions = rcnn.pool_rois(conv4, rois, pooling=self.pooling,
+                                 output_size=self.mask_resolution, spatial_scale=1.0 / C4_STRIDE)
+        batch, num_rois = regions.shape[:2]
+        x, _ = self.backbone(regions.reshape(batch * num_rois, *regions.shape[2:]),
+                             train=train and not self.frozen_bn, stages=("conv5", "conv5"))
+        return x.reshape(batch, num_rois, *x.shape[1:])
+
+    def box_outputs(self, features: list[Array], rois: Array, train: bool
+                    ) -> tuple[Array, Array, Array | None]:
+        """(class logits, deltas, the RoIs' conv5 output for the mask head (C4; None for FPN))."""
+        if self.architecture == "c4":
+            regions = self.conv5(features[0], rois, train)
+            return (*self.box_head(regions), regions)
+        return (*self.box_head(features[:4], rois, train=train), None)
+
+    def mask_logits(self, features: list[Array], rois: Array,
+                    regions: Array | None = None) -> Array:
+        """The mask head on `rois`; C4 reads `regions` (their conv5 output) when given."""
+        if self.architecture == "c4":
+            if regions is None:
+                regions = self.conv5(features[0], rois, train=False)
+            return self.mask_head(regions)
+        return self.mask_head(rcnn.pool_rois(
+            features[:4], rois, pooling=self.pooling, output_size=self.mask_resolution // 2,
+            spatial_scale=ROI_SCALES))
 
     def __call__(self, inputs: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
-        pyramid = self.pyramid(inputs["image"], train=False)
-        rois, valid, _ = self.proposals(inputs, pyramid, None)
-        logits, deltas = self.box_head(pyramid[:4], rois, train=False)
+        features = self.features(inputs["image"], train=False)
+        rois, valid, _ = self.proposals(inputs, features, None)
+        logits, deltas, _ = self.box_outputs(features, rois, train=False)
         detections = rcnn.detect(rois, valid, jax.nn.softmax(logits)[..., 1:], deltas[:, :, 1:],
                                  inputs["image_hw"], score_threshold=self.score_threshold,
                                  nms_threshold=self.nms_threshold,
                                  max_detections=self.max_detections)
-        masks = self.mask_logits(pyramid, jax.lax.stop_gradient(detections["boxes"]))
+        masks = self.mask_logits(features, jax.lax.stop_gradient(detections["boxes"]))
         return {**detections, "masks": class_mask_probabilities(
             masks, detections["classes"], self.mask_loss)}
 
@@ -211,13 +291,13 @@ class MaskRCNN(nn.Module):
                ) -> tuple[dict[str, Array], dict[str, Array]]:
         """The RPN's, the box head's and the mask head's losses, and metrics to log. Uses the
         'sample' RNG stream for the anchor and RoI minibatches."""
-        pyramid = self.pyramid(inputs["image"], train=True)
-        proposals, valid, losses = self.proposals(inputs, pyramid, targets)
+        features = self.features(inputs["image"], train=True)
+        proposals, valid, losses = self.proposals(inputs, features, targets)
         samples = rcnn.sample_rois(
             self.make_rng("sample"), proposals, valid, targets["boxes"], targets["classes"],
             targets["box_valid"], num=self.rois_per_image,
             foreground_fraction=self.foreground_fraction, background=(0.0, 0.5))
-        logits, deltas = self.box_head(pyramid[:4], samples["rois"], train=True)
+        logits, deltas, regions = self.box_outputs(features, samples["rois"], train=True)
         head = rcnn.box_head_loss(logits, deltas, samples)
         accuracy = head.pop("head_accuracy")
         # The mask head sees only foreground RoIs; sample_rois puts them first.
@@ -226,7 +306,9 @@ class MaskRCNN(nn.Module):
         foreground = ((labels > 0) & samples["valid"][:, :num_fg]).astype(jnp.float32)
         mask_targets = roi_mask_targets(targets["masks"], targets["boxes"], rois,
                                         samples["matched"][:, :num_fg], self.mask_resolution)
-        losses = {**losses, **head, "mask": mask_loss(self.mask_logits(pyramid, rois), labels,
-                                                      mask_targets, foreground, self.mask_loss)}
+        logits = self.mask_logits(features, rois,
+                                  None if regions is None else regions[:, :num_fg])
+        losses = {**losses, **head, "mask": mask_loss(logits, labels, mask_targets, foreground,
+                                                      self.mask_loss)}
         return losses, {"head_accuracy": accuracy,
                         "foreground_rois": jnp.mean(jnp.sum(foreground, axis=1))}

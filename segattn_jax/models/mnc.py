@@ -70,13 +70,7 @@ class ClassStage(nn.Module):
                                           ("mask_fc", masked_regions))]
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(
             jnp.concatenate(pathways, axis=-1))
-        classes = self.num_classes + 1
-        logits = nn.Dense(classes, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
-                          param_dtype=jnp.float32, name="cls_score")(x)
-        deltas = nn.Dense(4 * classes, kernel_init=nn.initializers.normal(0.001),
-                          dtype=self.dtype, param_dtype=jnp.float32, name="bbox_pred")(x)
-        return (logits.astype(jnp.float32),
-                deltas.reshape(*box_regions.shape[:2], classes, 4).astype(jnp.float32))
+        return rcnn.class_and_box_outputs(x, self.num_classes, self.dtype)
 
 
 class MNC(FasterRCNN):

@@ -8,6 +8,8 @@ under those names must convert back to the same values.
 """
 import json
 import pathlib
+import sys
+import types
 
 import flax
 import jax
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 
 from segattn_jax.backbones import build_backbone, pretrained
+from segattn_jax.backbones.resnet import ResNet
 from segattn_jax.train.state import run_once
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -125,6 +128,86 @@ def test_wrong_architecture_and_missing_files_say_what_is_wrong(tmp_path):
         pretrained.convert("inception_resnet_v2", "slim", str(tmp_path / "other.ckpt"))
     with pytest.raises(ValueError, match="use --format=keras_h5"):
         pretrained.convert("resnet50", "slim", str(tmp_path / "other.ckpt"))
+
+
+def _torchvision_models():
+    """torchvision.models, or a skip without torch / torchvision. PyPI's torchvision wheels load
+    CUDA kernels that a CPU-only torch lacks, and then fail registering their ops' fake kernels;
+    the models are plain torch and run without either."""
+    pytest.importorskip("torch")
+    try:
+        import torchvision.models
+    except ImportError:
+        pytest.skip("torchvision is not installed")
+    except RuntimeError:  # "operator torchvision::nms does not exist"
+        for name in [n for n in sys.modules if n.startswith("torchvision")]:
+            del sys.modules[name]
+        sys.modules["torchvision._meta_registrations"] = types.ModuleType("stub")
+        import torchvision.models
+    return torchvision.models
+
+
+def _torchvision_case(model, size=64):
+    """Random batch-norm statistics and affine terms (torchvision initializes them to 0 / 1),
+    and the model's logits (eval mode) on two random images, NHWC."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    for name, value in model.state_dict().items():
+        if name.endswith(("running_var", "bn1.weight", "bn2.weight", "bn3.weight")):
+            value.copy_(torch.rand(value.shape, generator=generator) + 0.5)
+        elif name.endswith(("running_mean", "bias")):
+            value.copy_(torch.randn(value.shape, generator=generator) * 0.1)
+    model.eval()
+    images = np.random.default_rng(1).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    return images, logits
+
+
+def test_torchvision_resnet_converts_to_the_same_logits(tmp_path):
+    """A torch.save'd torchvision ResNet-50 (stride in the 3x3: stride_in_1x1=False) converts
+    to our ResNet-50's logits; only the step counters are left unused."""
+    import torch
+
+    models = _torchvision_models()
+    reference = models.resnet50(num_classes=CLASSES)
+    images, logits = _torchvision_case(reference)
+    torch.save(reference.state_dict(), tmp_path / "resnet50.pth")
+    variables, info = pretrained.convert("resnet50", "torchvision", str(tmp_path / "resnet50.pth"),
+                                         num_classes=CLASSES)
+    assert info["missing_in_file"] == [] and info["unused_in_file"] == []
+    model = build_backbone("resnet50", num_classes=CLASSES, stride_in_1x1=False)
+    ours, _ = run_once(lambda v, x: model.apply(v, x, train=False), variables, images)
+    np.testing.assert_allclose(ours, logits, atol=2e-5 * np.abs(logits).max())
+
+
+def test_torchvision_resnext_safetensors_converts_to_the_same_logits(tmp_path):
+    """ResNeXt's grouped kernels, from a .safetensors file read without torch: torchvision's
+    ResNeXt-50 32x4d (the 101 32x8d's layout at a test's size) against our ResNet with
+    groups=32, width_per_group=4."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    models = _torchvision_models()
+    reference = models.resnext50_32x4d(num_classes=CLASSES)
+    images, logits = _torchvision_case(reference)
+    path = tmp_path / "resnext.safetensors"
+    safetensors_torch.save_file(reference.state_dict(), str(path))
+    model = ResNet(50, num_classes=CLASSES, stride_in_1x1=False, groups=32, width_per_group=4)
+    template = flax.traverse_util.flatten_dict(dict(jax.eval_shape(
+        lambda: model.init(jax.random.key(0), images[:1], train=False))))
+    flat, info = pretrained.from_torchvision("resnext101_32x8d", str(path), template)
+    assert info["missing_in_file"] == [] and info["unused_in_file"] == []
+    variables = flax.traverse_util.unflatten_dict(flat)
+    ours, _ = run_once(lambda v, x: model.apply(v, x, train=False), variables, images)
+    np.testing.assert_allclose(ours, logits, atol=2e-5 * np.abs(logits).max())
+    import torch
+
+    other = tmp_path / "other.safetensors"
+    safetensors_torch.save_file({"features.0.weight": torch.zeros(2)}, str(other))
+    with pytest.raises(ValueError, match="not a torchvision resnet50 state dict"):
+        pretrained.convert("resnet50", "torchvision", str(other))
+    with pytest.raises(ValueError, match="use --format=keras_h5"):
+        pretrained.convert("vgg16", "torchvision", str(other))
 
 
 SMALL_VGG = dict(width=1 / 16, first_padding=1, last_layer="fc7", fc6_kernel=2)

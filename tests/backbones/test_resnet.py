@@ -84,3 +84,21 @@ def test_resnext_bottleneck_is_grouped_and_keeps_four_times_the_stage_width():
     # output 4 x (64 at 1/4) = 64
     assert block["conv_bn_2"]["conv"]["kernel"].shape == (3, 3, 4, 16)
     assert block["conv_bn_3"]["conv"]["kernel"].shape == (1, 1, 16, 64)
+
+
+def test_stages_run_part_of_the_network_with_the_same_variables():
+    """conv1..conv4, then conv5 on that output (Mask R-CNN's C4 head), is the whole network,
+    ImageNet head included; a bad stage range says which are valid."""
+    model = ResNet(depth=26, num_classes=10, width=1 / 8)
+    x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+    variables = model.init(RBG, x, train=False)
+    logits, whole = model.apply(variables, x, train=False)
+    conv4, first = model.apply(variables, x, train=False, stages=("conv1", "conv4"))
+    head_logits, second = model.apply(variables, conv4, train=False, stages=("conv5", "conv5"))
+    np.testing.assert_allclose(conv4, whole["conv4"], rtol=1e-6)
+    np.testing.assert_allclose(second["conv5"], whole["conv5"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(head_logits, logits, rtol=1e-5, atol=1e-4)
+    assert "conv5" not in first and set(second) == {"conv5", "pre_logits"}
+    assert conv4.shape[1] == 4 and logits.shape == (2, 10)
+    with pytest.raises(ValueError, match="stages must be"):
+        model.apply(variables, x, train=False, stages=("conv4", "conv3"))

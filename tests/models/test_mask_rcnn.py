@@ -1,20 +1,23 @@
 """Mask R-CNN: its mask losses against direct transcriptions, the learning test (the mini row's
 model; the instance task's loop run and pictures are MNC's mini-row test), the paper-scale rows
 on COCO instances prepared from a fixture, and the task's refusal to run without masks."""
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from segattn_jax.models.mask_rcnn import mask_loss
+from segattn_jax.backbones import pretrained
+from segattn_jax.models.mask_rcnn import MaskRCNN, mask_loss
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
 from tests.conftest import ROOT, experiment_config, paper_scale_batch, traced_step
 from tests.data.test_coco_instances import build_coco
 from tests.models.detection_checks import learn_one_batch
 
-PAPER_ROWS = ["R-50-FPN", "R-101-FPN", "X-101-FPN", "R-50-FPN-RoIPool", "R-50-FPN-softmax"]
+PAPER_ROWS = ["R-50-C4", "R-50-FPN", "R-101-FPN", "X-101-FPN", "R-50-C4-RoIPool",
+              "R-50-C4-softmax", "R-50-FPN-RoIPool", "R-50-FPN-softmax"]
 
 
 def test_mask_losses_read_only_the_ground_truth_class():
@@ -39,13 +42,17 @@ def test_mask_losses_read_only_the_ground_truth_class():
                                (ce[0, 0].mean() + ce[0, 1].mean()) / 2, rtol=1e-6)
 
 
-def test_mask_rcnn_learns_the_masks_of_a_batch(tfds_dir, tmp_path):
+@pytest.mark.parametrize("row", ["R-50-FPN", "R-50-C4"])
+def test_mask_rcnn_learns_the_masks_of_a_batch(row, tfds_dir, tmp_path):
     """The learning test of the instance-segmentation task: 150 steps on one batch of
-    shapes/tiny scenes take its mask APr@0.5 (VOC protocol) from 0 to 73 (measured; 88 after
-    200 steps; box mAP 95); a step with an image without objects stays finite. The mini table
-    (README) measures generalization."""
-    config = experiment_config("mask_rcnn", "R-50-FPN,mini", tfds_dir,
+    shapes/tiny scenes take its mask APr@0.5 (VOC protocol) from 0 to 73 (FPN, measured; 88
+    after 200 steps; box mAP 95; C4: 0 to 64); a step with an image without objects stays
+    finite. The mini table (README) measures generalization."""
+    config = experiment_config("mask_rcnn", f"{row},mini", tfds_dir,
                                **{"task.ap_metric": "voc"})
+    if row == "R-50-C4":
+        with config.unlocked():
+            config.model.rpn_samples = 128  # of 240 anchors on its 4x4 conv4
     before, after = learn_one_batch(config, tmp_path, 150, metric="APr50")
     assert before < 5.0 and after > 40.0, (before, after)
 
@@ -72,7 +79,24 @@ def test_paper_scale_rows_trace_a_step_on_the_coco_fixture(row, coco_data_dir, t
     assert sorted(batch["box_valid"].sum(1)) == [0, 3] and batch["difficult"].sum() == 1
     metrics, predictions = traced_step(experiment, experiment.abstract_state, batch)
     assert metrics["mask"].shape == () and metrics["loss"].shape == ()
-    assert predictions["masks"].shape == (2, 100, 28, 28)
+    resolution = 14 if "-C4" in row else 28  # the paper's Figure 4: C4 14x14, FPN 28x28
+    assert predictions["masks"].shape == (2, 100, resolution, resolution)
+
+
+def test_c4_head_is_the_imagenet_resnets_conv5():
+    """The C4 model's backbone holds exactly ResNet-50's ImageNet variables (classifier aside),
+    conv5 included, so `init_from` a converted ResNet-50 loads its RoI head too; its RPN sees
+    conv4 (stride 16) with 15 anchors a position."""
+    model = MaskRCNN(num_classes=80, architecture="c4")
+    inputs = {"image": jnp.zeros((1, 128, 128, 3)), "image_hw": jnp.array([[128, 128]])}
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs))
+    ours = flax.traverse_util.flatten_dict({k: v["backbone"] for k, v in variables.items()})
+    imagenet = {path: leaf for path, leaf in pretrained.variables_template("resnet50", 0).items()}
+    assert {p: a.shape for p, a in ours.items()} == {p: a.shape for p, a in imagenet.items()}
+    assert any(path[1].startswith("conv5_block3") for path in ours)
+    assert variables["params"]["rpn"]["objectness"]["kernel"].shape == (1, 1, 1024, 15)
+    with pytest.raises(ValueError, match="architecture"):
+        MaskRCNN(num_classes=80, architecture="c5").init(jax.random.key(0), inputs)
 
 
 def test_instance_segmentation_without_masks_says_what_to_set(tfds_dir):
