@@ -121,9 +121,9 @@ def class_mask_probabilities(logits: Array, classes: Array, kind: str) -> Array:
 
 class MaskRCNN(nn.Module):
     """inputs {image (B, H, W, 3), image_hw (B, 2)}; `__call__` -> detections {boxes (B, D, 4),
-    scores, classes, valid, masks (B, D, 28, 28) box-relative probabilities}; `losses(inputs,
-    targets)` -> (losses, metrics), targets {boxes, classes, box_valid, masks (B, G, M, M)
-    box-relative (`ops.masks`)}.
+    scores, classes, valid, masks (B, D, S, S) box-relative probabilities, S = mask_resolution};
+    `losses(inputs, targets)` -> (losses, metrics), targets {boxes, classes, box_valid, masks
+    (B, G, M, M) box-relative (`ops.masks`)}.
 
     Attributes:
       num_classes: object classes K.
