@@ -168,9 +168,9 @@ def _torchvision_case(model, size=64):
 def test_torchvision_resnet_converts_to_the_same_logits(tmp_path):
     """A torch.save'd torchvision ResNet-50 (stride in the 3x3: stride_in_1x1=False) converts
     to our ResNet-50's logits; only the step counters are left unused."""
+    models = _torchvision_models()
     import torch
 
-    models = _torchvision_models()
     reference = models.resnet50(num_classes=CLASSES)
     images, logits = _torchvision_case(reference)
     torch.save(reference.state_dict(), tmp_path / "resnet50.pth")
@@ -186,8 +186,8 @@ def test_torchvision_resnext_safetensors_converts_to_the_same_logits(tmp_path):
     """ResNeXt's grouped kernels, from a .safetensors file read without torch: torchvision's
     ResNeXt-50 32x4d (the 101 32x8d's layout at a test's size) against our ResNet with
     groups=32, width_per_group=4."""
-    safetensors_torch = pytest.importorskip("safetensors.torch")
     models = _torchvision_models()
+    safetensors_torch = pytest.importorskip("safetensors.torch")
     reference = models.resnext50_32x4d(num_classes=CLASSES)
     images, logits = _torchvision_case(reference)
     path = tmp_path / "resnext.safetensors"
