@@ -97,21 +97,34 @@ def from_slim(backbone: str, checkpoint: str, template: dict[Path, Any]
         raise FileNotFoundError(f"{checkpoint} is not a readable TF checkpoint (give the prefix, "
                                 f"e.g. inception_v4.ckpt): {str(e).splitlines()[0]}") from None
     available = reader.get_variable_to_shape_map()
+    return _by_name(template, lambda path: slim_name(backbone, path), available,
+                    reader.get_tensor, file=checkpoint, source="",
+                    expected=f"a TF-Slim {backbone} checkpoint",
+                    bookkeeping=_is_training_bookkeeping)
+
+
+def _by_name(template: dict[Path, Any], name_of: Callable[[Path], str], available,
+             read: Callable[[str], np.ndarray], *, file: str, source: str, expected: str,
+             bookkeeping: Callable[[str], bool]
+             ) -> tuple[dict[Path, np.ndarray], dict[str, list[str]]]:
+    """Our variables and the conversion report, for formats that name each of our variables:
+    `name_of(path)` looked up among the file's names (`available`), read and shape-checked.
+    A file with none of them is not `expected`; `bookkeeping` names are not reported unused."""
     variables, missing, used = {}, [], set()
     for path, spec in template.items():
-        name = slim_name(backbone, path)
+        name = name_of(path)
         if name not in available:
             missing.append(name)
             continue
-        variables[path] = _checked(path, reader.get_tensor(name), spec, source=name)
+        variables[path] = _checked(path, read(name), spec, source=f"{source}{name}")
         used.add(name)
     if not variables:
-        raise ValueError(f"{checkpoint} has none of {backbone}'s variables (expected names like "
-                         f"{slim_name(backbone, next(iter(template)))!r}; it has e.g. "
-                         f"{sorted(available)[:3]}): not a TF-Slim {backbone} checkpoint.")
+        raise ValueError(f"{file} has none of the variables (expected names like "
+                         f"{name_of(next(iter(template)))!r}; it has e.g. "
+                         f"{sorted(available)[:3]}): not {expected}.")
     return variables, {"missing_in_file": missing,
                        "unused_in_file": sorted(n for n in available if n not in used
-                                                and not _is_training_bookkeeping(n))}
+                                                and not bookkeeping(n))}
 
 
 def _is_training_bookkeeping(name: str) -> bool:
@@ -293,7 +306,10 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     except Exception as e:  # torch raises several kinds for a file that is not its own
         raise ValueError(f"{path} is not a readable torch.save file: "
                          f"{(str(e).splitlines() or [type(e).__name__])[0]}") from None
-    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict: save "
+                         "model.state_dict() (torch.save) or a .safetensors file.")
+    state = state.get("state_dict", state.get("model", state))
     return {name: value.float().numpy() for name, value in state.items()
             if hasattr(value, "numpy")}
 
@@ -326,24 +342,15 @@ def from_torchvision(backbone: str, path: str, template: dict[Path, Any]
         raise ValueError(f"torchvision state dicts are read for {list(_TORCH_RESNETS)}, not "
                          f"{backbone!r}; use --format=keras_h5 or slim.")
     state = read_state_dict(path)
-    variables, missing = {}, []
-    for key, spec in template.items():
-        name = torchvision_name(key)
-        if name not in state:
-            missing.append(name)
-            continue
+
+    def read(name: str) -> np.ndarray:
         value = np.asarray(state[name], np.float32)
-        value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
-        variables[key] = _checked(key, value.T if name == "fc.weight" else value, spec,
-                                  source=f"{path}: {name}")
-    if not variables:
-        raise ValueError(f"{path} has none of {backbone}'s tensors (expected names like "
-                         f"'layer1.0.conv1.weight'; it has e.g. {sorted(state)[:3]}): not a "
-                         f"torchvision {backbone} state dict.")
-    used = {torchvision_name(key) for key in variables}
-    return variables, {"missing_in_file": missing,
-                       "unused_in_file": sorted(n for n in state if n not in used
-                                                and not n.endswith("num_batches_tracked"))}
+        return value.transpose(2, 3, 1, 0) if value.ndim == 4 else (
+            value.T if name == "fc.weight" else value)
+
+    return _by_name(template, torchvision_name, state, read, file=path, source=f"{path}: ",
+                    expected=f"a torchvision {backbone} state dict",
+                    bookkeeping=lambda name: name.endswith("num_batches_tracked"))
 
 
 def _checked(path: Path, value: np.ndarray, spec: Any, source: str) -> np.ndarray:

@@ -91,7 +91,7 @@ def test_c4_head_is_the_imagenet_resnets_conv5():
     inputs = {"image": jnp.zeros((1, 128, 128, 3)), "image_hw": jnp.array([[128, 128]])}
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs))
     ours = flax.traverse_util.flatten_dict({k: v["backbone"] for k, v in variables.items()})
-    imagenet = {path: leaf for path, leaf in pretrained.variables_template("resnet50", 0).items()}
+    imagenet = pretrained.variables_template("resnet50", 0)
     assert {p: a.shape for p, a in ours.items()} == {p: a.shape for p, a in imagenet.items()}
     assert any(path[1].startswith("conv5_block3") for path in ours)
     assert variables["params"]["rpn"]["objectness"]["kernel"].shape == (1, 1, 1024, 15)
