@@ -4,7 +4,9 @@ An experiment file provides `table_runs(arg) -> [config arg, ...]` and configs t
 table cell (`row`, optional `column`), the metrics to show and the paper's numbers. A cell whose
 run starts from other runs of the table (a second training stage, an ensemble of trained runs)
 names them in `init_from_runs` (their config args; they come earlier in `table_runs`): the table
-sets `init_from` to their directories.
+sets `init_from` to their directories. A run of another experiment file beside this one, named
+'<experiment>:<config arg>' (the mini rows' ImageNet stand-in, train/config.MINI_PRETRAINED_VGG16),
+is trained first into the same workdir, once for all the cells that start from it.
 """
 from __future__ import annotations
 
@@ -124,6 +126,31 @@ def plot_curves(runs: list[tuple[ml_collections.ConfigDict, epath.Path]], metric
     return path
 
 
+def _train_other_experiment(experiments: epath.Path, run: str, workdir: epath.Path,
+                            overrides: dict[str, Any] | None) -> bool:
+    """Trains run '<experiment>:<config arg>' of experiments/<experiment>.py into the table's
+    workdir unless it finished there; the table's overrides apply where its config has the
+    field (a test's shorter schedule). False if SIGTERM stopped it (its checkpoint saved)."""
+    name, arg = run.split(":", 1)
+    config = load_experiment(experiments / f"{name}.py").get_config(arg)
+    if overrides:
+        flat = config.to_dict()
+        config.update_from_flattened_dict({
+            key: value for key, value in overrides.items()
+            if _has_field(flat, key.split("."))})
+    directory = run_dir(workdir, run)
+    return (finished_metrics(directory, steps_to_train(config)) is not None
+            or train_and_evaluate(config, directory) is not None)
+
+
+def _has_field(tree: dict[str, Any], keys: list[str]) -> bool:
+    for key in keys:
+        if not isinstance(tree, dict) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
+
+
 def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict[str, Any] | None = None,
               collect_only: bool = False) -> str:
     """Trains every unfinished cell (resuming any partial run) unless `collect_only`; draws the
@@ -135,7 +162,12 @@ def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict
         config = module.get_config(run_arg)
         if overrides:
             config.update_from_flattened_dict(overrides)
-        if config.get("init_from_runs"):  # starts from (or ensembles) other runs of this table
+        if config.get("init_from_runs"):  # starts from (or ensembles) other runs
+            for run in config.init_from_runs:
+                if (":" in run and not collect_only and not _train_other_experiment(
+                        epath.Path(path).parent, run, workdir, overrides)):
+                    return (format_table(cells)
+                            + f"\n\nStopped by SIGTERM in {run}; rerun to continue.")
             config.init_from = ",".join(str(run_dir(workdir, run))
                                         for run in config.init_from_runs)
         directory = run_dir(workdir, config.get("table_run") or run_arg)

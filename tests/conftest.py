@@ -69,13 +69,17 @@ FAST_OVERRIDES = {
     "mask_rcnn": {**_FAST, "dataset.name": "shapes/tiny", "dataset.preprocess.canvas": (64, 64),
                   "dataset.preprocess.min_side": 64.0, "dataset.preprocess.max_side": 64.0,
                   "dataset.preprocess.mask_size": 16, "model.width": 0.125},
-    # shapes/tiny's 32x32 scenes at 64x64 (the mini rows' 2x), VGG16 at 1/16 width.
-    "mnc": {**_FAST, "dataset.name": "shapes/tiny", "dataset.preprocess.canvas": (64, 64),
+    # shapes/tiny's 32x32 scenes at 64x64 with anchors of 16-64 px, VGG16 at 1/16 width, from
+    # scratch (the mini rows: 4x, from the pretrained VGG16).
+    "mnc": {**_FAST, "requires_init_from": "", "dataset.name": "shapes/tiny",
+            "dataset.preprocess.canvas": (64, 64),
             "dataset.preprocess.min_side": 64.0, "dataset.preprocess.max_side": 64.0,
-            "dataset.preprocess.mask_size": 16, "model.width": 0.0625},
+            "dataset.preprocess.mask_size": 16, "model.width": 0.0625,
+            "model.anchor_scales": (1.0, 2.0, 4.0), "model.min_proposal_size": 4.0},
     # shapes/tiny's 32x32 scenes at 64x64, 32 grouping regions each, VGG16 at 1/16 on 32 px
-    # warps; the test-time CNN in two chunks of 16 regions.
-    "sds": {**_FAST, "dataset.name": "shapes/tiny", "dataset.preprocess.canvas": (64, 64),
+    # warps; the test-time CNN in two chunks of 16 regions; from scratch.
+    "sds": {**_FAST, "requires_init_from": "", "dataset.name": "shapes/tiny",
+            "dataset.preprocess.canvas": (64, 64),
             "dataset.preprocess.min_side": 64.0, "dataset.preprocess.max_side": 64.0,
             "dataset.preprocess.mask_size": 16, "dataset.proposals.max_proposals": 32,
             "model.width": 0.0625, "model.warp_size": 32, "model.context_padding": 2.0,

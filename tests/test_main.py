@@ -131,3 +131,46 @@ def test_format_table_grid_for_experiments_with_columns():
         "| model | R | RTS |", "|---|---|---|",
         "| CNN | 1.2 / 20.2 | 0.8 / - |",
         "| ST-CNN-Aff | 0.7 / 2.1 | - / - |"]
+
+
+def test_table_trains_another_experiments_run_once_before_the_cells_that_start_from_it(
+        tmp_path, monkeypatch):
+    """A cell's `init_from_runs` entry '<experiment>:<arg>' (the mini rows' pretraining) is a run
+    of the experiment file beside the table's, trained first into the table's workdir, once, with
+    the table's overrides where its config has the field; the cells start from its directory."""
+    (tmp_path / "stage.py").write_text(
+        "from segattn_jax.train.config import base_config\n"
+        "def get_config(arg):\n"
+        "    c = base_config()\n"
+        "    c.train.num_steps = 7\n"
+        "    return c.lock()\n")
+    (tmp_path / "final.py").write_text(
+        "from segattn_jax.train.config import base_config\n"
+        "def table_runs(arg):\n"
+        "    return ['A,mini', 'B,mini']\n"
+        "def get_config(arg):\n"
+        "    c = base_config()\n"
+        "    c.row = arg.split(',')[0]\n"
+        "    c.paper, c.table_metrics = {}, ('error_percent',)\n"
+        "    c.model.width = 0.5\n"
+        "    c.init_from_runs = ('stage:X,mini',)\n"
+        "    return c.lock()\n")
+    trained = []
+
+    def fake_train(config, directory):
+        trained.append((directory.name, config.train.num_steps, config.get("init_from", "")))
+        directory.mkdir(parents=True)
+        result = {"step": config.train.num_steps, "eval": {"error_percent": 1.0}}
+        (directory / loop.METRICS_FILE).write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(table, "train_and_evaluate", fake_train)
+    workdir = tmp_path / "runs"
+    table.run_table(str(tmp_path / "final.py"), "mini", workdir,
+                    overrides={"train.num_steps": 3, "model.width": 0.25})
+    stage = str(workdir / "stage_X_mini")
+    assert trained == [("stage_X_mini", 3, ""), ("A_mini", 3, stage), ("B_mini", 3, stage)]
+    trained.clear()  # a second table run finds every run finished
+    table.run_table(str(tmp_path / "final.py"), "mini", workdir,
+                    overrides={"train.num_steps": 3})
+    assert trained == []

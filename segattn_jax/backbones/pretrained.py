@@ -458,44 +458,49 @@ def _subtree_match(model: dict[Path, Any], loaded: dict[Path, Any], prefix: Path
 
 def init_from(variables: dict[str, Any], directory: str | epath.Path, skip: str = ""
               ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`variables` with the subtree that the checkpoint in `directory` matches replaced by it.
+    """`variables` with the subtrees that the checkpoint in `directory` matches replaced by it.
 
-    The subtree is the module path P (the model root, or e.g. its "backbone") under which the
-    most of the checkpoint's variables exist. Variables whose path matches the regex `skip`
-    (e.g. "Logits" to fine-tune on other classes) are not loaded. Returns (variables, report).
+    A subtree is a module path P (the model root, or e.g. its "backbone") under which the most
+    of the checkpoint's variables exist; every P that ties for the most is filled, so a model
+    with two copies of a network (SDS's box and region pathways, each a VGG16) starts both from
+    it, as the papers start every copy from ImageNet. Variables whose path matches the regex
+    `skip` (e.g. "Logits" to fine-tune on other classes) are not loaded. Returns (variables,
+    report).
     """
     model = flax.traverse_util.flatten_dict(dict(variables))
     loaded = {path: value for path, value in
               flax.traverse_util.flatten_dict(dict(load(directory))).items()
               if not (skip and re.search(skip, "/".join(path[1:])))}
     prefixes = {path[1:i] for path in model for i in range(1, len(path) - 1)}
-    prefix = max(sorted(prefixes), key=lambda p: _subtree_match(model, loaded, p))
-    if not loaded or not _subtree_match(model, loaded, prefix):
+    matches = {prefix: _subtree_match(model, loaded, prefix) for prefix in prefixes}
+    best = max(matches.values(), default=0)
+    if not loaded or not best:
         theirs = sorted({path[1] for path in loaded})[:8]
         ours = sorted({path[1] for path in model})[:8]
         raise ValueError(
             f"config.init_from={str(directory)!r}: no subtree of the model matches the "
             f"checkpoint (its modules: {theirs}; the model's: {ours}). It was converted for "
             "another backbone than this model's.")
-    # Checkpoint path -> the model path it goes to, for those the model has.
-    targets = {path: (path[0], *prefix, *path[1:]) for path in loaded}
-    matched = {path: target for path, target in targets.items() if target in model}
-    for path, target in matched.items():
+    subtrees = sorted(prefix for prefix, count in matches.items() if count == best)
+    # Model path -> the checkpoint path it takes its value from, for those the model has.
+    sources = {(path[0], *prefix, *path[1:]): path for prefix in subtrees for path in loaded
+               if (path[0], *prefix, *path[1:]) in model}
+    for target, path in sources.items():
         if tuple(model[target].shape) != tuple(loaded[path].shape):
             raise ValueError(
                 f"config.init_from={str(directory)!r}: {'/'.join(target[1:])} has shape "
                 f"{tuple(loaded[path].shape)} in the checkpoint but {tuple(model[target].shape)} "
                 "in the model (other width or number of classes?). Skip it with "
                 "--config.init_from_skip=REGEX, or match the model to the weights.")
-    for path, target in matched.items():
+    for target, path in sources.items():
         model[target] = jnp.asarray(loaded[path], model[target].dtype)
-    loaded_targets = set(matched.values())
-    left = ["/".join(p) for p in model if p[1:1 + len(prefix)] == prefix
-            and p not in loaded_targets]
-    report = {"subtree": "/".join(prefix) or "(model root)",
-              "loaded": len(matched),
+    used = set(sources.values())
+    left = ["/".join(p) for p in model if p not in sources
+            and any(p[1:1 + len(prefix)] == prefix for prefix in subtrees)]
+    report = {"subtree": ", ".join("/".join(prefix) or "(model root)" for prefix in subtrees),
+              "loaded": len(sources),
               "left_initialized": left,
-              "not_in_model": ["/".join(p) for p in loaded if p not in matched]}
+              "not_in_model": ["/".join(p) for p in loaded if p not in used]}
     logging.info("init_from %s into %s: loaded %d variables; left initialized %d (%s); %d in the "
                  "checkpoint not in the model (%s).", directory, report["subtree"],
                  report["loaded"], len(left), ", ".join(left[:6]), len(report["not_in_model"]),

@@ -114,6 +114,22 @@ def adam_cosine(c: ml_collections.ConfigDict, learning_rate: float, *, warmup_st
     c.optimizer.grad_clip_norm = grad_clip_norm
 
 
+# The mini rows' ImageNet VGG16, as a table's `init_from_runs`: the classification +
+# localization net of VGG's own paper (experiments/localization.py), trained on other scenes
+# than the rows' (`shapes/main_object`), with one class and box per image and no masks.
+MINI_PRETRAINED_VGG16 = "localization:SCR,mini"
+
+
+def start_from_mini_pretrained_vgg16(c: ml_collections.ConfigDict) -> None:
+    """A mini row whose paper starts from ImageNet VGG16 starts from the mini stand-in for it:
+    its table trains that run first; a lone `train` asks for it."""
+    c.init_from_runs = (MINI_PRETRAINED_VGG16,)
+    c.requires_init_from = (
+        "the mini rows' pretrained VGG16 (python -m segattn_jax.main train --config "
+        "experiments/localization.py:SCR,mini --workdir runs/vgg16_mini, then "
+        "--config.init_from=runs/vgg16_mini; --config.requires_init_from='' trains from scratch)")
+
+
 def detection_images(c: ml_collections.ConfigDict, *, max_boxes: int, canvas: int,
                      min_side: float | None = None, max_side: float | None = None) -> None:
     """The detection preprocess's image size: shorter side `min_side` (longer at most

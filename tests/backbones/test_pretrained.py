@@ -248,6 +248,31 @@ def test_init_from_loads_the_matching_subtree_and_reports_the_rest(tmp_path):
                                   variables["params"]["head"]["kernel"])
 
 
+def test_init_from_fills_every_copy_of_the_network(tmp_path):
+    """Two pathways, each a VGG16 (SDS's box and region pathways): both start from the weights,
+    as the papers start each from ImageNet; the head between them stays as initialized."""
+    saved = _small_vgg_weights(tmp_path)
+
+    class TwoPathways(flax.linen.Module):
+        @flax.linen.compact
+        def __call__(self, x, train):
+            spec = {**SMALL_VGG, "last_layer": "conv5_3"}
+            box, _ = build_backbone("vgg16", **spec, name="box_pathway")(x, train=train)
+            region, _ = build_backbone("vgg16", **spec, name="region_pathway")(x, train=train)
+            return flax.linen.Dense(3, name="head")(box + region)
+
+    variables = _init(TwoPathways())
+    loaded, report = pretrained.init_from(variables, tmp_path / "weights")
+    assert report["subtree"] == "box_pathway, region_pathway"
+    assert report["left_initialized"] == []
+    assert len(report["not_in_model"]) == 6  # fc6-fc8, in neither pathway
+    for pathway in ("box_pathway", "region_pathway"):
+        np.testing.assert_array_equal(loaded["params"][pathway]["conv4_2"]["kernel"],
+                                      saved["params"]["conv4_2"]["kernel"])
+    np.testing.assert_array_equal(loaded["params"]["head"]["kernel"],
+                                  variables["params"]["head"]["kernel"])
+
+
 def test_init_from_a_training_run_loads_its_latest_checkpoint(tmp_path):
     """A run's workdir as init_from (how FCN-16s starts from a trained FCN-32s): the variables
     of its newest checkpoint, optimizer state left out; a workdir without one fails."""

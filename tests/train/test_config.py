@@ -69,3 +69,28 @@ def test_an_evaluate_only_run_without_weights_names_the_flag():
     assert config.evaluate_only and steps_to_train(config) == 0 < config.train.num_steps
     with pytest.raises(ValueError, match=r"evaluate_only .*--config.init_from"):
         validate(config)
+
+
+def test_mini_rows_whose_papers_start_from_imagenet_start_from_the_pretrained_vgg16(tmp_path):
+    """SDS, Hypercolumns and MNC's trained mini rows start from the mini rows' ImageNet VGG16
+    (a run their tables train first; MNC-5-stage evaluates the MNC run instead), and a lone
+    `train` without it stops at start saying how to make it."""
+    from segattn_jax.train import loop
+    from segattn_jax.train.config import MINI_PRETRAINED_VGG16
+
+    experiment, arg = MINI_PRETRAINED_VGG16.split(":")
+    assert load_experiment(ROOT / "experiments" / f"{experiment}.py").get_config(arg)
+    starts = {}
+    for name in ("sds", "mnc"):
+        module = load_experiment(ROOT / "experiments" / f"{name}.py")
+        starts.update({run: module.get_config(run).get("init_from_runs")
+                       for run in module.table_runs("mini")})
+    assert starts == {"SDS,mini": (MINI_PRETRAINED_VGG16,),
+                      "Hypercolumns,mini": (MINI_PRETRAINED_VGG16,),
+                      "MNC,mini": (MINI_PRETRAINED_VGG16,),
+                      "MNC-5-stage,mini": ("MNC,mini",),
+                      "MNC-no-box-gradient,mini": (MINI_PRETRAINED_VGG16,)}
+    config = load_experiment(ROOT / "experiments" / "sds.py").get_config("SDS,mini")
+    with pytest.raises(ValueError, match=r"localization.py:SCR,mini .*--config.init_from="):
+        loop.Experiment(config, tmp_path, training=True)
+    assert not any(tmp_path.iterdir())
