@@ -445,7 +445,7 @@ def load(directory: str | epath.Path) -> dict[str, Any]:
     """The variables a `save` wrote, or those of a training run's latest checkpoint (its params
     and model state: how FCN-16s starts from a trained FCN-32s), as numpy arrays."""
     check_converted(directory)
-    directory = epath.Path(directory)
+    directory = epath.Path(directory).absolute()  # orbax restores only absolute paths
     if (directory / RUN_CHECKPOINTS).is_dir():
         state = _restore_without_target(_latest_run_checkpoint(directory))
         return {"params": state["params"], **state.get("model_state", {})}

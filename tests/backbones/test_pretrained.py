@@ -273,9 +273,10 @@ def test_init_from_fills_every_copy_of_the_network(tmp_path):
                                   variables["params"]["head"]["kernel"])
 
 
-def test_init_from_a_training_run_loads_its_latest_checkpoint(tmp_path):
+def test_init_from_a_training_run_loads_its_latest_checkpoint(tmp_path, monkeypatch):
     """A run's workdir as init_from (how FCN-16s starts from a trained FCN-32s): the variables
-    of its newest checkpoint, optimizer state left out; a workdir without one fails."""
+    of its newest checkpoint, optimizer state left out, also named relative to the current
+    directory (as a table's relative workdir names its runs); a workdir without one fails."""
     import optax
 
     from segattn_jax.train.checkpoint import Checkpointer
@@ -287,7 +288,8 @@ def test_init_from_a_training_run_loads_its_latest_checkpoint(tmp_path):
     for step, offset in ((3, 1.0), (7, 2.0)):
         checkpoints.save(step, create_train_state(jax.tree.map(lambda x: x + offset, variables), tx))
     checkpoints.close()
-    loaded, report = pretrained.init_from(variables, tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    loaded, report = pretrained.init_from(variables, "run")
     assert report["subtree"] == "(model root)" and report["left_initialized"] == []
     np.testing.assert_array_equal(loaded["params"]["conv3_1"]["kernel"],
                                   variables["params"]["conv3_1"]["kernel"] + 2.0)
