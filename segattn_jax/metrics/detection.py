@@ -80,6 +80,22 @@ def pairwise_overlaps(detections: Sequence[dict], ground_truths: Sequence[dict],
             for d, g in zip(detections, ground_truths)]
 
 
+def proposal_recall(proposals: Sequence[np.ndarray], ground_truths: Sequence[dict],
+                    iou_threshold: float = 0.5) -> float:
+    """% of the objects (difficult ones left out) that some proposal (`proposals[i]`: image i's
+    boxes (P, 4)) overlaps at box IoU >= `iou_threshold`: the recall of a detector's first
+    stage, which bounds what its later stages can find (Faster R-CNN's proposal recall)."""
+    found = total = 0
+    for boxes, truth in zip(proposals, ground_truths, strict=True):
+        objects = np.asarray(truth["boxes"], np.float32).reshape(-1, 4)
+        difficult = np.asarray(truth.get("difficult", np.zeros(len(objects), bool)), bool)
+        objects = objects[~difficult]
+        iou = box_ops.pairwise_iou(objects, np.asarray(boxes, np.float32).reshape(-1, 4))
+        found += int((iou >= iou_threshold).any(axis=1).sum())
+        total += len(objects)
+    return 100.0 * found / max(total, 1)
+
+
 def voc_class_ap(detections: Sequence[dict], ground_truths: Sequence[dict], category: int,
                  iou_threshold: float = 0.5, use_07_metric: bool = True,
                  overlaps: Sequence[np.ndarray] | None = None) -> float:

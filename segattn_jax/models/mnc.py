@@ -133,7 +133,8 @@ class MNC(FasterRCNN):
 
     def __call__(self, inputs: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
         features = self.features(inputs["image"])
-        boxes, valid, _ = self.proposals(inputs, features, None)
+        proposals, valid, _ = self.proposals(inputs, features, None)
+        boxes = proposals
         _, logits, deltas = self.cascade(features, boxes, train=False)
         hw = jnp.asarray(inputs["image_hw"], jnp.float32)
         if self.stages == 5:  # stages 4-5: the cascade again on stage 3's top-class boxes
@@ -147,7 +148,8 @@ class MNC(FasterRCNN):
                                     nms_threshold=self.nms_threshold,
                                     max_detections=self.max_detections, valid=valid)
         masks = self.mask_stage(_max_pool_2x2(self.warp(features, detections["boxes"])))
-        return {**detections, "masks": jax.nn.sigmoid(masks)}
+        return {**detections, "masks": jax.nn.sigmoid(masks), "proposals": proposals,
+                "proposal_valid": valid}
 
     def losses(self, inputs: dict[str, Array], targets: dict[str, Array]
                ) -> tuple[dict[str, Array], dict[str, Array]]:

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from segattn_jax.metrics.detection import coco_evaluate, voc_evaluate
+from segattn_jax.metrics.detection import coco_evaluate, proposal_recall, voc_evaluate
 from segattn_jax.tasks import pictures as pics
 from segattn_jax.tasks.base import Batch, Task
 
@@ -96,13 +96,16 @@ class DetectionTask(RegionTask):
                 "example_valid": batch["valid"]}
 
     def accumulate(self, total: Any, statistics: dict[str, np.ndarray]) -> dict[str, list]:
-        """Appends each real (not padding) image's detections and ground truth."""
-        total = total or {"detections": [], "ground_truths": []}
+        """Appends each real (not padding) image's detections and ground truth, and the
+        first stage's proposals of detectors that return them ('proposals', 'proposal_valid')."""
+        total = total or {"detections": [], "ground_truths": [], "proposals": []}
         s = {k: np.asarray(v) for k, v in statistics.items()}
         for i in np.flatnonzero(s["example_valid"]):
             detections, ground_truth = self.image_entries({k: v[i] for k, v in s.items()})
             total["detections"].append(detections)
             total["ground_truths"].append(ground_truth)
+            if "proposals" in s:
+                total["proposals"].append(s["proposals"][i][s["proposal_valid"][i]])
         return total
 
     def image_entries(self, s: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -118,6 +121,9 @@ class DetectionTask(RegionTask):
         evaluate, kwargs = AP_METRICS[self.config.task.ap_metric]
         metrics = evaluate(statistics["detections"], statistics["ground_truths"],
                            self.num_classes, **kwargs)
+        if statistics.get("proposals"):
+            metrics["proposal_recall50"] = proposal_recall(statistics["proposals"],
+                                                           statistics["ground_truths"])
         # Per-class APs by name: AP/<class>.
         return {(f"AP/{pics.class_name(self.class_names, int(k[3:]))}" if k.startswith("AP/")
                  else k): v for k, v in metrics.items()}

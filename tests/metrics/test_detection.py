@@ -3,7 +3,8 @@ pycocotools is 100 on the ground truth as predictions and drops with a miss."""
 import numpy as np
 import pytest
 
-from segattn_jax.metrics.detection import coco_evaluate, voc_ap, voc_class_ap, voc_evaluate
+from segattn_jax.metrics.detection import (coco_evaluate, proposal_recall, voc_ap, voc_class_ap,
+                                           voc_evaluate)
 
 GROUND_TRUTHS = [
     {"boxes": [[0, 0, 10, 10], [20, 20, 30, 30]], "classes": [0, 0], "difficult": [False, True]},
@@ -101,3 +102,14 @@ def test_mask_ap_is_100_on_the_ground_truth_and_scores_masks_not_boxes():
     assert voc_evaluate(halved, truths, 2, 0.7, iou="mask")["mAP"] == pytest.approx(0.0)
     assert coco_evaluate(halved, truths, 2, iou_type="segm")["AP75"] == pytest.approx(0.0)
     assert coco_evaluate(halved, truths, 2, iou_type="segm")["AP"] < 50.0
+
+
+def test_proposal_recall_counts_objects_some_proposal_covers_at_iou_half():
+    truths = [{"boxes": [[0, 0, 10, 10], [20, 20, 30, 30], [0, 20, 10, 30]],
+               "classes": [0, 1, 0], "difficult": [False, False, True]},
+              {"boxes": [[0, 0, 4, 4]], "classes": [2]}]
+    proposals = [np.array([[0, 0, 10, 5.5], [20, 20, 30, 34], [0, 20, 10, 30]]),  # IoU .55, .71
+                 np.zeros((0, 4))]
+    # 2 of the 3 non-difficult objects; the difficult one's exact proposal does not count.
+    assert proposal_recall(proposals, truths) == pytest.approx(200 / 3)
+    assert proposal_recall(proposals, truths, iou_threshold=0.6) == pytest.approx(100 / 3)

@@ -40,7 +40,7 @@ def test_mini_row_trains_and_evaluates_with_five_stages(tfds_dir, tmp_path):
     config = experiment_config("mnc", "MNC,mini", tfds_dir,
                                **{"train.num_steps": 2, "model.stages": 5})
     metrics = loop.train_and_evaluate(config, tmp_path)["eval"]
-    for name in ("APr50", "APr70", "mAP"):
+    for name in ("APr50", "APr70", "mAP", "proposal_recall50"):
         assert 0.0 <= metrics[name] <= 100.0, metrics
     assert metrics["seconds_per_image"] > 0
     assert (tmp_path / "pictures" / "step_000002.png").is_file()
