@@ -75,7 +75,8 @@ class ClassStage(nn.Module):
 
 class MNC(FasterRCNN):
     """inputs {image, image_hw}; `__call__` -> detections {boxes, scores, classes, valid, masks
-    (B, D, 28, 28) box-relative probabilities}; `losses(inputs, targets)` with targets {boxes,
+    (B, D, 28, 28) box-relative probabilities} and stage 1's {proposals (B, P, 4),
+    proposal_valid} (their recall is evaluated); `losses(inputs, targets)` with targets {boxes,
     classes, box_valid, masks (B, G, M, M)}. The backbone, RPN and its settings are Faster
     R-CNN's (`FasterRCNN`'s fields); the paper keeps 300 proposals at train and test.
 
@@ -134,13 +135,13 @@ class MNC(FasterRCNN):
     def __call__(self, inputs: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
         features = self.features(inputs["image"])
         proposals, valid, _ = self.proposals(inputs, features, None)
-        boxes = proposals
-        _, logits, deltas = self.cascade(features, boxes, train=False)
+        _, logits, deltas = self.cascade(features, proposals, train=False)
+        boxes = proposals  # the boxes the scores are for
         hw = jnp.asarray(inputs["image_hw"], jnp.float32)
         if self.stages == 5:  # stages 4-5: the cascade again on stage 3's top-class boxes
             top = jnp.argmax(logits[..., 1:], axis=-1) + 1
             chosen = jnp.take_along_axis(deltas, top[..., None, None], axis=2)[:, :, 0]
-            boxes = box_ops.clip(box_ops.decode(chosen, boxes, rcnn.HEAD_BOX_WEIGHTS),
+            boxes = box_ops.clip(box_ops.decode(chosen, proposals, rcnn.HEAD_BOX_WEIGHTS),
                                  hw[:, :1], hw[:, 1:])
             _, logits, _ = self.cascade(features, boxes, train=False)
         detections = multiclass_nms(boxes, jax.nn.softmax(logits)[..., 1:],
