@@ -38,8 +38,8 @@ def table_runs(arg: str) -> list[str]:
 
 
 def _mini(c) -> None:
-    """shapes at 256x256 (objects of 16-96 px: 2-12 cells of the stride-8 map; at 128x128 the
-    box gradient collapses the proposals, README), VGG16 at 1/8 width up to conv4_3 from the
+    """shapes at 256x256 (box sides 22-134 px, 5th-95th percentile: 3-17 cells of the stride-8
+    map; at 128x128 the box gradient collapses the proposals, README), VGG16 at 1/8 width up to conv4_3 from the
     mini rows' pretrained VGG16, anchors of 32-128 px."""
     c.dataset.name = "shapes/default"
     detection_images(c, max_boxes=8, canvas=256)
