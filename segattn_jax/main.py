@@ -102,7 +102,7 @@ def _explain_bad_config(argv: list[str]) -> str | None:
     config_flags reports these as tracebacks from inside the config file; redo the two checks here
     to say plainly what is wrong and what is valid.
     """
-    from segattn_jax.train.config import load_experiment
+    from segattn_jax.train.config import load_experiment, unknown_key
     values = {}  # flag name -> value, for --name=value and --name value
     for i, a in enumerate(argv):
         if a.startswith("--config"):
@@ -116,13 +116,13 @@ def _explain_bad_config(argv: list[str]) -> str | None:
     except ValueError as e:
         return str(e)
     for key in values:
-        node, parts = config, key.split(".")[1:]
-        for depth, part in enumerate(parts):
-            if not hasattr(node, "keys") or part not in node:
-                where = ".".join(["config", *parts[:depth]])
-                valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(not a group)"
-                return f"Unknown config key --{key}: valid keys of {where}: {valid}."
-            node = node[part]
+        parts = key.split(".")[1:]
+        unknown = unknown_key(config, ".".join(parts))
+        if unknown:
+            depth, node = unknown
+            where = ".".join(["config", *parts[:depth]])
+            valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(not a group)"
+            return f"Unknown config key --{key}: valid keys of {where}: {valid}."
     return None
 
 

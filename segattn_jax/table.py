@@ -17,7 +17,7 @@ from typing import Any
 import ml_collections
 from etils import epath
 
-from segattn_jax.train.config import load_experiment, steps_to_train
+from segattn_jax.train.config import load_experiment, steps_to_train, unknown_key
 from segattn_jax.train.loop import EVAL_HISTORY_FILE, METRICS_FILE, train_and_evaluate
 
 
@@ -134,21 +134,20 @@ def _train_other_experiment(experiments: epath.Path, run: str, workdir: epath.Pa
     name, arg = run.split(":", 1)
     config = load_experiment(experiments / f"{name}.py").get_config(arg)
     if overrides:
-        flat = config.to_dict()
-        config.update_from_flattened_dict({
-            key: value for key, value in overrides.items()
-            if _has_field(flat, key.split("."))})
-    directory = run_dir(workdir, run)
-    return (finished_metrics(directory, steps_to_train(config)) is not None
-            or train_and_evaluate(config, directory) is not None)
+        config.update_from_flattened_dict({key: value for key, value in overrides.items()
+                                           if unknown_key(config, key) is None})
+    return _train_unless_finished(config, run_dir(workdir, run)) is not None
 
 
-def _has_field(tree: dict[str, Any], keys: list[str]) -> bool:
-    for key in keys:
-        if not isinstance(tree, dict) or key not in tree:
-            return False
-        tree = tree[key]
-    return True
+def _train_unless_finished(config: ml_collections.ConfigDict, directory: epath.Path
+                           ) -> dict[str, float] | None:
+    """The eval metrics of the run in `directory`: a finished run's, else those of training it
+    (resuming a partial one); None if SIGTERM stopped it (its checkpoint saved)."""
+    measured = finished_metrics(directory, steps_to_train(config))
+    if measured is None:
+        result = train_and_evaluate(config, directory)
+        measured = None if result is None else result["eval"]
+    return measured
 
 
 def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict[str, Any] | None = None,
@@ -171,13 +170,13 @@ def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict
             config.init_from = ",".join(str(run_dir(workdir, run))
                                         for run in config.init_from_runs)
         directory = run_dir(workdir, config.get("table_run") or run_arg)
-        measured = finished_metrics(directory, steps_to_train(config))
-        if measured is None and not collect_only:
-            result = train_and_evaluate(config, directory)
-            if result is None:  # SIGTERM: the cell saved a checkpoint; stop here
+        if collect_only:
+            measured = finished_metrics(directory, steps_to_train(config))
+        else:
+            measured = _train_unless_finished(config, directory)
+            if measured is None:  # SIGTERM: the cell saved a checkpoint; stop here
                 cells.append((config, None))
                 return format_table(cells) + "\n\nStopped by SIGTERM; rerun to continue."
-            measured = result["eval"]
         cells.append((config, cell_metrics(config, measured)))
         runs.append((config, directory))
     table = format_table(cells)

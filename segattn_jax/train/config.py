@@ -141,6 +141,18 @@ def detection_images(c: ml_collections.ConfigDict, *, max_boxes: int, canvas: in
     c.dataset.preprocess.max_side = float(canvas if max_side is None else max_side)
 
 
+def unknown_key(config: ml_collections.ConfigDict, key: str
+                ) -> tuple[int, ml_collections.ConfigDict] | None:
+    """None if `config` has the dotted `key` ('train.num_steps'); else (how many of its parts
+    exist, the group where the next one is missing), to say which keys are valid there."""
+    node, parts = config, key.split(".")
+    for depth, part in enumerate(parts):
+        if not hasattr(node, "keys") or part not in node:
+            return depth, node
+        node = node[part]
+    return None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Fails at start, with what to do, on values the loop cannot run with."""
     if config.get("evaluate_only") and not config.get("init_from"):
