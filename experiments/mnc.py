@@ -101,6 +101,7 @@ def get_config(arg: str = "MNC,mini"):
     c.model.name = "mnc"
     c.model.stages = 5 if row == "MNC-5-stage" else 3
     c.model.box_gradient = row != "MNC-no-box-gradient"  # through the RoI warping to stage 1
+    c.model.box_gradient_clip = 1.0 / 512  # per element and image, as the reference code
     c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
     (_mini if "mini" in flags else _paper_scale)(c)
     if row == "MNC-5-stage":  # an inference variant: the MNC row's weights, evaluated

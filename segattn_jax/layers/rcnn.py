@@ -21,6 +21,7 @@ from segattn_jax.layers.conv import Conv
 from segattn_jax.layers.roi import pyramid_roi_align, roi_align, roi_pool
 from segattn_jax.ops import boxes as box_ops
 from segattn_jax.ops.boxes import take_per_image
+from segattn_jax.ops.gradients import clip_gradient
 from segattn_jax.ops.nms import batched_nms, multiclass_nms
 
 Array = Any
@@ -111,7 +112,8 @@ def rpn_loss(key: Array, anchors: Array, objectness: Array, deltas: Array, gt_bo
 
 def propose(anchors: Array, objectness: Array, deltas: Array, image_hw: Array, *,
             pre_nms: int, post_nms: int, nms_threshold: float = 0.7,
-            min_size: float = 16.0, differentiable: bool = False) -> tuple[Array, Array]:
+            min_size: float = 16.0, differentiable: bool = False,
+            gradient_clip: float = 0.0) -> tuple[Array, Array]:
     """Region proposals: decode every anchor, clip to the image, drop boxes smaller than
     `min_size` pixels, keep the `pre_nms` best by objectness, NMS at `nms_threshold`, and return
     the `post_nms` best (Faster R-CNN: 12000 / 2000 at train, 6000 / 300 at test).
@@ -119,11 +121,15 @@ def propose(anchors: Array, objectness: Array, deltas: Array, image_hw: Array, *
     Returns (boxes (B, post_nms, 4), valid (B, post_nms)). No gradient flows through them
     (approximate joint training ignores the gradient wrt the proposal coordinates) unless
     `differentiable`: then the boxes keep their gradient to the RPN's deltas (MNC's cascade;
-    the selection itself is not differentiated).
+    the selection itself is not differentiated), clipped elementwise at `gradient_clip` (0: not
+    clipped) per image, as MNC's reference code bounds it (`use_clip`, 1/512); the bound is on
+    one image's gradient, the reference's batch, whatever the batch here.
     """
     objectness = jax.lax.stop_gradient(objectness)
     if not differentiable:
         deltas = jax.lax.stop_gradient(deltas)
+    elif gradient_clip:  # the losses average over the batch: one image's share is 1/B
+        deltas = clip_gradient(deltas, gradient_clip / deltas.shape[0])
     hw = jnp.asarray(image_hw, jnp.float32)
     boxes = box_ops.clip(box_ops.decode(deltas, anchors), hw[:, :1], hw[:, 1:])
     size_ok = ((boxes[..., 2] - boxes[..., 0] >= min_size)
@@ -139,7 +145,8 @@ def propose(anchors: Array, objectness: Array, deltas: Array, image_hw: Array, *
 
 def rpn_proposals(detector: nn.Module, anchors: Array, objectness: Array, deltas: Array,
                   image_hw: Array, targets: dict[str, Array] | None, *,
-                  differentiable: bool = False) -> tuple[Array, Array, dict[str, Array]]:
+                  differentiable: bool = False, gradient_clip: float = 0.0
+                  ) -> tuple[Array, Array, dict[str, Array]]:
     """The RPN half of a Faster R-CNN-style detector, from its anchors (N, 4) and the RPN's
     outputs: (proposals, valid, losses). Training when `targets` are given: the train-time
     proposal counts and the RPN's losses (the detector's 'sample' RNG stream); else the test
@@ -152,7 +159,7 @@ def rpn_proposals(detector: nn.Module, anchors: Array, objectness: Array, deltas
         pre_nms=detector.pre_nms_train if train else detector.pre_nms_test,
         post_nms=detector.post_nms_train if train else detector.post_nms_test,
         nms_threshold=detector.rpn_nms_threshold, min_size=detector.min_proposal_size,
-        differentiable=differentiable)
+        differentiable=differentiable, gradient_clip=gradient_clip)
     if not train:
         return boxes, valid, {}
     losses = rpn_loss(detector.make_rng("sample"), anchors, objectness, deltas,

@@ -12,12 +12,13 @@ scan; only the recurrent ones run step by step under `jax.lax.scan` (compiled on
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from segattn_jax.ops.gradients import clip_gradient
 
 
 def gru_update(state: jax.Array, projected: jax.Array, gates_kernel: jax.Array,
@@ -81,28 +82,6 @@ class GRU(nn.Module):
         last, states = jax.lax.scan(step, initial, (jnp.swapaxes(projected, 0, 1),
                                                     jnp.swapaxes(mask, 0, 1)), reverse=reverse)
         return jnp.swapaxes(states, 0, 1), last
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def clip_gradient(x: jax.Array, bound: float) -> jax.Array:
-    """Identity on the forward pass; the gradient flowing back through it is clipped to
-    [-bound, bound] elementwise (Graves 2013, sec. 2.1: LSTM pre-activations at 10, the mixture
-    network's outputs at 100), which keeps one long sequence's rare large derivative from
-    blowing up the update without rescaling every other gradient as norm clipping would."""
-    return x
-
-
-def _clip_forward(x, bound):
-    del bound
-    return x, None
-
-
-def _clip_backward(bound, residual, g):
-    del residual
-    return (jnp.clip(g, -bound, bound),)
-
-
-clip_gradient.defvjp(_clip_forward, _clip_backward)
 
 
 class PeepholeLSTMCell(nn.Module):

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from segattn_jax.data.handwriting import SYMBOLS
-from segattn_jax.layers.recurrent import PeepholeLSTMCell, clip_gradient
+from segattn_jax.layers.recurrent import PeepholeLSTMCell
+from segattn_jax.ops.gradients import clip_gradient
 
 
 def mixture_params(y: jax.Array, mixtures: int) -> dict[str, jax.Array]:

@@ -86,6 +86,8 @@ class MNC(FasterRCNN):
       stages: 3, or 5 (at test time, stages 2 and 3 once more on stage 3's regressed boxes).
       box_gradient: the RoIs keep their gradient to stage 1 (the paper's cascade); False treats
         them as constants, as Faster R-CNN's approximate joint training does.
+      box_gradient_clip: the bound on each element of one image's box gradient reaching the
+        RPN's deltas (the reference code's `use_clip`, `clip_base` 512: 1/512; 0: unbounded).
     """
 
     post_nms_train: int = 300
@@ -97,6 +99,7 @@ class MNC(FasterRCNN):
     warp_size: int = 14
     stages: int = 3
     box_gradient: bool = True
+    box_gradient_clip: float = 1.0 / 512
 
     def setup(self):
         if self.stages not in (3, 5):
@@ -113,7 +116,8 @@ class MNC(FasterRCNN):
         """Stage 1: the RPN's proposals, differentiable in its box regression."""
         objectness, deltas = self.rpn(features)
         return rcnn.rpn_proposals(self, self.anchors(features), objectness, deltas,
-                                  inputs["image_hw"], targets, differentiable=self.box_gradient)
+                                  inputs["image_hw"], targets, differentiable=self.box_gradient,
+                                  gradient_clip=self.box_gradient_clip)
 
     def warp(self, features: Array, boxes: Array) -> Array:
         """RoI warping: (B, R, warp_size, warp_size, C) bilinear samples, one per cell."""

@@ -58,6 +58,29 @@ def test_proposals_are_clipped_big_enough_and_suppressed():
     assert iou.max() <= 0.5
 
 
+def test_differentiable_proposals_clip_each_images_gradient_at_the_delta():
+    """MNC's cascade: the proposals' gradient reaches the RPN's deltas, clipped elementwise at
+    `gradient_clip` per image (the batch mean's share 1/B), and not at all when not
+    differentiable."""
+    anchors = _anchors()
+    deltas = jax.random.normal(jax.random.key(1), (2, len(anchors), 4)) * 0.5
+    scores = jax.random.normal(jax.random.key(2), (2, len(anchors)))
+    weights = jax.random.normal(jax.random.key(3), (2, 10, 4)) * 50.0
+
+    def grad(**kwargs):
+        def loss(d):
+            boxes, valid = rcnn.propose(anchors, scores, d, jnp.array([[64, 64]] * 2),
+                                        pre_nms=20, post_nms=10, nms_threshold=0.5,
+                                        min_size=4.0, **kwargs)
+            return jnp.sum(boxes * weights * valid[..., None]) / 2  # a batch mean
+        return np.asarray(jax.grad(loss)(deltas))
+
+    free, clipped = grad(differentiable=True), grad(differentiable=True, gradient_clip=0.5)
+    assert np.abs(free).max() > 0.25  # the bound binds somewhere
+    np.testing.assert_allclose(clipped, np.clip(free, -0.25, 0.25), rtol=1e-6)
+    assert not grad().any()
+
+
 def test_sample_rois_adds_ground_truth_and_labels_its_class():
     gt = jnp.array([[[8.0, 8.0, 40.0, 40.0], [0, 0, 0, 0]]])
     proposals = jnp.array([[[50.0, 50.0, 60.0, 60.0], [9.0, 9.0, 40.0, 41.0], [0, 0, 1, 1]]])

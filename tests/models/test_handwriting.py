@@ -8,7 +8,8 @@ import pytest
 from scipy import stats
 
 from segattn_jax.data.handwriting import SYMBOLS, encode_text
-from segattn_jax.layers.recurrent import PeepholeLSTMCell, clip_gradient
+from segattn_jax.layers.recurrent import PeepholeLSTMCell
+from segattn_jax.ops.gradients import clip_gradient
 from segattn_jax.models.handwriting import (HandwritingNet, mixture_nll, mixture_params,
                                             sample_mixture, window_passed_end)
 
