@@ -25,6 +25,7 @@ submodule), loads it, and logs what it loaded and what it left initialized.
 """
 from __future__ import annotations
 
+import collections
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -452,8 +453,20 @@ def load(directory: str | epath.Path) -> dict[str, Any]:
     return _restore_without_target(directory / "variables")
 
 
-def _subtree_match(model: dict[Path, Any], loaded: dict[Path, Any], prefix: Path) -> int:
-    return sum((path[0], *prefix, *path[1:]) in model for path in loaded)
+def _subtree_matches(model: Iterable[Path], loaded: Iterable[Path]
+                     ) -> collections.Counter:
+    """(source, prefix) -> how many checkpoint variables under module path `source` exist in
+    the model under `prefix` at the same relative path (collection, module..., leaf)."""
+    prefixes_by_rest = collections.defaultdict(list)
+    for path in model:
+        for i in range(1, len(path) - 1):
+            prefixes_by_rest[(path[0], *path[i:])].append(path[1:i])
+    matches = collections.Counter()
+    for path in loaded:
+        for i in range(1, len(path) - 1):
+            for prefix in prefixes_by_rest.get((path[0], *path[i:]), ()):
+                matches[(path[1:i], prefix)] += 1
+    return matches
 
 
 def init_from(variables: dict[str, Any], directory: str | epath.Path, skip: str = ""
@@ -463,16 +476,16 @@ def init_from(variables: dict[str, Any], directory: str | epath.Path, skip: str 
     A subtree is a module path P (the model root, or e.g. its "backbone") under which the most
     of the checkpoint's variables exist; every P that ties for the most is filled, so a model
     with two copies of a network (SDS's box and region pathways, each a VGG16) starts both from
-    it, as the papers start every copy from ImageNet. Variables whose path matches the regex
-    `skip` (e.g. "Logits" to fine-tune on other classes) are not loaded. Returns (variables,
-    report).
+    it, as the papers start every copy from ImageNet. The source may be a subtree of the
+    checkpoint too (a trained classifier's "backbone" filling DeconvNet's "encoder"); the whole
+    checkpoint wins ties. Variables whose path matches the regex `skip` (e.g. "Logits" to
+    fine-tune on other classes) are not loaded. Returns (variables, report).
     """
     model = flax.traverse_util.flatten_dict(dict(variables))
     loaded = {path: value for path, value in
               flax.traverse_util.flatten_dict(dict(load(directory))).items()
               if not (skip and re.search(skip, "/".join(path[1:])))}
-    prefixes = {path[1:i] for path in model for i in range(1, len(path) - 1)}
-    matches = {prefix: _subtree_match(model, loaded, prefix) for prefix in prefixes}
+    matches = _subtree_matches(model, loaded)
     best = max(matches.values(), default=0)
     if not loaded or not best:
         theirs = sorted({path[1] for path in loaded})[:8]
@@ -481,30 +494,35 @@ def init_from(variables: dict[str, Any], directory: str | epath.Path, skip: str 
             f"config.init_from={str(directory)!r}: no subtree of the model matches the "
             f"checkpoint (its modules: {theirs}; the model's: {ours}). It was converted for "
             "another backbone than this model's.")
-    subtrees = sorted(prefix for prefix, count in matches.items() if count == best)
+    source = min((source for (source, _), count in matches.items() if count == best),
+                 key=lambda source: (len(source), source))
+    subtrees = sorted(prefix for (s, prefix), count in matches.items()
+                      if s == source and count == best)
+    n = len(source)
     # Model path -> the checkpoint path it takes its value from, for those the model has.
-    sources = {(path[0], *prefix, *path[1:]): path for prefix in subtrees for path in loaded
-               if (path[0], *prefix, *path[1:]) in model}
-    for target, path in sources.items():
+    targets = {(path[0], *prefix, *path[1 + n:]): path for prefix in subtrees for path in loaded
+               if path[1:1 + n] == source and (path[0], *prefix, *path[1 + n:]) in model}
+    for target, path in targets.items():
         if tuple(model[target].shape) != tuple(loaded[path].shape):
             raise ValueError(
                 f"config.init_from={str(directory)!r}: {'/'.join(target[1:])} has shape "
                 f"{tuple(loaded[path].shape)} in the checkpoint but {tuple(model[target].shape)} "
                 "in the model (other width or number of classes?). Skip it with "
                 "--config.init_from_skip=REGEX, or match the model to the weights.")
-    for target, path in sources.items():
+    for target, path in targets.items():
         model[target] = jnp.asarray(loaded[path], model[target].dtype)
-    used = set(sources.values())
-    left = ["/".join(p) for p in model if p not in sources
+    used = set(targets.values())
+    left = ["/".join(p) for p in model if p not in targets
             and any(p[1:1 + len(prefix)] == prefix for prefix in subtrees)]
     report = {"subtree": ", ".join("/".join(prefix) or "(model root)" for prefix in subtrees),
-              "loaded": len(sources),
+              "source": "/".join(source) or "(checkpoint root)",
+              "loaded": len(targets),
               "left_initialized": left,
               "not_in_model": ["/".join(p) for p in loaded if p not in used]}
-    logging.info("init_from %s into %s: loaded %d variables; left initialized %d (%s); %d in the "
-                 "checkpoint not in the model (%s).", directory, report["subtree"],
-                 report["loaded"], len(left), ", ".join(left[:6]), len(report["not_in_model"]),
-                 ", ".join(report["not_in_model"][:6]))
+    logging.info("init_from %s (%s) into %s: loaded %d variables; left initialized %d (%s); %d "
+                 "in the checkpoint not in the model (%s).", directory, report["source"],
+                 report["subtree"], report["loaded"], len(left), ", ".join(left[:6]),
+                 len(report["not_in_model"]), ", ".join(report["not_in_model"][:6]))
     return flax.traverse_util.unflatten_dict(model), report
 
 

@@ -273,6 +273,31 @@ def test_init_from_fills_every_copy_of_the_network(tmp_path):
                                   variables["params"]["head"]["kernel"])
 
 
+def test_init_from_takes_a_trained_models_backbone_into_another_name(tmp_path):
+    """A checkpoint whose network is a subtree (a trained classifier's 'backbone', the mini
+    rows' pretrained VGG16) fills a model that names that network otherwise (DeconvNet's
+    'encoder'); the checkpoint's head, absent from the model, is reported unused."""
+    vgg = _init(build_backbone("vgg16", **SMALL_VGG))["params"]
+    trained = {"params": {"backbone": jax.tree.map(lambda x: x + 0.5, vgg),
+                          "box": {"kernel": np.ones((4, 4), np.float32)}}}
+    pretrained.save(trained, tmp_path / "weights", {})
+
+    class EncoderDecoder(flax.linen.Module):
+        @flax.linen.compact
+        def __call__(self, x, train):
+            features, _ = build_backbone("vgg16", **SMALL_VGG, name="encoder")(x, train=train)
+            return flax.linen.Dense(3, name="decoder")(features)
+
+    variables = _init(EncoderDecoder())
+    loaded, report = pretrained.init_from(variables, tmp_path / "weights")
+    assert (report["subtree"], report["source"]) == ("encoder", "backbone")
+    assert report["left_initialized"] == [] and report["not_in_model"] == ["params/box/kernel"]
+    np.testing.assert_array_equal(loaded["params"]["encoder"]["fc6"]["kernel"],
+                                  trained["params"]["backbone"]["fc6"]["kernel"])
+    np.testing.assert_array_equal(loaded["params"]["decoder"]["kernel"],
+                                  variables["params"]["decoder"]["kernel"])
+
+
 def test_init_from_a_training_run_loads_its_latest_checkpoint(tmp_path, monkeypatch):
     """A run's workdir as init_from (how FCN-16s starts from a trained FCN-32s): the variables
     of its newest checkpoint, optimizer state left out, also named relative to the current
