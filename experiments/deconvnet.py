@@ -51,7 +51,7 @@ from pathlib import Path
 from segattn_jax.data.labels import SHAPES_SEMANTIC_CLASSES as NUM_SEMANTIC_CLASSES
 from segattn_jax.data.labels import VOC_CLASSES
 from segattn_jax.train.config import (adam_cosine, base_config, load_experiment, parse_arg,
-                                      table_cells)
+                                      start_from_mini_pretrained_vgg16, table_cells)
 
 # Paper, Table 1 (VOC 2012 test): mean IU (%). The first training stage alone is not reported.
 PAPER = {
@@ -82,6 +82,9 @@ def get_config(arg: str = "DeconvNet,mini"):
         with c.unlocked():
             c.experiment, c.paper = "deconvnet", PAPER[row]
             c.table_metrics = ("pixel_accuracy", "mean_iou")
+            if mini:  # from the pretrained VGG16, as DeconvNet; its 5x5 fc6 starts afresh
+                start_from_mini_pretrained_vgg16(c)
+                c.init_from_skip = r"fc[67]/"
         return c
 
     c = base_config()
@@ -107,7 +110,9 @@ def get_config(arg: str = "DeconvNet,mini"):
         if row == "DeconvNet":
             c.init_from_runs = (f"DeconvNet-stage1{scale}",)
             c.requires_init_from = "its first stage (a DeconvNet-stage1 run's workdir)"
-        elif not mini:
+        elif mini:  # the mini stand-in for ImageNet's VGG16, fc6 (2x2 on 64x64) and fc7 included
+            start_from_mini_pretrained_vgg16(c)
+        else:
             c.requires_init_from = ("VGG16's ImageNet weights (python -m "
                                     "segattn_jax.backbones.pretrained --backbone=vgg16 ...)")
     c.model.proposal_size = size

@@ -137,6 +137,8 @@ def _faster_rcnn(mini: bool):
     rcnn = load_experiment(Path(__file__).with_name("rcnn.py"))
     c = rcnn.get_config("Faster-R-CNN,mini" if mini else "Faster-R-CNN-07+12")
     c.experiment, c.row = "single_shot", "Faster-R-CNN"
+    if mini:  # from scratch, as this table's YOLO and SSD rows
+        c.init_from_runs, c.requires_init_from = (), ""
     c.paper = PAPER["Faster-R-CNN"]
     c.table_metrics = ("mAP", "seconds_per_image")
     return c

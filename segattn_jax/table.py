@@ -25,13 +25,20 @@ def run_dir(workdir: epath.Path, run_arg: str) -> epath.Path:
     return workdir / re.sub(r"[^A-Za-z0-9_.-]+", "_", run_arg)
 
 
+def run_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """A finished run's eval metrics, plus `train_hours`: the wall time of the training session
+    that finished it (the papers' training time; a resumed run's counts its last session)."""
+    return {**result["eval"], "train_hours": result["train_seconds"] / 3600}
+
+
 def finished_metrics(directory: epath.Path, num_steps: int) -> dict[str, float] | None:
-    """The eval metrics of a run in `directory` that finished all `num_steps`, else None."""
+    """The metrics (`run_metrics`) of a run in `directory` that finished all `num_steps`, else
+    None."""
     path = directory / METRICS_FILE
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    return result["eval"] if result.get("step") == num_steps else None
+    return run_metrics(result) if result.get("step") == num_steps else None
 
 
 def cell_metrics(config: ml_collections.ConfigDict, measured: dict[str, float] | None
@@ -146,7 +153,7 @@ def _train_unless_finished(config: ml_collections.ConfigDict, directory: epath.P
     measured = finished_metrics(directory, steps_to_train(config))
     if measured is None:
         result = train_and_evaluate(config, directory)
-        measured = None if result is None else result["eval"]
+        measured = None if result is None else run_metrics(result)
     return measured
 
 

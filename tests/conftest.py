@@ -45,14 +45,17 @@ FAST_OVERRIDES = {
     "patch_classifier": {**_FAST, "dataset.name": "shapes/tiny", "dataset.eval_split": "test"},
     "farabet": {**_FAST, "dataset.name": "shapes/tiny", "model.features": (4, 8, 8)},
     "pinheiro": {**_FAST, "dataset.name": "shapes/tiny", "model.features": ((4,), (8,))},
-    # shapes/tiny, 8 proposals per image, 1/16 width (FCN-8s, DeconvNet and their ensemble).
-    "deconvnet": {**_FAST, "dataset.name": "shapes/tiny", "dataset.proposals.max_proposals": 8,
+    # shapes/tiny, 8 proposals per image, 1/16 width (FCN-8s, DeconvNet and their ensemble);
+    # from scratch (the mini rows: from the pretrained VGG16).
+    "deconvnet": {**_FAST, "requires_init_from": "", "dataset.name": "shapes/tiny",
+                  "dataset.proposals.max_proposals": 8,
                   "model.width": 0.0625},
     "stn": {**_FAST, "dataset.name": "distorted_digits/tiny_rts"},
     "inception": {**_FAST, "dataset.name": "distorted_digits/tiny_rts", "model.width": 0.0625,
                   "model.repeats": (1, 1, 1)},
-    # shapes/tiny's 32x32 scenes at 64x64 (the mini rows' 2x), 16 selective-search boxes each.
-    "rcnn": {**_FAST, "dataset.name": "shapes/tiny", "dataset.preprocess.canvas": (64, 64),
+    # shapes/tiny's 32x32 scenes at 64x64 (the mini rows' 2x), 16 selective-search boxes each;
+    # from scratch (the mini rows: from the pretrained VGG16).
+    "rcnn": {**_FAST, "requires_init_from": "", "dataset.name": "shapes/tiny", "dataset.preprocess.canvas": (64, 64),
              "dataset.preprocess.min_side": 64.0, "dataset.preprocess.max_side": 64.0,
              "dataset.proposals.max_proposals": 16, "model.width": 0.0625},
     # Java-free metrics (BLEU, CIDEr; METEOR has its own test) and a small decoder.

@@ -114,6 +114,9 @@ def test_table_collects_finished_runs(trained_fcn, tfds_dir):
     assert list(rows) == ["FCN-32s", "FCN-16s", "FCN-8s"]
     assert f"| 62.7 | {result['eval']['mean_iou']:.1f} |" in rows["FCN-8s"]
     assert "| 59.4 | - |" in rows["FCN-32s"]  # not trained: paper number, no measurement
+    # Any cell can show its training time (the R-CNN family's table does).
+    hours = table.finished_metrics(table.run_dir(workdir, "FCN-8s,mini"), 2)["train_hours"]
+    assert hours == pytest.approx(result["train_seconds"] / 3600) and hours > 0
 
 
 def test_format_table_grid_for_experiments_with_columns():
@@ -160,7 +163,8 @@ def test_table_trains_another_experiments_run_once_before_the_cells_that_start_f
     def fake_train(config, directory):
         trained.append((directory.name, config.train.num_steps, config.get("init_from", "")))
         directory.mkdir(parents=True)
-        result = {"step": config.train.num_steps, "eval": {"error_percent": 1.0}}
+        result = {"step": config.train.num_steps, "eval": {"error_percent": 1.0},
+                  "train_seconds": 1.0}
         (directory / loop.METRICS_FILE).write_text(json.dumps(result))
         return result
 
