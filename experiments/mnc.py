@@ -4,7 +4,8 @@ instance masks: APr at mask IoU 0.5 and 0.7, and test seconds per image.
 Rows: MNC (the 3-stage cascade, trained), MNC-5-stage (the MNC run's weights evaluated with
 stages 2 and 3 once more on stage 3's regressed boxes: the paper's 5-stage inference) and
 MNC-no-box-gradient (the cascade trained without the gradient through the RoI warping to stage
-1's boxes, as Faster R-CNN's approximate joint training; this codebase's ablation).
+1's boxes, as Faster R-CNN's approximate joint training; this codebase's ablation). The box
+gradient reaching the RPN is clipped as the reference code clips it (`model.box_gradient_clip`).
 ',mini' trains on the embedded `shapes` scenes (64x64 upscaled to 256x256, their per-object
 masks) with a slim VGG16 (1/8 width, up to conv4_3) from the mini rows' ImageNet stand-in
 (experiments/localization.py's SCR row, train/config.MINI_PRETRAINED_VGG16), which the table
