@@ -17,16 +17,19 @@ scenes (64x64, 8 shape classes + background).
 
   python -m segattn_jax.main table --config experiments/deconvnet.py:mini --workdir runs/deconvnet_table
 
-or one run at a time (stage 2 names the run it starts from):
+or one run at a time (each names the run it starts from):
 
+  python -m segattn_jax.main train --config experiments/localization.py:SCR,mini --workdir runs/vgg16_mini
   python -m segattn_jax.main train --config experiments/deconvnet.py:DeconvNet-stage1,mini \
-      --workdir runs/deconvnet_stage1_mini
+      --workdir runs/deconvnet_stage1_mini --config.init_from=runs/vgg16_mini
   python -m segattn_jax.main train --config experiments/deconvnet.py:DeconvNet,mini \
       --workdir runs/deconvnet_mini --config.init_from=runs/deconvnet_stage1_mini
 
 The paper's point: DeconvNet > FCN-8s mean IU, and EDeconvNet >= both. Not reproduced on mini
-(README: FCN-8s 23.1, DeconvNet 9.7, EDeconvNet 20.5; the from-scratch mini DeconvNet does not
-learn the shape classes in its 2000 steps).
+(README, from the mini rows' pretrained VGG16: FCN-8s 40.6, DeconvNet 11.8, EDeconvNet 37.8; the
+mini DeconvNet does not learn the shape classes in its 2000 steps, from scratch or pretrained).
+Stage 1 and the table's FCN-8s start from that VGG16 (experiments/localization.py:SCR,mini),
+which the table trains first.
 
 Paper scale (`voc_segmentation`, manual download: data/voc_segmentation.py): trained on SBD train,
 evaluated on VOC2012 val (the paper's numbers are on VOC2012 test, whose labels are not public),
