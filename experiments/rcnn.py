@@ -6,19 +6,23 @@ Tables 3 and 5).
 Rows: R-CNN, Fast-R-CNN, Faster-R-CNN train on VOC 2007 trainval (TFDS `voc/2007`) and test on
 VOC 2007 test; Fast-R-CNN-07+12 and Faster-R-CNN-07+12 (paper scale only) also train on VOC 2012
 trainval (`voc/2012`, through `config.dataset.extra_train`).
-',mini' runs on the embedded `shapes` scenes (64x64, upscaled to 128x128 as the papers upscale
-VOC to 600) with a slim VGG16.
+',mini' runs on the embedded `shapes` scenes (64x64, upscaled to 256x256 as the papers upscale
+VOC to 600; 128x128 for R-CNN, whose regions are warped to 56 px) with a slim VGG16 that starts
+from the mini rows' pretrained VGG16 (experiments/localization.py:SCR,mini), which the table
+trains first.
 
-  python -m segattn_jax.main train --config experiments/rcnn.py:Faster-R-CNN,mini --workdir runs/faster_mini
   python -m segattn_jax.main table --config experiments/rcnn.py:mini --workdir runs/rcnn_table
+  python -m segattn_jax.main train --config experiments/localization.py:SCR,mini --workdir runs/vgg16_mini
+  python -m segattn_jax.main train --config experiments/rcnn.py:Faster-R-CNN,mini --workdir runs/faster_mini \
+      --config.init_from=runs/vgg16_mini
 
 Expected on mini (measured, see README): mAP Faster >= Fast >= R-CNN; test seconds per image
 R-CNN >> Fast R-CNN (both without selective search), and Faster R-CNN's with its proposals
 below Fast R-CNN's plus selective search.
 """
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
-from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
-                                      start_from_mini_pretrained_vgg16, table_cells)
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images, mini_rpn,
+                                      parse_arg, start_from_mini_pretrained_vgg16, table_cells)
 
 # VOC 2007 test mAP (%, trained on 07 trainval), test seconds per image (K40, VGG16; excluding
 # selective search for Fast R-CNN, as its paper reports it; including the RPN for Faster R-CNN),
@@ -54,21 +58,22 @@ def table_runs(arg: str) -> list[str]:
 
 
 def _mini(c, system: str) -> None:
-    """shapes at 128x128, VGG16 at 1/8 width up to conv4_3, anchors and proposal counts for
-    its 16x16 maps."""
+    """shapes upscaled to 256x256 (128x128 for R-CNN, which warps each region to its own
+    size), VGG16 at 1/8 width up to conv4_3, anchors and proposal counts for its 32x32 maps."""
     c.dataset.name = "shapes/default"
-    detection_images(c, max_boxes=8, canvas=128)
+    # The one-pass detectors pool stride-8 features: at 256x256 the objects' boxes (22-134 px,
+    # 5th-95th percentile) span 3-17 cells, as VOC's objects at 600 px span conv5's; at 128x128
+    # RoI pooling saw 1-8 cells (README). R-CNN's warps are 56 px whatever the canvas.
+    detection_images(c, max_boxes=8, canvas=128 if system == "R-CNN" else 256)
     c.model.num_classes = len(CLASS_NAMES)
     c.model.width = 0.125
     # Stride 8: conv5_3's stride 16 leaves a 6 px object (in 64x64 scenes) under one cell.
     c.model.feature_layer = "conv4_3"
     c.model.max_detections = 50
     if system == "Faster-R-CNN":
-        c.model.anchor_scales = (1.0, 2.0, 4.0)  # 16, 32, 64 px: the objects' sizes at 128x128
-        c.model.pre_nms_train = c.model.pre_nms_test = 2304  # every anchor of the 16x16 map
+        mini_rpn(c, canvas=256)
         c.model.post_nms_train = 200
         c.model.post_nms_test = 100
-        c.model.min_proposal_size = 4.0
         c.model.rois_per_image = 64
     if system == "R-CNN":
         # Regions warped to 56 px with 4 px of context (the paper's 16 at 227, scaled) give

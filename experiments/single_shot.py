@@ -18,8 +18,8 @@ one machine), Fast YOLO the fastest; mAP SSD300 > YOLO; SSD300 > SSD300-flip-onl
 from pathlib import Path
 
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
-from segattn_jax.train.config import (adam_cosine, base_config, load_experiment, parse_arg,
-                                      table_cells)
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images,
+                                      load_experiment, mini_rpn, parse_arg, table_cells)
 
 # VOC 2007 test mAP (%) and test seconds per image (1 / fps; Titan X). YOLO Table 1 (YOLO,
 # Fast YOLO, Faster R-CNN VGG-16); SSD Table 7 (fps at batch 1: SSD300 46, SSD512 19; batch 8
@@ -137,8 +137,10 @@ def _faster_rcnn(mini: bool):
     rcnn = load_experiment(Path(__file__).with_name("rcnn.py"))
     c = rcnn.get_config("Faster-R-CNN,mini" if mini else "Faster-R-CNN-07+12")
     c.experiment, c.row = "single_shot", "Faster-R-CNN"
-    if mini:  # from scratch, as this table's YOLO and SSD rows
+    if mini:  # from scratch on 128x128 scenes, as this table's YOLO and SSD rows
         c.init_from_runs, c.requires_init_from = (), ""
+        detection_images(c, max_boxes=8, canvas=128)
+        mini_rpn(c, canvas=128)
     c.paper = PAPER["Faster-R-CNN"]
     c.table_metrics = ("mAP", "seconds_per_image")
     return c

@@ -141,6 +141,15 @@ def detection_images(c: ml_collections.ConfigDict, *, max_boxes: int, canvas: in
     c.dataset.preprocess.max_side = float(canvas if max_side is None else max_side)
 
 
+def mini_rpn(c: ml_collections.ConfigDict, canvas: int) -> None:
+    """An RPN for the `shapes` scenes upscaled to `canvas` (their objects' boxes span about
+    1/12 to 1/2 of it) on stride-8 features: anchors of 1/8, 1/4 and 1/2 of the canvas, every
+    anchor of the map ranked before NMS, proposals at least 1/32 of the canvas wide."""
+    c.model.anchor_scales = tuple(canvas / 128 * scale for scale in (1.0, 2.0, 4.0))
+    c.model.pre_nms_train = c.model.pre_nms_test = 9 * (canvas // 8) ** 2
+    c.model.min_proposal_size = canvas / 32
+
+
 def unknown_key(config: ml_collections.ConfigDict, key: str
                 ) -> tuple[int, ml_collections.ConfigDict] | None:
     """None if `config` has the dotted `key` ('train.num_steps'); else (how many of its parts
