@@ -55,7 +55,8 @@ FAST_OVERRIDES = {
                   "model.repeats": (1, 1, 1)},
     # shapes/tiny's 32x32 scenes at 64x64 (the mini rows' 2x), 16 selective-search boxes each;
     # from scratch (the mini rows: from the pretrained VGG16).
-    "rcnn": {**_FAST, "requires_init_from": "", "dataset.name": "shapes/tiny", "dataset.preprocess.canvas": (64, 64),
+    "rcnn": {**_FAST, "requires_init_from": "", "dataset.name": "shapes/tiny",
+             "dataset.preprocess.canvas": (64, 64),
              "dataset.preprocess.min_side": 64.0, "dataset.preprocess.max_side": 64.0,
              "dataset.proposals.max_proposals": 16, "model.width": 0.0625},
     # Java-free metrics (BLEU, CIDEr; METEOR has its own test) and a small decoder.
