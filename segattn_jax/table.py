@@ -148,8 +148,8 @@ def _train_other_experiment(experiments: epath.Path, run: str, workdir: epath.Pa
 
 def _train_unless_finished(config: ml_collections.ConfigDict, directory: epath.Path
                            ) -> dict[str, float] | None:
-    """The eval metrics of the run in `directory`: a finished run's, else those of training it
-    (resuming a partial one); None if SIGTERM stopped it (its checkpoint saved)."""
+    """The metrics (`run_metrics`) of the run in `directory`: a finished run's, else those of
+    training it (resuming a partial one); None if SIGTERM stopped it (its checkpoint saved)."""
     measured = finished_metrics(directory, steps_to_train(config))
     if measured is None:
         result = train_and_evaluate(config, directory)
