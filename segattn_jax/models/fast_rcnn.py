@@ -89,9 +89,12 @@ class FastRCNN(nn.Module):
         features = self.features(inputs["image"])
         rois, valid, _ = self.proposals(inputs, features, None)
         logits, deltas = self.head(features, rois, train=False)
-        return rcnn.detect(rois, valid, jax.nn.softmax(logits)[..., 1:], deltas[:, :, 1:],
-                           inputs["image_hw"], score_threshold=self.score_threshold,
-                           nms_threshold=self.nms_threshold, max_detections=self.max_detections)
+        detections = rcnn.detect(rois, valid, jax.nn.softmax(logits)[..., 1:], deltas[:, :, 1:],
+                                 inputs["image_hw"], score_threshold=self.score_threshold,
+                                 nms_threshold=self.nms_threshold,
+                                 max_detections=self.max_detections)
+        # The evaluation reports the proposals' recall (selective search's, or the RPN's).
+        return {**detections, "proposals": rois, "proposal_valid": valid}
 
     def losses(self, inputs: dict[str, Array], targets: dict[str, Array]
                ) -> tuple[dict[str, Array], dict[str, Array]]:
