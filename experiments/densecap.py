@@ -4,21 +4,27 @@ Genome (the paper's region split), and test time per image.
 Rows: Full-image-RNN (the language model reads the whole image's code for every box),
 FCLN-RoI-pool (the full model with Fast R-CNN's RoI pooling instead of bilinear interpolation,
 so no gradient reaches the boxes), FCLN-no-box-gradient (bilinear features, but the gradient
-stopped at the box coordinates) and FCLN (the paper's model). The paper's Region-RNN and "FCLN
+stopped at the box coordinates), FCLN-clipped-box-gradient (each element of one image's box
+gradient clipped at 1/512, as MNC's reference code clips its cascade's) and FCLN (the paper's
+model). The paper's Region-RNN and "FCLN
 on EB" rows caption EdgeBoxes proposals, which this codebase does not compute.
-',mini' trains on the embedded `shapes` scenes (64x64 upscaled to 128x128), one phrase per object
-("small red star"), with a slim VGG16.
+',mini' trains on the embedded `shapes` scenes (64x64 upscaled to 256x256), one phrase per object
+("small red star"), with a slim VGG16 from the mini rows' ImageNet stand-in
+(experiments/localization.py's SCR row, train/config.MINI_PRETRAINED_VGG16), which the table
+trains first.
 
-  python -m segattn_jax.main train --config experiments/densecap.py:FCLN,mini --workdir runs/densecap_mini
   python -m segattn_jax.main table --config experiments/densecap.py:mini --workdir runs/densecap_table
+  python -m segattn_jax.main train --config experiments/localization.py:SCR,mini --workdir runs/vgg16_mini
+  python -m segattn_jax.main train --config experiments/densecap.py:FCLN,mini --workdir runs/densecap_mini \
+      --config.init_from=runs/vgg16_mini
 
-Measured on mini (README, three seeds): RoI pooling and bilinear features without the box gradient,
-whose language models read each region's own code, beat the full-image baseline on mAP and are
-within seed noise of each other; letting the gradient through to the box coordinates (the paper's
-FCLN) makes the boxes drift and is the worst row at this scale.
+Measured on mini (README): every model whose language model reads each region's own code beats
+the full-image baseline; the paper's FCLN, whose box gradient is unbounded as in the released
+code, is the worst of them (its boxes come out loose); bounded as MNC bounds it, the box
+gradient does not hurt, and the region rows are level within a seed's noise.
 """
 from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
-                                      table_cells)
+                                      start_from_mini_pretrained_vgg16, table_cells)
 
 # Table 1: dense-captioning mAP (%) of the FCLN with its own proposals (the released model,
 # trained longer and tested with 1000 proposals, scores 5.70, its README says). The baselines'
@@ -29,6 +35,7 @@ PAPER = {
     "Full-image-RNN": dict(),
     "FCLN-RoI-pool": dict(),
     "FCLN-no-box-gradient": dict(),
+    "FCLN-clipped-box-gradient": dict(),
     "FCLN": dict(mAP=5.39),
 }
 ROWS = tuple(PAPER)
@@ -41,17 +48,23 @@ def table_runs(arg: str) -> list[str]:
 
 
 def _mini(c) -> None:
-    """shapes at 128x128, VGG16 at 1/8 width up to conv4_3 (stride 8: a 16x16 map), the 12
-    anchors scaled to the objects' 8-64 px, 64 sampled boxes, a small language model."""
+    """shapes at 256x256, VGG16 at 1/8 width up to conv4_3 (stride 8: a 32x32 map) from the
+    mini rows' pretrained VGG16 (the paper's ImageNet VGG16), the 12 anchors scaled to the
+    objects' 16-128 px, 64 sampled boxes, a small language model.
+
+    At 256x256 an object's side spans 3-17 cells of the map (5th-95th percentile; on conv5_3
+    at 720 px a Visual Genome region of 50-270 px does); at 128x128 every row scored lower and
+    the FCLN's boxes came out looser (README, DenseCap)."""
     c.dataset.name = "shapes/default"
-    detection_images(c, max_boxes=8, canvas=128)
+    detection_images(c, max_boxes=8, canvas=256)
     c.task.max_length = 4  # the longest shapes phrase has 3 words ("small red star")
     c.task.min_word_count = 5
     c.model.width = 0.125
     c.model.feature_layer = "conv4_3"
-    c.model.anchor_scales = (0.5, 1.0, 2.0, 4.0)  # 8, 16, 32, 64 px
+    c.model.anchor_scales = (1.0, 2.0, 4.0, 8.0)  # 16, 32, 64, 128 px
     c.model.samples = 64
-    c.model.pre_nms = 3072  # every anchor of the 16x16 map
+    c.model.pre_nms = 12288  # every anchor of the 32x32 map
+    start_from_mini_pretrained_vgg16(c)  # every row of Table 1 starts from ImageNet's VGG16
     c.model.proposals = 50
     c.model.max_detections = 20
     c.model.embed_dim = 128
@@ -110,6 +123,8 @@ def get_config(arg: str = "FCLN,mini"):
     c.model.pooling = "roi_pool" if row == "FCLN-RoI-pool" else "bilinear"
     c.model.caption_source = "image" if row == "Full-image-RNN" else "region"
     c.model.box_gradient = row != "FCLN-no-box-gradient"  # False: stopped at the box coordinates
+    # Unbounded, as the released code; the clipped row bounds it as MNC's reference code does.
+    c.model.box_gradient_clip = 1.0 / 512 if row == "FCLN-clipped-box-gradient" else 0.0
     c.model.dtype = "auto"
     (_mini if "mini" in flags else _paper_scale)(c)
     return c.lock()

@@ -63,9 +63,11 @@ FAST_OVERRIDES = {
     "show_attend_tell": {**_FAST, "dataset.name": "shapes/tiny", "task.java_metrics": False,
                          "model.encoder_channels": (8, 16, 16), "model.embed_dim": 32,
                          "model.lstm_dim": 64, "model.attention_dim": 32},
-    # shapes/tiny at 64x64 (the mini rows' 2x), a slim FCLN, Java-free phrase scores.
-    "densecap": {**_FAST, "dataset.name": "shapes/tiny", "dataset.preprocess.canvas": (64, 64),
-                 "dataset.preprocess.min_side": 64.0, "dataset.preprocess.max_side": 64.0,
+    # shapes/tiny at 64x64 (2x) from scratch, anchors of 8-64 px, a slim FCLN, Java-free
+    # phrase scores.
+    "densecap": {**_FAST, "requires_init_from": "", "dataset.name": "shapes/tiny",
+                 "dataset.preprocess.canvas": (64, 64), "dataset.preprocess.min_side": 64.0,
+                 "dataset.preprocess.max_side": 64.0, "model.anchor_scales": (0.5, 1.0, 2.0, 4.0),
                  "task.phrase_score": "unigram_f1", "model.width": 0.0625, "model.samples": 32,
                  "model.proposals": 20, "model.max_detections": 10, "model.embed_dim": 32,
                  "model.lstm_dim": 64},

@@ -34,6 +34,7 @@ from segattn_jax.layers.roi import roi_align, roi_pool
 from segattn_jax.models.fast_rcnn import feature_stride
 from segattn_jax.models.show_attend_tell import ShowAttendTell
 from segattn_jax.ops import boxes as box_ops
+from segattn_jax.ops.gradients import clip_gradient
 from segattn_jax.ops.nms import batched_nms
 
 Array = Any
@@ -62,6 +63,9 @@ class DenseCap(nn.Module):
       box_gradient: whether the recognition network's gradient flows into the box coordinates
         (the paper: yes), through bilinear features and the refinement's target; False stops it
         there.
+      box_gradient_clip: the bound on each element of one image's gradient reaching the box
+        offsets through the regions (0: unbounded, as the released code; MNC's reference code
+        bounds its cascade's at 1/512).
       caption_source: 'region' (the paper) or 'image': the language model reads the code of the
         whole image for every region (the mini table's full-image baseline).
       anchor_size / anchor_scales / anchor_ratios: the paper's 12 anchors per position: sides
@@ -86,6 +90,7 @@ class DenseCap(nn.Module):
     feature_layer: str = "conv5_3"
     pooling: str = "bilinear"
     box_gradient: bool = True
+    box_gradient_clip: float = 0.0
     caption_source: str = "region"
     anchor_size: float = 16.0
     anchor_scales: Sequence[float] = (4.0, 8.0, 16.0, 32.0)
@@ -240,7 +245,10 @@ class DenseCap(nn.Module):
         mid_objectness = _mean(mid_bce, positive_f) + _mean(mid_bce, sampled - positive_f)
         mid_box = _mean(rcnn.smooth_l1(take(offsets) - box_ops.encode(gt, take(anchors))).mean(-1),
                         positive_f)
-        regions = take(boxes)
+        region_offsets = take(offsets)
+        if self.box_gradient_clip:  # the losses average over the batch: one image's share is 1/B
+            region_offsets = clip_gradient(region_offsets, self.box_gradient_clip / batch)
+        regions = box_ops.decode(region_offsets, take(anchors))
         # fc7's dropout (VGG16's), before everything that reads the codes.
         codes = self.dropout(self.encode_regions(features, regions, train=True),
                              deterministic=False)

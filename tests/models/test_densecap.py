@@ -65,6 +65,28 @@ def test_the_recognition_gradient_reaches_the_boxes_as_the_switches_say(pooling,
     assert float(values["caption"]) == 0.0 and float(values["positive_regions"]) == 0.0
 
 
+def test_the_clipped_box_gradient_is_bounded_per_element():
+    """box_gradient_clip bounds each element of what the recognition losses send into the box
+    offsets (MNC's reference code's remedy, the FCLN-clipped-box-gradient row): with a bound far
+    below that gradient's size, the box-regression conv receives almost nothing through it."""
+    inputs, targets = _inputs_and_targets()
+    rngs = {"sample": jax.random.key(2), "dropout": jax.random.key(3)}
+
+    def to_boxes(clip):
+        model = DenseCap(box_gradient_clip=clip, **_SMALL)
+        variables = _init(model, inputs)
+
+        def recognition_loss(params):
+            losses, _ = model.apply({"params": params}, inputs, targets, method="losses",
+                                    rngs=rngs)
+            return losses["end_objectness"] + losses["caption"] + losses["end_box"]
+        grads = jax.jit(jax.grad(recognition_loss))(variables["params"])
+        return float(jnp.abs(grads["rpn"]["deltas"]["kernel"]).sum())
+
+    unclipped, clipped = to_boxes(0.0), to_boxes(1e-7)
+    assert unclipped > 0 and clipped < 1e-3 * unclipped, (unclipped, clipped)
+
+
 def test_fcln_learns_the_phrases_of_a_batch(tfds_dir, tmp_path):
     """The learning test: 200 Adam steps on one batch of 8 shapes/tiny scenes (objects of 4-28
     px at 64x64) take the phrases' word accuracy on the sampled regions from ~0.1 to 0.95-0.98 (the

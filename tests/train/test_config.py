@@ -72,18 +72,18 @@ def test_an_evaluate_only_run_without_weights_names_the_flag():
 
 
 def test_mini_rows_whose_papers_start_from_imagenet_start_from_the_pretrained_vgg16(tmp_path):
-    """DeconvNet's first stage and its table's FCN-8s, the R-CNN family's, SDS, Hypercolumns
-    and MNC's trained mini rows start from the mini rows' ImageNet VGG16 (a run their tables
-    train first; later stages start from earlier ones; the single-shot table's Faster R-CNN
-    trains from scratch like its YOLO and SSD), and a lone `train` without it stops at start
-    saying how to make it."""
+    """DeconvNet's first stage and its table's FCN-8s, the R-CNN family's, SDS, Hypercolumns,
+    MNC's and DenseCap's trained mini rows start from the mini rows' ImageNet VGG16 (a run
+    their tables train first; later stages start from earlier ones; the single-shot table's
+    Faster R-CNN trains from scratch like its YOLO and SSD), and a lone `train` without it stops
+    at start saying how to make it."""
     from segattn_jax.train import loop
     from segattn_jax.train.config import MINI_PRETRAINED_VGG16
 
     experiment, arg = MINI_PRETRAINED_VGG16.split(":")
     assert load_experiment(ROOT / "experiments" / f"{experiment}.py").get_config(arg)
     starts = {}
-    for name in ("deconvnet", "rcnn", "sds", "mnc"):
+    for name in ("deconvnet", "rcnn", "sds", "mnc", "densecap"):
         module = load_experiment(ROOT / "experiments" / f"{name}.py")
         starts.update({run: module.get_config(run).get("init_from_runs")
                        for run in module.table_runs("mini")})
@@ -98,7 +98,10 @@ def test_mini_rows_whose_papers_start_from_imagenet_start_from_the_pretrained_vg
                       "Hypercolumns,mini": (MINI_PRETRAINED_VGG16,),
                       "MNC,mini": (MINI_PRETRAINED_VGG16,),
                       "MNC-5-stage,mini": ("MNC,mini",),
-                      "MNC-no-box-gradient,mini": (MINI_PRETRAINED_VGG16,)}
+                      "MNC-no-box-gradient,mini": (MINI_PRETRAINED_VGG16,),
+                      **{f"{row},mini": (MINI_PRETRAINED_VGG16,)
+                         for row in ("Full-image-RNN", "FCLN-RoI-pool", "FCLN-no-box-gradient",
+                                     "FCLN-clipped-box-gradient", "FCLN")}}
     single_shot = load_experiment(ROOT / "experiments" / "single_shot.py")
     assert not single_shot.get_config("Faster-R-CNN,mini").init_from_runs
     config = load_experiment(ROOT / "experiments" / "sds.py").get_config("SDS,mini")
