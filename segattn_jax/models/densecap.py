@@ -222,8 +222,11 @@ class DenseCap(nn.Module):
         anchors = jnp.broadcast_to(anchors, offsets.shape)
         # The sampler matches the *predicted* boxes (anchors moved by their offsets) to the
         # ground truth, as the released code does; the gradient flows through them into the
-        # region features.
-        boxes = box_ops.decode(offsets, anchors)
+        # region features (the matching reads them without it), and box_gradient_clip bounds it.
+        box_offsets = offsets
+        if self.box_gradient_clip:  # the losses average over the batch: one image's share is 1/B
+            box_offsets = clip_gradient(offsets, self.box_gradient_clip / batch)
+        boxes = box_ops.decode(box_offsets, anchors)
         gt_boxes, gt_valid = targets["boxes"], targets["box_valid"]
         iou = box_ops.pairwise_iou(jax.lax.stop_gradient(boxes), gt_boxes)
         matched, labels = box_ops.match(iou, gt_valid, foreground=self.foreground,
@@ -245,10 +248,7 @@ class DenseCap(nn.Module):
         mid_objectness = _mean(mid_bce, positive_f) + _mean(mid_bce, sampled - positive_f)
         mid_box = _mean(rcnn.smooth_l1(take(offsets) - box_ops.encode(gt, take(anchors))).mean(-1),
                         positive_f)
-        region_offsets = take(offsets)
-        if self.box_gradient_clip:  # the losses average over the batch: one image's share is 1/B
-            region_offsets = clip_gradient(region_offsets, self.box_gradient_clip / batch)
-        regions = box_ops.decode(region_offsets, take(anchors))
+        regions = take(boxes)
         # fc7's dropout (VGG16's), before everything that reads the codes.
         codes = self.dropout(self.encode_regions(features, regions, train=True),
                              deterministic=False)
