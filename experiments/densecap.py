@@ -21,7 +21,8 @@ trains first.
 Measured on mini (README): every model whose language model reads each region's own code beats
 the full-image baseline; the paper's FCLN, whose box gradient is unbounded as in the released
 code, is the worst of them (its boxes come out loose); bounded as MNC bounds it, the box
-gradient puts the FCLN ahead of RoI pooling on two seeds, by less than the seeds' spread.
+gradient puts the FCLN ahead of RoI pooling on each of four seeds (45.0 vs 42.5 mAP on
+average), most at the strict overlaps (IoU 0.7: 25.5 vs 22.2).
 """
 from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
                                       start_from_mini_pretrained_vgg16, table_cells)
