@@ -21,7 +21,7 @@ from segattn_jax.layers.conv import Conv
 from segattn_jax.layers.roi import pyramid_roi_align, roi_align, roi_pool
 from segattn_jax.ops import boxes as box_ops
 from segattn_jax.ops.boxes import take_per_image
-from segattn_jax.ops.gradients import clip_gradient
+from segattn_jax.ops.gradients import clip_each_images_gradient
 from segattn_jax.ops.nms import batched_nms, multiclass_nms
 
 Array = Any
@@ -128,8 +128,8 @@ def propose(anchors: Array, objectness: Array, deltas: Array, image_hw: Array, *
     objectness = jax.lax.stop_gradient(objectness)
     if not differentiable:
         deltas = jax.lax.stop_gradient(deltas)
-    elif gradient_clip:  # the losses average over the batch: one image's share is 1/B
-        deltas = clip_gradient(deltas, gradient_clip / deltas.shape[0])
+    elif gradient_clip:
+        deltas = clip_each_images_gradient(deltas, gradient_clip)
     hw = jnp.asarray(image_hw, jnp.float32)
     boxes = box_ops.clip(box_ops.decode(deltas, anchors), hw[:, :1], hw[:, 1:])
     size_ok = ((boxes[..., 2] - boxes[..., 0] >= min_size)

@@ -34,7 +34,7 @@ from segattn_jax.layers.roi import roi_align, roi_pool
 from segattn_jax.models.fast_rcnn import feature_stride
 from segattn_jax.models.show_attend_tell import ShowAttendTell
 from segattn_jax.ops import boxes as box_ops
-from segattn_jax.ops.gradients import clip_gradient
+from segattn_jax.ops.gradients import clip_each_images_gradient
 from segattn_jax.ops.nms import batched_nms
 
 Array = Any
@@ -224,8 +224,8 @@ class DenseCap(nn.Module):
         # ground truth, as the released code does; the gradient flows through them into the
         # region features (the matching reads them without it), and box_gradient_clip bounds it.
         box_offsets = offsets
-        if self.box_gradient_clip:  # the losses average over the batch: one image's share is 1/B
-            box_offsets = clip_gradient(offsets, self.box_gradient_clip / batch)
+        if self.box_gradient_clip:
+            box_offsets = clip_each_images_gradient(offsets, self.box_gradient_clip)
         boxes = box_ops.decode(box_offsets, anchors)
         gt_boxes, gt_valid = targets["boxes"], targets["box_valid"]
         iou = box_ops.pairwise_iou(jax.lax.stop_gradient(boxes), gt_boxes)

@@ -28,3 +28,11 @@ def _clip_backward(bound, residual, g):
 
 
 clip_gradient.defvjp(_clip_forward, _clip_backward)
+
+
+def clip_each_images_gradient(x: jax.Array, bound: float) -> jax.Array:
+    """`clip_gradient` with `bound` on one image's gradient, x's leading axis being the batch:
+    the losses here average over the batch, so one image's share of the gradient is 1/B of it.
+    MNC's reference code (and DenseCap's bounded row, after it) bounds one image's gradient:
+    its batch."""
+    return clip_gradient(x, bound / x.shape[0])
