@@ -77,6 +77,8 @@ def _mini(c, system: str) -> None:
         c.model.post_nms_test = 100
         c.model.rois_per_image = 64
         c.model.background_low = 0.0  # the released code's end-to-end value (Fast R-CNN: 0.1)
+    if system == "Fast-R-CNN":
+        c.model.background_low = 0.1  # the paper's: RoIs with IoU in [0.1, 0.5) are background
     if system == "R-CNN":
         # Regions warped to 56 px with 4 px of context (the paper's 16 at 227, scaled) give
         # conv4_3 a 7x7 map: the same fc6 input as Fast R-CNN's 7x7 RoI pooling of conv4_3.
