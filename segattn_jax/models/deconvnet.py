@@ -121,6 +121,8 @@ class DeconvNet(nn.Module):
       fc6_kernel: fc6's window on pool5 (7, VGG16's) and deconv-fc6's.
       proposal_size: the side proposals are warped to (the paper's 224: its training crops').
       caffe_input: RGB [0, 1] images are converted to what ImageNet VGG16 weights expect.
+      encoder_batch_norm: the paper's batch norm after every encoder conv and fc (True); False
+        keeps the encoder as the batch-norm-free VGG16 whose weights it starts from.
       dtype: compute dtype; parameters stay float32 and logits are returned in float32.
     """
 
@@ -129,6 +131,7 @@ class DeconvNet(nn.Module):
     fc6_kernel: int = 7
     proposal_size: int = 224
     caffe_input: bool = False
+    encoder_batch_norm: bool = True
     dtype: Any = jnp.float32
 
     def __call__(self, images: Array, *, train: bool, proposals: Array | None = None,
@@ -155,8 +158,9 @@ class DeconvNet(nn.Module):
                                   (0, padded_size[1] - width), (0, 0)))
         # The paper's net has no dropout: batch norm regularizes it.
         encoder = VGG16(width=self.width, first_padding=1, fc6_kernel=self.fc6_kernel,
-                        dropout_rate=0.0, caffe_input=self.caffe_input, batch_norm=True,
-                        pool_switches=True, dtype=self.dtype, name="encoder")
+                        dropout_rate=0.0, caffe_input=self.caffe_input,
+                        batch_norm=self.encoder_batch_norm, pool_switches=True, dtype=self.dtype,
+                        name="encoder")
         x, layers = encoder(images, train=train)
         # deconv-fc6: fc7's map back to pool5's size (the adjoint of fc6's VALID window).
         x = ConvTranspose(scaled_features(512, self.width), self.fc6_kernel, 1, padding="VALID",

@@ -38,6 +38,13 @@ def test_the_papers_network_batch_norm_everywhere_and_252m_parameters():
     assert set(variables["batch_stats"]) == {"encoder", "deconv6_bn", *decoder}
 
 
+def test_without_encoder_batch_norm_the_encoder_is_the_pretrained_vgg16s_layers_alone():
+    variables = init(DeconvNet(**SMALL, encoder_batch_norm=False))
+    encoder = variables["params"]["encoder"]
+    assert encoder and not any(name.endswith("_bn") for name in encoder)
+    assert "encoder" not in variables["batch_stats"] and "deconv6_bn" in variables["batch_stats"]
+
+
 def test_whole_images_of_any_size_keep_their_size():
     model = DeconvNet(**SMALL)
     variables = init(model)
