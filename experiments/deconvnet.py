@@ -3,9 +3,9 @@ r"""DeconvNet: Noh, Hong & Han, "Learning Deconvolution Network for Semantic Seg
 
 Rows, each a run of the table (`init_from_runs`: a run starts from earlier ones):
 - FCN-8s: experiments/fcn.py's FCN-8s row, on whole images.
-- DeconvNet-stage1: the paper's first training stage, from scratch at mini scale (VGG16's
-  ImageNet weights at paper scale): crops centred on one object each (`object_crop`, its box
-  enlarged 1.2-1.5x), the easy examples.
+- DeconvNet-stage1: the paper's first training stage, from VGG16's ImageNet weights (at mini
+  scale the mini rows' pretrained VGG16): crops centred on one object each (`object_crop`, its
+  box enlarged 1.2-1.5x), the easy examples.
 - DeconvNet: the second stage, from stage 1: looser, off-centre crops with more context and
   other objects, the harder examples.
 - EDeconvNet: DeconvNet and FCN-8s's trained runs, their class probabilities averaged; nothing
