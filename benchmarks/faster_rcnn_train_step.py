@@ -1,6 +1,6 @@
 """Faster R-CNN train step at the paper's size: full-width VGG16, a 600x1000 input, batch 2,
-21 classes (`experiments/rcnn.py:Faster-R-CNN` with a 600x1000 canvas), 2000 proposals after
-NMS, 128 RoIs per image.
+21 classes (`experiments/rcnn.py:Faster-R-CNN-joint`, the whole network's step, with a 600x1000
+canvas), 2000 proposals after NMS, 128 RoIs per image.
 
 Reported: step time, images/s, XLA's FLOP count and the achieved fraction of this machine's
 measured fp32 matmul FLOP/s, XLA's temporary memory and the process's peak RSS, and the share of
@@ -34,7 +34,7 @@ BATCH, HEIGHT, WIDTH, OBJECTS, MAX_BOXES = 2, 600, 1000, 3, 64
 
 
 def _config():
-    config = load_experiment(EXPERIMENT).get_config("Faster-R-CNN").unlock()
+    config = load_experiment(EXPERIMENT).get_config("Faster-R-CNN-joint").unlock()
     config.dataset.preprocess.canvas = (HEIGHT, WIDTH)
     config.model.dtype = "float32"
     return config

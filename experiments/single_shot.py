@@ -5,7 +5,8 @@ al., ECCV 2016, Tables 1, 2, 6 and 7), with Faster R-CNN VGG16 as the two papers
 Rows: YOLO (24 conv layers, 448x448), Fast-YOLO (9 conv layers), SSD300 and SSD512 (the
 paper's augmentation: photometric distortions and min-IoU crops), SSD300* and SSD512* (plus the
 "zoom out" expansion, sec. 3.6), SSD300-flip-only (SSD300 with only horizontal flips: Table 2's
-first column), and Faster-R-CNN (experiments/rcnn.py's Faster-R-CNN-07+12 row, timed beside them).
+first column), and Faster-R-CNN (experiments/rcnn.py's Faster-R-CNN-joint-07+12 row: the
+paper's network trained in one run by approximate joint training, timed beside them).
 ',mini' runs on the embedded `shapes` scenes warped to 128x128 (Faster R-CNN's mini row: the
 same 128x128 input) with slim networks.
 
@@ -132,10 +133,11 @@ def _paper_scale(c, row: str) -> None:
 
 
 def _faster_rcnn(mini: bool):
-    """experiments/rcnn.py's Faster R-CNN (mini: its mini row; else trained on 07+12), as a row
-    of this table so its test time is measured in the same run."""
+    """experiments/rcnn.py's Faster R-CNN trained in one run (approximate joint training; mini:
+    its mini row; else trained on 07+12), as a row of this table so its test time is measured
+    in the same run."""
     rcnn = load_experiment(Path(__file__).with_name("rcnn.py"))
-    c = rcnn.get_config("Faster-R-CNN,mini" if mini else "Faster-R-CNN-07+12")
+    c = rcnn.get_config("Faster-R-CNN-joint,mini" if mini else "Faster-R-CNN-joint-07+12")
     c.experiment, c.row = "single_shot", "Faster-R-CNN"
     if mini:  # from scratch on 128x128 scenes, as this table's YOLO and SSD rows
         c.init_from_runs, c.requires_init_from = (), ""

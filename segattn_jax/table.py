@@ -4,9 +4,11 @@ An experiment file provides `table_runs(arg) -> [config arg, ...]` and configs t
 table cell (`row`, optional `column`), the metrics to show and the paper's numbers. A cell whose
 run starts from other runs of the table (a second training stage, an ensemble of trained runs)
 names them in `init_from_runs` (their config args; they come earlier in `table_runs`): the table
-sets `init_from` to their directories. A run of another experiment file beside this one, named
-'<experiment>:<config arg>' (the mini rows' ImageNet stand-in, train/config.MINI_PRETRAINED_VGG16),
-is trained first into the same workdir, once for all the cells that start from it.
+sets `init_from` to their directories, after the command line's `init_from` if any (ImageNet
+weights, which such a cell may also start from: Faster R-CNN's step 2). A run of another
+experiment file beside this one, named '<experiment>:<config arg>' (the mini rows' ImageNet
+stand-in, train/config.MINI_PRETRAINED_VGG16), is trained first into the same workdir, once for
+all the cells that start from it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from typing import Any
 import ml_collections
 from etils import epath
 
-from segattn_jax.train.config import load_experiment, steps_to_train, unknown_key
+from segattn_jax.train.config import (init_from_dirs, load_experiment, steps_to_train,
+                                      unknown_key)
 from segattn_jax.train.loop import EVAL_HISTORY_FILE, METRICS_FILE, train_and_evaluate
 
 
@@ -174,8 +177,9 @@ def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict
                         epath.Path(path).parent, run, workdir, overrides)):
                     return (format_table(cells)
                             + f"\n\nStopped by SIGTERM in {run}; rerun to continue.")
-            config.init_from = ",".join(str(run_dir(workdir, run))
-                                        for run in config.init_from_runs)
+            # After any init_from of the command line (ImageNet weights), which load first.
+            config.init_from = ",".join([*init_from_dirs(config), *(
+                str(run_dir(workdir, run)) for run in config.init_from_runs)])
         directory = run_dir(workdir, config.get("table_run") or run_arg)
         if collect_only:
             measured = finished_metrics(directory, steps_to_train(config))

@@ -119,6 +119,37 @@ def test_table_collects_finished_runs(trained_fcn, tfds_dir):
     assert hours == pytest.approx(result["train_seconds"] / 3600) and hours > 0
 
 
+def test_table_cells_starting_from_other_runs_load_the_command_lines_init_from_first(
+        tmp_path, monkeypatch):
+    """A paper-scale table given ImageNet weights (`--config.init_from`): a cell that starts
+    from an earlier cell (Faster R-CNN's step 2 starts from ImageNet and step 1) loads them,
+    then that cell's run."""
+    (tmp_path / "chain.py").write_text(
+        "from segattn_jax.train.config import base_config\n"
+        "def table_runs(arg):\n"
+        "    return ['A', 'B']\n"
+        "def get_config(arg):\n"
+        "    c = base_config()\n"
+        "    c.row, c.paper, c.table_metrics = arg, {}, ('error_percent',)\n"
+        "    c.init_from_runs = ('A',) if arg == 'B' else ()\n"
+        "    return c.lock()\n")
+    trained = []
+
+    def fake_train(config, directory):
+        trained.append((directory.name, config.init_from))
+        result = {"step": config.train.num_steps, "eval": {"error_percent": 1.0},
+                  "train_seconds": 1.0}
+        directory.mkdir(parents=True)
+        (directory / loop.METRICS_FILE).write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(table, "train_and_evaluate", fake_train)
+    workdir = tmp_path / "runs"
+    table.run_table(str(tmp_path / "chain.py"), "", workdir,
+                    overrides={"init_from": "weights/vgg16"})
+    assert trained == [("A", "weights/vgg16"), ("B", f"weights/vgg16,{workdir / 'A'}")]
+
+
 def test_format_table_grid_for_experiments_with_columns():
     from ml_collections import ConfigDict
 

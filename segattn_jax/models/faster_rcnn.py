@@ -3,20 +3,53 @@ conv features with the Fast R-CNN detector, so proposals cost almost nothing.
 
 The RPN slides a 3x3 window over conv5_3 and, at each position, scores and regresses
 3 scales x 3 ratios anchors; its proposals (NMS 0.7, 2000 at train / 300 at test) feed
-Fast R-CNN's RoI pooling and head. Trained by approximate joint training (the paper's
-end-to-end variant): one network, the sum of the RPN's and the head's losses, and no gradient
-through the proposal coordinates.
+Fast R-CNN's RoI pooling and head. Trained either by the paper's 4-step alternating training
+(Section 3.2, which its Table 3 numbers use: `alternating_step` 1-4, each step a run that starts
+from the previous ones) or by approximate joint training (the released code's end-to-end
+variant: one network, the sum of the RPN's and the head's losses, and no gradient through the
+proposal coordinates).
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from segattn_jax.backbones.vgg import scaled_features
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from segattn_jax.backbones.vgg import VGG16, scaled_features
 from segattn_jax.layers import rcnn
 from segattn_jax.models.fast_rcnn import FastRCNN, feature_stride
 from segattn_jax.ops import boxes as box_ops
 
 Array = Any
+
+# The 4-step alternating training (Section 3.2): what each step trains; the rest of the network
+# is frozen (the experiment freezes these top-level modules with `optimizer.lr_multipliers`).
+# 1: the RPN (and its conv layers, from ImageNet); 2: a Fast R-CNN detector (its own conv layers,
+# from ImageNet) on step 1's proposals; 3: the RPN on step 2's conv layers, fixed; 4: the head
+# on the same fixed layers and step 3's proposals.
+ALTERNATING_FROZEN = {1: ("head",), 2: ("proposal_network",), 3: ("backbone", "head"),
+                      4: ("backbone", "rpn")}
+
+
+class ProposalNetwork(nn.Module):
+    """Step 2's proposals: step 1's RPN on step 1's own VGG16, which the detector trained beside
+    it does not share yet. images -> (features, objectness, deltas)."""
+
+    num_anchors: int
+    width: float
+    feature_layer: str
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: Array) -> tuple[Array, Array, Array]:
+        features = VGG16(width=self.width, first_padding=1, last_layer=self.feature_layer,
+                         dtype=self.dtype, name="backbone")(images, train=False)[0]
+        objectness, deltas = rcnn.RegionProposalNetwork(
+            self.num_anchors, scaled_features(512, self.width), dtype=self.dtype,
+            name="rpn")(features)
+        return features, objectness, deltas
 
 
 class FasterRCNN(FastRCNN):
@@ -30,6 +63,10 @@ class FasterRCNN(FastRCNN):
       rpn_samples / rpn_foreground_fraction: 256 anchors per image, up to 1:1.
       pre_nms_train / post_nms_train / pre_nms_test / post_nms_test / rpn_nms_threshold /
         min_proposal_size: proposal selection (12000 / 2000 / 6000 / 300 / 0.7 / 16 px).
+      alternating_step: 0 for approximate joint training; 1-4 the step of the 4-step
+        alternating training this run is (`ALTERNATING_FROZEN`): 1 and 3 train on the RPN's
+        losses alone, 2 and 4 on the head's; 2 takes its proposals from `ProposalNetwork` (step
+        1's network), 3 and 4 keep the conv features fixed.
     """
 
     input_keys = ("image", "image_hw")
@@ -47,19 +84,44 @@ class FasterRCNN(FastRCNN):
     post_nms_test: int = 300
     rpn_nms_threshold: float = 0.7
     min_proposal_size: float = 16.0
+    alternating_step: int = 0
 
     def setup(self):
         super().setup()
+        if self.alternating_step not in (0, *ALTERNATING_FROZEN):
+            raise ValueError(f"alternating_step is 0 (approximate joint training) or a step of "
+                             f"the 4-step alternating training, 1-4; got {self.alternating_step}.")
         num_anchors = rcnn.check_anchor_config(self.anchor_scales, self.anchor_ratios)
-        self.rpn = rcnn.RegionProposalNetwork(num_anchors, scaled_features(512, self.width),
-                                              dtype=self.dtype)
+        if self.alternating_step == 2:
+            self.proposal_network = ProposalNetwork(num_anchors, self.width, self.feature_layer,
+                                                    dtype=self.dtype)
+        else:
+            self.rpn = rcnn.RegionProposalNetwork(num_anchors, scaled_features(512, self.width),
+                                                  dtype=self.dtype)
 
     def anchors(self, features: Array) -> Array:
         return box_ops.anchors(features.shape[1:3], feature_stride(self.feature_layer),
                                self.anchor_size,
                                self.anchor_scales, self.anchor_ratios)
 
+    def features(self, images: Array) -> Array:
+        features = super().features(images)
+        # Steps 3 and 4 train the RPN, then the head, on step 2's conv features as they are.
+        return jax.lax.stop_gradient(features) if self.alternating_step in (3, 4) else features
+
     def proposals(self, inputs, features, targets):
-        objectness, deltas = self.rpn(features)
-        return rcnn.rpn_proposals(self, self.anchors(features), objectness, deltas,
-                                  inputs["image_hw"], targets)
+        if self.alternating_step == 2:
+            features, objectness, deltas = self.proposal_network(inputs["image"])
+        else:
+            objectness, deltas = self.rpn(features)
+        proposals, valid, losses = rcnn.rpn_proposals(self, self.anchors(features), objectness,
+                                                      deltas, inputs["image_hw"], targets)
+        # Steps 2 and 4 train the detector alone, on the proposals of an RPN trained before.
+        return proposals, valid, ({} if self.alternating_step in (2, 4) else losses)
+
+    def losses(self, inputs, targets):
+        if self.alternating_step not in (1, 3):
+            return super().losses(inputs, targets)
+        # Steps 1 and 3 train the RPN alone: no RoI minibatch, no head.
+        _, _, losses = self.proposals(inputs, self.features(inputs["image"]), targets)
+        return losses, {}

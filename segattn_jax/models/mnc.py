@@ -104,6 +104,9 @@ class MNC(FasterRCNN):
     def setup(self):
         if self.stages not in (3, 5):
             raise ValueError(f"MNC has 3 or 5 stages; got stages={self.stages}.")
+        if self.alternating_step:
+            raise ValueError("MNC trains its cascade end to end; alternating_step is Faster "
+                             "R-CNN's (leave it 0).")
         # Faster R-CNN's backbone and RPN (its box head is never called, so it has no params).
         super().setup()
         self.mask_stage = MaskStage(self.mask_resolution, scaled_features(self.mask_hidden,

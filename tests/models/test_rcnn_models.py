@@ -1,7 +1,8 @@
 """R-CNN, Fast and Faster R-CNN: a train step on a batch with an empty image, degenerate boxes and
 proposals outside the image stays finite; all three train and evaluate on shapes, and
 their paper-scale configs on mocked VOC 2007; R-CNN's SVM loss mines the hard negatives and its
-chunked test-time CNN changes nothing."""
+chunked test-time CNN changes nothing; each step of Faster R-CNN's alternating training trains
+its part alone and starts from the paper's networks."""
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ from tests.conftest import ROOT, experiment_config, traced_step, vgg_kernels
 from tests.models.detection_checks import finite_step_detections, learn_one_batch
 from tests.data.test_detection_data import voc_like_as_dataset
 
-ROWS = ["R-CNN", "Fast-R-CNN", "Faster-R-CNN"]
+ROWS = ["R-CNN", "Fast-R-CNN", "Faster-R-CNN-joint"]
 
 
 def _batch() -> dict:
@@ -98,7 +99,8 @@ def mock_voc_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("mock_voc"))
 
 
-@pytest.mark.parametrize("row", [*ROWS, "Fast-R-CNN-07+12"])  # 07+12: voc/2012 proposals too
+# 07+12: voc/2012 proposals too; step 2 of the alternating training: its two VGG16s
+@pytest.mark.parametrize("row", [*ROWS, "Faster-R-CNN-step2", "Fast-R-CNN-07+12"])
 def test_paper_scale_row_trains_and_evaluates_on_mock_voc(row, mock_voc_dir, tmp_path,
                                                           monkeypatch):
     """The paper-scale config (voc/2007 trainval (+ voc/2012 trainval) -> test, SGD, the papers'
@@ -130,7 +132,8 @@ def test_paper_scale_row_trains_and_evaluates_on_mock_voc(row, mock_voc_dir, tmp
             assert detections["boxes"].shape[0] == 2 and detections["boxes"].shape[-1] == 4
             return
         state = experiment.new_state()
-        from_conv3_1 = row == "Faster-R-CNN"  # conv1-2 frozen: Fast R-CNN 4.5, Faster R-CNN 3.2
+        # conv1-2 frozen: Fast R-CNN 4.5, Faster R-CNN 3.2
+        from_conv3_1 = row.startswith("Faster-R-CNN")
         before = vgg_kernels(state.params) if from_conv3_1 else None
         state, metrics = experiment.train_step(state, batch)
         result = experiment.evaluate(state.variables)
@@ -149,7 +152,78 @@ def test_faster_rcnn_learns_to_detect_the_objects_of_a_batch(tfds_dir, tmp_path)
     to 65 (measured; 59-78 over seeds 0-2, while after 150 steps it was 22-57, too close to
     chance for a bar; the bar is 40); a step with an image without objects stays finite. The
     mini table (README) measures generalization."""
-    config = experiment_config("rcnn", "Faster-R-CNN,mini", tfds_dir)
+    config = experiment_config("rcnn", "Faster-R-CNN-joint,mini", tfds_dir)
     mini_rpn(config, canvas=128)  # the 16-64 px anchors the bar was measured with
     before, after = learn_one_batch(config, tmp_path, 200)
     assert before < 5.0 and after > 40.0, (before, after)
+
+
+# What each step of Faster R-CNN's 4-step alternating training changes (Section 3.2).
+ALTERNATING_ROWS = {1: "Faster-R-CNN-step1", 2: "Faster-R-CNN-step2", 3: "Faster-R-CNN-step3",
+                    4: "Faster-R-CNN"}
+ALTERNATING_TRAINED = {1: {"backbone", "rpn"}, 2: {"backbone", "head"}, 3: {"rpn"}, 4: {"head"}}
+
+
+@pytest.mark.parametrize("step", sorted(ALTERNATING_ROWS))
+def test_each_step_of_the_alternating_training_trains_its_part_alone(step, tfds_dir, tmp_path):
+    """Two train steps of each step's mini row (its optimizer's frozen modules and its model's
+    losses together): step 1 trains the RPN and its conv layers, not the head; step 2 the
+    detector's conv layers and head, not step 1's network that proposes for it; step 3 the RPN
+    alone on fixed conv layers; step 4 the head alone."""
+    config = experiment_config("rcnn", f"{ALTERNATING_ROWS[step]},mini", tfds_dir)
+    experiment = loop.Experiment(config, tmp_path)
+    batch = next(experiment.eval_batches())
+    state = experiment.new_state()
+    before = jax.device_get(state.params)  # host copies: the step donates the state's buffers
+    for _ in range(2):  # the warmup's first learning rate is 0
+        state, metrics = experiment.train_step(state, batch)
+    after = jax.device_get(state.params)
+    changed = {module for module in after if any(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(after[module]), jax.tree.leaves(before[module])))}
+    assert changed == ALTERNATING_TRAINED[step]
+    assert set(before) == {"backbone", "head", "proposal_network" if step == 2 else "rpn"}
+    assert np.isfinite(float(metrics["loss"])), metrics
+
+
+def test_each_step_of_the_alternating_training_starts_from_the_papers_networks(tmp_path):
+    """How the rows chain their runs (`init_from` in their order, step 2 skipping step 1's
+    untrained head): step 2's detector starts from ImageNet and its proposing network is step
+    1's, conv layers and RPN; step 3 takes step 2's detector (conv layers and head) and a new RPN,
+    as the released code's; step 4 all of step 3."""
+    from segattn_jax.backbones import pretrained
+    from segattn_jax.models.faster_rcnn import FasterRCNN
+
+    batch = {k: _batch()[k] for k in FasterRCNN.input_keys}
+    key = jax.random.key(0, impl="rbg")
+
+    def init(step):
+        model = FasterRCNN(num_classes=3, width=0.0625, feature_layer="conv4_3",
+                           anchor_scales=(1.0, 2.0), anchor_ratios=(1.0,), alternating_step=step)
+        return jax.jit(model.init)(key, batch)
+
+    def run(name, variables, offset):  # a trained run's weights: none equal to a fresh init's
+        weights = jax.tree.map(lambda x: x + offset, variables)
+        pretrained.save(weights, tmp_path / name, {})
+        return weights["params"]
+
+    imagenet = run("imagenet", {"params": {"backbone": init(1)["params"]["backbone"]}}, 1.0)
+    step1 = run("step1", init(1), 2.0)
+    step2 = init(2)
+    for directory, skip in (("imagenet", ""), ("step1", r"^head/")):  # the row's init_from_skip
+        step2, _ = pretrained.init_from(step2, tmp_path / directory, skip)
+
+    def equal(ours, theirs):
+        jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+
+    equal(step2["params"]["backbone"], imagenet["backbone"])
+    equal(step2["params"]["proposal_network"], {"backbone": step1["backbone"],
+                                                "rpn": step1["rpn"]})
+    equal(step2["params"]["head"], init(2)["params"]["head"])  # new, as in the paper
+    step2 = run("step2", step2, 3.0)
+    step3, report = pretrained.init_from(init(3), tmp_path / "step2")
+    equal({k: step3["params"][k] for k in ("backbone", "head")},
+          {k: step2[k] for k in ("backbone", "head")})
+    equal(step3["params"]["rpn"], init(3)["params"]["rpn"])
+    assert report["left_initialized"] and all(
+        path.startswith("params/rpn/") for path in report["left_initialized"])
