@@ -171,6 +171,9 @@ def _alternating_training(c, row: str, step: int, mini: bool) -> None:
     c.model.alternating_step = step
     if not step:
         return
+    # The released alternating code keeps Fast R-CNN's background IoU [0.1, 0.5) for its
+    # detector steps (2 and 4); its end-to-end config sets 0.0.
+    c.model.background_low = 0.1
     frozen = rf"^({'|'.join(ALTERNATING_FROZEN[step])})/"
     c.optimizer.lr_multipliers = ((frozen, 0.0), *c.optimizer.lr_multipliers)
     if mini:
