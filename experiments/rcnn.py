@@ -69,7 +69,7 @@ PAPER = {
 }
 ROWS = tuple(PAPER)
 MINI_ROWS = tuple(row for row in ROWS if not row.endswith("-07+12"))  # no embedded 07+12
-DEFAULT = {"row": "Faster-R-CNN"}
+DEFAULT = {"row": "Faster-R-CNN-joint"}  # the Faster R-CNN that trains in one run
 # Each Faster R-CNN row's `alternating_step` (0: approximate joint training).
 _FASTER_STEPS = {"Faster-R-CNN-step1": 1, "Faster-R-CNN-step2": 2, "Faster-R-CNN-step3": 3,
                  "Faster-R-CNN": 4, "Faster-R-CNN-joint": 0}
@@ -186,14 +186,14 @@ def _alternating_training(c, row: str, step: int, mini: bool) -> None:
         c.init_from_runs = (*c.get("init_from_runs", ()), previous)
         c.init_from_skip = r"^head/"  # step 1 trains no head
         c.requires_init_from = (
-            "VGG16's ImageNet weights (mini: runs/vgg16_mini), then step 1's run: "
-            "--config.init_from=runs/vgg16_mini,runs/faster_step1")
+            "VGG16's ImageNet weights, then step 1's run: --config.init_from=weights/vgg16,"
+            "runs/faster_step1 (mini: runs/vgg16_mini for the weights)")
     elif step > 2:  # steps 3 and 4 start from the previous step's whole network
         c.init_from_runs = (previous,)
         c.requires_init_from = f"step {step - 1}'s run (--config.init_from=WORKDIR of {previous})"
 
 
-def get_config(arg: str = "Faster-R-CNN,mini"):
+def get_config(arg: str = "Faster-R-CNN-joint,mini"):
     names, flags = parse_arg(arg, {"row": ROWS}, defaults=DEFAULT)
     row = names["row"]
     name = row.removesuffix("-07+12")
