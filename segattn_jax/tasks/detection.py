@@ -121,9 +121,10 @@ class DetectionTask(RegionTask):
         evaluate, kwargs = AP_METRICS[self.config.task.ap_metric]
         metrics = evaluate(statistics["detections"], statistics["ground_truths"],
                            self.num_classes, **kwargs)
-        if statistics.get("proposals"):
-            metrics["proposal_recall50"] = proposal_recall(statistics["proposals"],
-                                                           statistics["ground_truths"])
+        if statistics.get("proposals"):  # at IoU 0.5 and 0.7: Faster R-CNN's Figure 2
+            for threshold in (0.5, 0.7):
+                metrics[f"proposal_recall{round(100 * threshold)}"] = proposal_recall(
+                    statistics["proposals"], statistics["ground_truths"], threshold)
         # Per-class APs by name: AP/<class>.
         return {(f"AP/{pics.class_name(self.class_names, int(k[3:]))}" if k.startswith("AP/")
                  else k): v for k, v in metrics.items()}
