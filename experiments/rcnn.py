@@ -205,7 +205,7 @@ def get_config(arg: str = "Faster-R-CNN-joint,mini"):
     c = base_config()
     c.experiment, c.row = "rcnn", row
     c.paper = PAPER[row]
-    c.table_metrics = ("mAP", "proposal_recall50", "proposal_recall70", "seconds_per_image",
+    c.table_metrics = ("mAP", "proposal_recall50", "seconds_per_image",
                        "proposal_seconds_per_image", "train_hours")
     c.task.name = "detection"
     c.task.ap_metric = "voc07"
