@@ -180,6 +180,8 @@ def _alternating_training(c, row: str, step: int, mini: bool) -> None:
         c.train.num_steps = 2000 if step == 2 else 1000
     elif step == 2 or step == 4:
         c.train.num_steps = 40_000
+    if step == 1:
+        return  # from ImageNet, as the row's system starts
     previous = (f"Faster-R-CNN-step{step - 1}" + ("-07+12" if row.endswith("-07+12") else "")
                 + (",mini" if mini else ""))
     if step == 2:  # its detector from ImageNet (mini: the mini stand-in), its proposals step 1's
@@ -188,7 +190,7 @@ def _alternating_training(c, row: str, step: int, mini: bool) -> None:
         c.requires_init_from = (
             "VGG16's ImageNet weights, then step 1's run: --config.init_from=weights/vgg16,"
             "runs/faster_step1 (mini: runs/vgg16_mini for the weights)")
-    elif step > 2:  # steps 3 and 4 start from the previous step's whole network
+    else:  # steps 3 and 4 start from the previous step's whole network
         c.init_from_runs = (previous,)
         c.requires_init_from = f"step {step - 1}'s run (--config.init_from=WORKDIR of {previous})"
 
