@@ -54,7 +54,8 @@ from pathlib import Path
 
 from segattn_jax.data.labels import SHAPES_SEMANTIC_CLASSES as NUM_SEMANTIC_CLASSES
 from segattn_jax.data.labels import VOC_CLASSES
-from segattn_jax.train.config import (adam_cosine, base_config, load_experiment, parse_arg,
+from segattn_jax.train.config import (adam_cosine, base_config, imagenet_weights,
+                                      load_experiment, parse_arg,
                                       start_from_mini_pretrained_vgg16, table_cells)
 
 # Paper, Table 1 (VOC 2012 test): mean IU (%). The first training stage alone is not reported.
@@ -120,8 +121,7 @@ def get_config(arg: str = "DeconvNet,mini"):
         elif mini:  # the mini stand-in for ImageNet's VGG16, fc6 (2x2 on 64x64) and fc7 included
             start_from_mini_pretrained_vgg16(c)
         else:
-            c.requires_init_from = ("VGG16's ImageNet weights (python -m "
-                                    "segattn_jax.backbones.pretrained --backbone=vgg16 ...)")
+            c.requires_init_from = imagenet_weights("VGG16", "vgg16")
     c.model.proposal_size = size
     c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
     c.dataset.proposals.method = "selective_search"

@@ -24,7 +24,8 @@ code, is the worst of them (its boxes come out loose); bounded as MNC bounds it,
 gradient puts the FCLN ahead of RoI pooling on each of four seeds (45.0 vs 42.5 mAP on
 average), most at the strict overlaps (IoU 0.7: 25.5 vs 22.2).
 """
-from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images,
+                                      imagenet_weights, parse_arg,
                                       start_from_mini_pretrained_vgg16, table_cells)
 
 # Table 1: dense-captioning mAP (%) of the FCLN with its own proposals (the released model,
@@ -95,6 +96,7 @@ def _paper_scale(c) -> None:
     c.task.min_word_count = 15
     c.model.width = 1.0
     c.model.feature_layer = "conv5_3"
+    c.requires_init_from = imagenet_weights("VGG16", "vgg16")
     c.optimizer.name = "adam"
     c.optimizer.learning_rate = 1e-5
     c.optimizer.weight_decay = 1e-6

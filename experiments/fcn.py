@@ -27,7 +27,7 @@ every upsampling fixed bilinear, and each stage started from the one before:
 """
 from segattn_jax.data.labels import SHAPES_SEMANTIC_CLASSES as NUM_SEMANTIC_CLASSES
 from segattn_jax.data.labels import VOC_CLASSES
-from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells
+from segattn_jax.train.config import adam_cosine, base_config, imagenet_weights, parse_arg, table_cells
 
 # Paper, Table 2 (seg11valid): pixel acc., mean acc., mean IU, f.w. IU (%).
 PAPER = {
@@ -46,8 +46,7 @@ def table_runs(arg: str) -> list[str]:
 
 # Each stage's fixed learning rate (voc-fcn*s/solver.prototxt) and what it starts from.
 _PAPER_LEARNING_RATE = {"FCN-32s": 1e-10, "FCN-16s": 1e-12, "FCN-8s": 1e-14}
-_STARTS_FROM = {"FCN-32s": "VGG16's ImageNet weights (python -m segattn_jax.backbones.pretrained "
-                           "--backbone=vgg16 ...)",
+_STARTS_FROM = {"FCN-32s": imagenet_weights("VGG16", "vgg16"),
                 "FCN-16s": "a trained FCN-32s run (its workdir)",
                 "FCN-8s": "a trained FCN-16s run (its workdir)"}
 

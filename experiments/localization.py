@@ -16,7 +16,8 @@ PCR only.
 Expected on mini (measured, see README): gt_class_loc_error PCR <= SCR (the paper: 34.3 vs 36.4).
 """
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
-from segattn_jax.train.config import adam_cosine, base_config, parse_arg, table_cells
+from segattn_jax.train.config import (adam_cosine, base_config, imagenet_weights, parse_arg,
+                                      table_cells)
 
 # Table 8 (ILSVRC-2012 val, localization error %, gt class, single central crop, config D).
 PAPER = {
@@ -73,8 +74,7 @@ def _paper_scale(c, row: str) -> None:
     c.model.input_size = 224
     c.model.width = 1.0
     c.task.box_weight = 10.0
-    # Start from an ImageNet VGG16 converted by `python -m segattn_jax.backbones.pretrained`.
-    c.init_from = ""
+    c.requires_init_from = imagenet_weights("VGG16", "vgg16")
     if row != "PCR-all":  # "1st and 2nd fc" fine-tuned: the conv layers stay frozen
         c.optimizer.lr_multipliers = (("backbone/conv", 0.0),)
     c.optimizer.name = "sgd"

@@ -18,8 +18,8 @@ The paper's points on mini (measured, see README): mask AP with RoIAlign > with 
 gap larger at AP75 than at AP50; per-class sigmoid >= multinomial softmax; FPN > C4.
 """
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
-from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
-                                      table_cells)
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images,
+                                      imagenet_weights, parse_arg, table_cells)
 
 # COCO mask AP / AP50 / AP75 (%). R-101-FPN and X-101-FPN: Table 1 (test-dev; the table names
 # ResNeXt-101 without its cardinality: 32x8d is the one whose ImageNet weights Detectron and
@@ -92,8 +92,7 @@ def _paper_scale(c, depth: int) -> None:
     c.model.num_classes = COCO_CLASSES
     c.model.depth = depth
     c.model.frozen_bn = True
-    c.requires_init_from = (f"ResNet-{depth}'s ImageNet weights (python -m "
-                            f"segattn_jax.backbones.pretrained --backbone=resnet{depth} ...)")
+    c.requires_init_from = imagenet_weights(f"ResNet-{depth}", f"resnet{depth}")
     c.optimizer.name = "sgd"
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 1e-4
@@ -139,7 +138,6 @@ def get_config(arg: str = "R-50-FPN,mini"):
             c.model.post_nms_test = 300
         if row == "X-101-FPN":
             c.model.update(groups=32, width_per_group=8, stride_in_1x1=False)
-            c.requires_init_from = (
-                "ResNeXt-101 32x8d's ImageNet weights (python -m segattn_jax.backbones."
-                "pretrained --backbone=resnext101_32x8d --format=torchvision ...)")
+            c.requires_init_from = imagenet_weights("ResNeXt-101 32x8d", "resnext101_32x8d",
+                                                     " --format=torchvision")
     return c.lock()

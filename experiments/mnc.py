@@ -18,8 +18,9 @@ trains first; SDS's table shares that run when both tables use one workdir.
 """
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.data.labels import VOC_OBJECT_CLASSES as OBJECT_CLASSES
-from segattn_jax.train.config import (adam_cosine, base_config, detection_images, mini_rpn,
-                                      parse_arg, start_from_mini_pretrained_vgg16, table_cells)
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images,
+                                      imagenet_weights, mini_rpn, parse_arg,
+                                      start_from_mini_pretrained_vgg16, table_cells)
 
 # VOC 2012 val APr@0.5 / APr@0.7 (%) and test seconds per image: MNC's Table 3 (its 5-stage
 # model, VGG16; the issue quotes the same). The 3-stage cascade's own numbers are left empty:
@@ -71,8 +72,7 @@ def _paper_scale(c) -> None:
     c.dataset.preprocess.mask_size = 112
     c.model.num_classes = len(OBJECT_CLASSES)
     c.model.width = 1.0
-    c.requires_init_from = ("VGG16's ImageNet weights (python -m "
-                            "segattn_jax.backbones.pretrained --backbone=vgg16 ...)")
+    c.requires_init_from = imagenet_weights("VGG16", "vgg16")
     c.optimizer.name = "sgd"
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 5e-4

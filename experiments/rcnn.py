@@ -37,8 +37,9 @@ selective search. Measured on mini: README.
 """
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.models.faster_rcnn import ALTERNATING_FROZEN
-from segattn_jax.train.config import (adam_cosine, base_config, detection_images, mini_rpn,
-                                      parse_arg, start_from_mini_pretrained_vgg16, table_cells)
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images,
+                                      imagenet_weights, mini_rpn, parse_arg,
+                                      start_from_mini_pretrained_vgg16, table_cells)
 
 # VOC 2007 test mAP (%, trained on 07 trainval), test seconds per image (K40, VGG16; excluding
 # selective search for Fast R-CNN, as its paper reports it; including the RPN for Faster R-CNN),
@@ -141,6 +142,7 @@ def _paper_scale(c, system: str) -> None:
     c.dataset.preprocess.max_side = 1000.0
     c.model.num_classes = VOC_CLASSES
     c.model.width = 1.0  # full VGG16
+    c.requires_init_from = imagenet_weights("VGG16", "vgg16")  # every row fine-tunes it
     # R-CNN's CNN reads pool5 of each 224x224 region; the others RoI-pool conv5_3 (stride 16).
     c.model.feature_layer = "pool5" if system == "R-CNN" else "conv5_3"
     c.optimizer.name = "sgd"

@@ -23,7 +23,8 @@ MNC's reported 5-stage model stays below both (84.1 / 71.1), which the paper has
 """
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.data.labels import VOC_OBJECT_CLASSES as OBJECT_CLASSES
-from segattn_jax.train.config import (adam_cosine, base_config, detection_images, parse_arg,
+from segattn_jax.train.config import (adam_cosine, base_config, detection_images,
+                                      imagenet_weights, parse_arg,
                                       start_from_mini_pretrained_vgg16, table_cells)
 
 # VOC 2012 val APr@0.5 / APr@0.7 (%) and test seconds per image, as the issue quotes them from
@@ -84,8 +85,7 @@ def _paper_scale(c) -> None:
     c.model.num_classes = len(OBJECT_CLASSES)
     c.model.width = 1.0
     c.model.overlap_grid = 128
-    c.requires_init_from = ("VGG16's ImageNet weights (python -m "
-                            "segattn_jax.backbones.pretrained --backbone=vgg16 ...)")
+    c.requires_init_from = imagenet_weights("VGG16", "vgg16")
     c.optimizer.name = "sgd"
     c.optimizer.momentum = 0.9
     c.optimizer.weight_decay = 5e-4

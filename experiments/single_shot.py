@@ -20,7 +20,8 @@ from pathlib import Path
 
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.train.config import (adam_cosine, base_config, detection_images,
-                                      load_experiment, mini_rpn, parse_arg, table_cells)
+                                      imagenet_weights, load_experiment, mini_rpn, parse_arg,
+                                      table_cells)
 
 # VOC 2007 test mAP (%) and test seconds per image (1 / fps; Titan X). YOLO Table 1 (YOLO,
 # Fast YOLO, Faster R-CNN VGG-16); SSD Table 7 (fps at batch 1: SSD300 46, SSD512 19; batch 8
@@ -100,7 +101,8 @@ def _mini(c, row: str) -> None:
 def _paper_scale(c, row: str) -> None:
     """VOC 2007 + 2012 trainval, SGD momentum 0.9, weight decay 5e-4, the papers' schedules.
     Both papers start from ImageNet-pretrained networks (YOLO its own Darknet's first 20
-    layers, SSD VGG16): set init_from (backbones/pretrained.py converts VGG16)."""
+    layers, SSD VGG16): SSD's rows require init_from (backbones/pretrained.py converts VGG16);
+    YOLO's Darknet weights have no converter here, so its rows start wherever init_from says."""
     c.dataset.name = "voc/2007"
     c.dataset.train_split = "train+validation"
     c.dataset.eval_split = "test"
@@ -125,6 +127,7 @@ def _paper_scale(c, row: str) -> None:
         c.optimizer.warmup_steps = 500
         c.optimizer.decay_at = (105 / 135, 120 / 135)
     else:
+        c.requires_init_from = imagenet_weights("VGG16", "vgg16")
         # 1e-3 for 40k iterations, then 10k each at 1e-4 and 1e-5 (sec. 3.1), batch 32.
         c.train.batch_size = 32
         c.train.num_steps = 60_000

@@ -114,6 +114,13 @@ def adam_cosine(c: ml_collections.ConfigDict, learning_rate: float, *, warmup_st
     c.optimizer.grad_clip_norm = grad_clip_norm
 
 
+def imagenet_weights(name: str, backbone: str, converter_flags: str = "") -> str:
+    """What a paper-scale row that fine-tunes ImageNet weights says in `requires_init_from`: the
+    weights and the command that converts them."""
+    return (f"{name}'s ImageNet weights (python -m segattn_jax.backbones.pretrained "
+            f"--backbone={backbone}{converter_flags} ...)")
+
+
 # The mini rows' ImageNet VGG16, as a table's `init_from_runs`: the classification +
 # localization net of VGG's own paper (experiments/localization.py), trained on other scenes
 # than the rows' (`shapes/main_object`), with one class and box per image and no masks.

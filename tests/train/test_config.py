@@ -113,3 +113,27 @@ def test_mini_rows_whose_papers_start_from_imagenet_start_from_the_pretrained_vg
     with pytest.raises(ValueError, match=r"localization.py:SCR,mini .*--config.init_from="):
         loop.Experiment(config, tmp_path, training=True)
     assert not any(tmp_path.iterdir())
+
+
+def test_paper_scale_rows_that_fine_tune_imagenet_weights_require_them(tmp_path):
+    """Every paper-scale row whose paper starts from an ImageNet backbone says so in
+    `requires_init_from` (YOLO's Darknet weights have no converter, so its rows start from
+    whatever init_from gives), and a paper-scale table run without --config.init_from stops at
+    its first cell naming the weights and their converter, instead of training VGG16 from
+    scratch."""
+    from segattn_jax import table
+
+    unrequired = set()
+    for name in ("fcn", "deconvnet", "rcnn", "sds", "mnc", "densecap", "mask_rcnn",
+                 "localization", "single_shot"):
+        module = load_experiment(ROOT / "experiments" / f"{name}.py")
+        for run in module.table_runs(""):
+            config = module.get_config(run)
+            if not config.requires_init_from and not config.evaluate_only:
+                unrequired.add(f"{name}:{run}")
+    assert unrequired == {"single_shot:YOLO", "single_shot:Fast-YOLO"}
+    with pytest.raises(ValueError, match=r"rcnn R-CNN starts from VGG16's ImageNet weights "
+                                         r"\(python -m segattn_jax.backbones.pretrained "
+                                         r"--backbone=vgg16"):
+        table.run_table(str(ROOT / "experiments" / "rcnn.py"), "", tmp_path)
+    assert not any(tmp_path.iterdir())
