@@ -65,12 +65,16 @@ class FastRCNN(nn.Module):
     def setup(self):
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1; got {self.num_classes}.")
-        self.backbone = VGG16(width=self.width, first_padding=1, last_layer=self.feature_layer,
-                              dtype=self.dtype)
+        self.backbone = self.make_backbone()
         self.head = rcnn.BoxHead(self.num_classes, hidden=scaled_features(4096, self.width),
                                  pooling=self.pooling,
                                  spatial_scale=1.0 / feature_stride(self.feature_layer),
                                  dropout_rate=self.dropout_rate, dtype=self.dtype)
+
+    def make_backbone(self, **module_kwargs) -> nn.Module:
+        """The conv layers the head pools (Faster R-CNN's alternating step 2 makes a second)."""
+        return VGG16(width=self.width, first_padding=1, last_layer=self.feature_layer,
+                     dtype=self.dtype, **module_kwargs)
 
     def features(self, images: Array) -> Array:
         if images.ndim != 4:

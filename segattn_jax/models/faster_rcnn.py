@@ -15,9 +15,8 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from segattn_jax.backbones.vgg import VGG16, scaled_features
+from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers import rcnn
 from segattn_jax.models.fast_rcnn import FastRCNN, feature_stride
 from segattn_jax.ops import boxes as box_ops
@@ -34,22 +33,15 @@ ALTERNATING_FROZEN = {1: ("head",), 2: ("proposal_network",), 3: ("backbone", "h
 
 
 class ProposalNetwork(nn.Module):
-    """Step 2's proposals: step 1's RPN on step 1's own VGG16, which the detector trained beside
-    it does not share yet. images -> (features, objectness, deltas)."""
+    """Step 2's proposals: step 1's RPN on step 1's own conv layers, which the detector trained
+    beside it does not share yet. images -> (features, objectness, deltas)."""
 
-    num_anchors: int
-    width: float
-    feature_layer: str
-    dtype: Any = jnp.float32
+    backbone: nn.Module
+    rpn: nn.Module
 
-    @nn.compact
     def __call__(self, images: Array) -> tuple[Array, Array, Array]:
-        features = VGG16(width=self.width, first_padding=1, last_layer=self.feature_layer,
-                         dtype=self.dtype, name="backbone")(images, train=False)[0]
-        objectness, deltas = rcnn.RegionProposalNetwork(
-            self.num_anchors, scaled_features(512, self.width), dtype=self.dtype,
-            name="rpn")(features)
-        return features, objectness, deltas
+        features = self.backbone(images, train=False)[0]
+        return features, *self.rpn(features)
 
 
 class FasterRCNN(FastRCNN):
@@ -92,12 +84,15 @@ class FasterRCNN(FastRCNN):
             raise ValueError(f"alternating_step is 0 (approximate joint training) or a step of "
                              f"the 4-step alternating training, 1-4; got {self.alternating_step}.")
         num_anchors = rcnn.check_anchor_config(self.anchor_scales, self.anchor_ratios)
-        if self.alternating_step == 2:
-            self.proposal_network = ProposalNetwork(num_anchors, self.width, self.feature_layer,
-                                                    dtype=self.dtype)
+        def make_rpn(**module_kwargs):
+            return rcnn.RegionProposalNetwork(num_anchors, scaled_features(512, self.width),
+                                              dtype=self.dtype, **module_kwargs)
+
+        if self.alternating_step == 2:  # unbound, so they are named inside it
+            self.proposal_network = ProposalNetwork(self.make_backbone(parent=None),
+                                                    make_rpn(parent=None))
         else:
-            self.rpn = rcnn.RegionProposalNetwork(num_anchors, scaled_features(512, self.width),
-                                                  dtype=self.dtype)
+            self.rpn = make_rpn()
 
     def anchors(self, features: Array) -> Array:
         return box_ops.anchors(features.shape[1:3], feature_stride(self.feature_layer),
