@@ -8,9 +8,17 @@ paper's augmentation: photometric distortions and min-IoU crops), SSD300* and SS
 first column), and Faster-R-CNN (experiments/rcnn.py's Faster-R-CNN-joint-07+12 row: the
 paper's network trained in one run by approximate joint training, timed beside them).
 ',mini' runs on the embedded `shapes` scenes warped to 128x128 (Faster R-CNN's mini row: the
-same 128x128 input) with slim networks.
+same 128x128 input) with slim networks, each from the mini stand-in for its paper's ImageNet
+start, which the table trains first: SSD from the mini rows' pretrained VGG16
+(experiments/localization.py:SCR,mini), YOLO and Fast YOLO from their pretrained first conv
+layers (experiments/darknet.py); Faster R-CNN, the test-time reference, from scratch.
 
-  python -m segattn_jax.main train --config experiments/single_shot.py:SSD300,mini --workdir runs/ssd_mini
+  python -m segattn_jax.main train --config experiments/localization.py:SCR,mini --workdir runs/vgg16_mini
+  python -m segattn_jax.main train --config experiments/single_shot.py:SSD300,mini --workdir runs/ssd_mini \
+      --config.init_from=runs/vgg16_mini
+  python -m segattn_jax.main train --config experiments/darknet.py:YOLO,mini --workdir runs/darknet_yolo_mini
+  python -m segattn_jax.main train --config experiments/single_shot.py:YOLO,mini --workdir runs/yolo_mini \
+      --config.init_from=runs/darknet_yolo_mini
   python -m segattn_jax.main table --config experiments/single_shot.py:mini --workdir runs/single_shot_table
 
 Expected on mini: test seconds per image of YOLO and SSD below Faster R-CNN's (one table run,
@@ -21,7 +29,7 @@ from pathlib import Path
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.train.config import (adam_cosine, base_config, detection_images,
                                       imagenet_weights, load_experiment, mini_rpn, parse_arg,
-                                      table_cells)
+                                      start_from_mini_pretrained_vgg16, table_cells)
 
 # VOC 2007 test mAP (%) and test seconds per image (1 / fps; Titan X). YOLO Table 1 (YOLO,
 # Fast YOLO, Faster R-CNN VGG-16); SSD Table 7 (fps at batch 1: SSD300 46, SSD512 19; batch 8
@@ -59,6 +67,13 @@ def _augment(row: str) -> str:
 
 def _model(c, row: str, mini: bool) -> None:
     if row in ("YOLO", "Fast-YOLO"):
+        # The paper pretrains the first conv layers on ImageNet, then adds the detection layers.
+        pretraining = f"darknet:{row}" + (",mini" if mini else "")
+        if mini:  # the table trains the mini stand-in first
+            c.init_from_runs = (pretraining,)
+        c.requires_init_from = (
+            f"its ImageNet-pretrained conv layers (python -m segattn_jax.main train --config "
+            f"experiments/{pretraining.replace(':', '.py:')} --workdir DIR)")
         c.model.name = "yolo"
         c.model.network = "fast" if row == "Fast-YOLO" else "yolo"
         c.model.input_size = MINI_SIZE if mini else 448
@@ -81,6 +96,7 @@ def _model(c, row: str, mini: bool) -> None:
         if mini:
             c.model.width = 0.125  # the R-CNN mini rows' slim VGG16
             c.model.max_detections = 50
+            start_from_mini_pretrained_vgg16(c)  # the paper's ImageNet VGG16
     c.dataset.preprocess.warp_size = c.model.input_size
     c.dataset.preprocess.augment = _augment(row)
 
@@ -100,9 +116,9 @@ def _mini(c, row: str) -> None:
 
 def _paper_scale(c, row: str) -> None:
     """VOC 2007 + 2012 trainval, SGD momentum 0.9, weight decay 5e-4, the papers' schedules.
-    Both papers start from ImageNet-pretrained networks (YOLO its own Darknet's first 20
-    layers, SSD VGG16): SSD's rows require init_from (backbones/pretrained.py converts VGG16);
-    YOLO's Darknet weights have no converter here, so its rows start wherever init_from says."""
+    Both papers start from ImageNet-pretrained networks, which the rows require as init_from:
+    YOLO its first 20 conv layers (experiments/darknet.py trains them), SSD VGG16
+    (backbones/pretrained.py converts it)."""
     c.dataset.name = "voc/2007"
     c.dataset.train_split = "train+validation"
     c.dataset.eval_split = "test"
@@ -142,7 +158,8 @@ def _faster_rcnn(mini: bool):
     rcnn = load_experiment(Path(__file__).with_name("rcnn.py"))
     c = rcnn.get_config("Faster-R-CNN-joint,mini" if mini else "Faster-R-CNN-joint-07+12")
     c.experiment, c.row = "single_shot", "Faster-R-CNN"
-    if mini:  # from scratch on 128x128 scenes, as this table's YOLO and SSD rows
+    if mini:  # on this table's 128x128 scenes; from scratch: the table times it, its mAP is
+        # rcnn.py's table's (README)
         c.init_from_runs, c.requires_init_from = (), ""
         detection_images(c, max_boxes=8, canvas=128)
         mini_rpn(c, canvas=128)

@@ -91,8 +91,12 @@ FAST_OVERRIDES = {
             "model.width": 0.0625, "model.warp_size": 32, "model.context_padding": 2.0,
             "model.rois_per_image": 8, "model.mask_size": 14, "model.overlap_grid": 32,
             "model.proposals_per_chunk": 16, "model.max_detections": 10},
-    # shapes/tiny's 32x32 scenes warped to the mini rows' 128x128, detectors at 1/16 width.
-    "single_shot": {**_FAST, "dataset.name": "shapes/tiny", "model.width": 0.0625},
+    # shapes/tiny's 32x32 scenes warped to the mini rows' 128x128, detectors at 1/16 width,
+    # from scratch (the mini rows: from the pretrained VGG16 or Darknet).
+    "single_shot": {**_FAST, "requires_init_from": "", "dataset.name": "shapes/tiny",
+                    "model.width": 0.0625},
+    # The class of shapes/tiny's largest object, YOLO's first 20 convs at 1/16 width.
+    "darknet": {**_FAST, "dataset.name": "shapes/tiny", "model.width": 0.0625},
     # shapes/tiny's 32x32 scenes as they are (the mini rows warp 64x64 ones), VGG16 at 1/16.
     "localization": {**_FAST, "dataset.name": "shapes/tiny", "dataset.preprocess.size": 32,
                      "model.input_size": 32, "model.width": 0.0625},

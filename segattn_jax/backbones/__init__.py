@@ -19,6 +19,8 @@ BACKBONES = {
     "resnext101_32x8d": "segattn_jax.backbones.resnet:resnext101_32x8d",
     "inception_v4": "segattn_jax.backbones.inception:inception_v4",
     "inception_resnet_v2": "segattn_jax.backbones.inception:inception_resnet_v2",
+    "yolo_darknet": "segattn_jax.backbones.darknet:yolo_darknet",
+    "fast_yolo_darknet": "segattn_jax.backbones.darknet:fast_yolo_darknet",
 }
 
 

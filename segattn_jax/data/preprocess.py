@@ -151,7 +151,8 @@ def classification(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, 
                    size: int = 0, central_fraction: float = 1.0,
                    value_range: tuple[float, float] = (0.0, 1.0), random_crop: bool = False,
                    flip: bool = False, label_offset: int = 0) -> dict[str, tf.Tensor]:
-    """{'image' float32 (H, W, C) in `value_range`, 'label' int32 () + `label_offset`}.
+    """{'image' float32 (H, W, C) in `value_range`, 'label' int32 () + `label_offset`
+    (`image_label`)}.
 
     The defaults keep the stored image in [0, 1] without augmentation (digits are not mirror-
     symmetric, and the distorted sets carry their own distortions). ImageNet as TF-Slim's
@@ -175,8 +176,18 @@ def classification(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, 
         (image,) = random_flip_left_right([image], tf.random.experimental.stateless_fold_in(
             seed, 1))
     low, high = value_range
-    return {"image": image * (high - low) + low,
-            "label": tf.cast(example["label"], tf.int32) + label_offset}
+    return {"image": image * (high - low) + low, "label": image_label(example) + label_offset}
+
+
+def image_label(example: dict[str, tf.Tensor]) -> tf.Tensor:
+    """An image's class: its 'label' feature (ImageNet's), or for scenes without one
+    (`shapes/main_object`) the class of the object with the largest box, its dominant one."""
+    if "label" in example:
+        return tf.cast(example["label"], tf.int32)
+    boxes = example["objects"]["bbox"]  # normalized: areas compare as in pixels
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return tf.cast(tf.gather(example["objects"]["label"],
+                             tf.argmax(areas, output_type=tf.int32)), tf.int32)
 
 
 def binary_image(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
@@ -376,10 +387,7 @@ def localization(example: dict[str, tf.Tensor], seed: tf.Tensor, train: bool, *,
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     valid = out["box_valid"] & (areas > 0)
     areas = tf.where(valid, areas, -1.0)
-    if "label" in example:
-        label = tf.cast(example["label"], tf.int32)
-    else:
-        label = tf.gather(out["classes"], tf.argmax(areas, output_type=tf.int32))
+    label = image_label(example)
     same_class = valid & tf.equal(out["classes"], label)
     main = tf.argmax(tf.where(same_class, areas, -1.0), output_type=tf.int32)
     return {"image": image, "label": label, "box": tf.gather(boxes, main), "boxes": boxes,

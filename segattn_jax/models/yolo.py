@@ -3,10 +3,11 @@
 The image is an S x S grid; each cell predicts B boxes (x, y relative to the cell, sqrt(w),
 sqrt(h) relative to the image) with a confidence Pr(object) * IoU, and C class probabilities
 Pr(class | object) shared by its boxes. One network (24 conv layers, 2 fully connected; Fast
-YOLO 9 conv layers) reads the whole image once, so it runs far faster than region-based
-detectors. Trained with the paper's sum-squared error (eq. 3): lambda_coord = 5 on the
-coordinates, lambda_noobj = 0.5 on the confidence of boxes without objects, and only the
-"responsible" predictor of a cell (its highest IoU with the object) regressing it.
+YOLO 9 conv layers; the convs are `backbones/darknet.py`, whose first layers the paper pretrains
+on ImageNet) reads the whole image once, so it runs far faster than region-based detectors.
+Trained with the paper's sum-squared error (eq. 3): lambda_coord = 5 on the coordinates,
+lambda_noobj = 0.5 on the confidence of boxes without objects, and only the "responsible"
+predictor of a cell (its highest IoU with the object) regressing it.
 """
 from __future__ import annotations
 
@@ -16,69 +17,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segattn_jax.backbones.vgg import scaled_features
-from segattn_jax.layers.conv import Conv
-from segattn_jax.layers.pooling import max_pool
+from segattn_jax.backbones.darknet import LEAKY_SLOPE, NETWORKS, Darknet
 from segattn_jax.ops import boxes as box_ops
 from segattn_jax.ops.images import check_training_size, warp_to_square
 from segattn_jax.ops.nms import multiclass_nms
 
 Array = Any
-
-# (features, kernel, stride) convs and "pool" (2x2/2 max pool). The paper's Figure 3: 24 convs;
-# 448 -> 7 through the stride-2 first conv, four pools and one stride-2 conv.
-YOLO_LAYERS = (
-    (64, 7, 2), "pool",
-    (192, 3, 1), "pool",
-    (128, 1, 1), (256, 3, 1), (256, 1, 1), (512, 3, 1), "pool",
-    *((256, 1, 1), (512, 3, 1)) * 4, (512, 1, 1), (1024, 3, 1), "pool",
-    *((512, 1, 1), (1024, 3, 1)) * 2, (1024, 3, 1), (1024, 3, 2),
-    (1024, 3, 1), (1024, 3, 1),
-)
-# Fast YOLO: the paper gives "9 convolutional layers instead of 24 and fewer filters"; these
-# widths are ours, in the style of Darknet's tiny network (16 doubling per pool up to 1024).
-FAST_YOLO_LAYERS = (
-    (16, 3, 1), "pool", (32, 3, 1), "pool", (64, 3, 1), "pool", (128, 3, 1), "pool",
-    (256, 3, 1), "pool", (512, 3, 1), "pool", (1024, 3, 1), (1024, 3, 1), (256, 3, 1),
-)
-NETWORKS = {"yolo": YOLO_LAYERS, "fast": FAST_YOLO_LAYERS}
-LEAKY_SLOPE = 0.1
-
-
-class Darknet(nn.Module):
-    """YOLO's convolutional layers (leaky ReLU 0.1 after each) -> features (B, h, w, C).
-
-    `max_stride` caps the total downsampling (64 in the papers' networks: 448 -> 7): the pools
-    and stride-2 convs past it are left out (pools) or run at stride 1 (convs), so small inputs
-    keep a map of several cells (128 -> 4x4 at 32). He-normal initialization: with the
-    default (LeCun) one, 24 layers without batch norm shrink the signal ~2^12-fold.
-    """
-
-    layers: tuple = YOLO_LAYERS
-    width: float = 1.0
-    max_stride: int = 64
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        x = x.astype(self.dtype)
-        index, total_stride = 0, 1
-        for layer in self.layers:
-            if layer == "pool":
-                if total_stride * 2 <= self.max_stride:
-                    x = max_pool(x, 2, 2)
-                    total_stride *= 2
-                continue
-            index += 1
-            features, kernel, stride = layer
-            if total_stride * stride > self.max_stride:
-                stride = 1
-            total_stride *= stride
-            x = Conv(scaled_features(features, self.width), (kernel, kernel), strides=stride,
-                     padding=kernel // 2, kernel_init=nn.initializers.he_normal(),
-                     dtype=self.dtype, param_dtype=jnp.float32, name=f"conv{index}")(x)
-            x = nn.leaky_relu(x, LEAKY_SLOPE)
-        return x
 
 
 class YOLO(nn.Module):
@@ -123,7 +67,8 @@ class YOLO(nn.Module):
         if min(self.num_classes, self.grid, self.boxes_per_cell) < 1:
             raise ValueError(f"num_classes, grid and boxes_per_cell must be at least 1; got "
                              f"{self.num_classes}, {self.grid}, {self.boxes_per_cell}.")
-        self.darknet = Darknet(NETWORKS[self.network], self.width, self.max_stride, self.dtype)
+        self.darknet = Darknet(NETWORKS[self.network], self.width, self.max_stride,
+                               dtype=self.dtype)
         self.fc = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32)
         self.dropout = nn.Dropout(self.dropout_rate)
         self.output = nn.Dense(self.grid ** 2 * (self.num_classes + 5 * self.boxes_per_cell),
@@ -132,7 +77,7 @@ class YOLO(nn.Module):
     def raw_outputs(self, images: Array, *, train: bool) -> dict[str, Array]:
         """class_probs (B, S, S, C), confidence (B, S, S, B'), box (B, S, S, B', 4) as
         (x, y in the cell, sqrt w, sqrt h of the image): the final layer is linear."""
-        x = self.darknet(images)
+        x = self.darknet(images)[0]
         x = nn.leaky_relu(self.fc(x.reshape(x.shape[0], -1)), LEAKY_SLOPE)
         x = self.output(self.dropout(x, deterministic=not train)).astype(jnp.float32)
         x = x.reshape(x.shape[0], self.grid, self.grid, -1)

@@ -177,7 +177,7 @@ def test_mini_row_trains_and_evaluates(tfds_dir, tmp_path):
 
 def test_faster_rcnn_row_is_the_rcnn_experiments_config_in_this_table():
     """rcnn.py's Faster R-CNN trained in one run; the mini row at this table's input size (its
-    YOLO and SSD rows' 128x128, with anchors for it) and from scratch like them."""
+    YOLO and SSD rows' 128x128, with anchors for it), from scratch: the table times it."""
     experiment = load_experiment(EXPERIMENT)
     for arg, rcnn_arg in (("Faster-R-CNN,mini", "Faster-R-CNN-joint,mini"),
                           ("Faster-R-CNN", "Faster-R-CNN-joint-07+12")):

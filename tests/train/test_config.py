@@ -73,10 +73,10 @@ def test_an_evaluate_only_run_without_weights_names_the_flag():
 
 def test_mini_rows_whose_papers_start_from_imagenet_start_from_the_pretrained_vgg16(tmp_path):
     """DeconvNet's first stage and its table's FCN-8s, the R-CNN family's, SDS, Hypercolumns,
-    MNC's and DenseCap's trained mini rows start from the mini rows' ImageNet VGG16 (a run
-    their tables train first; later stages start from earlier ones; the single-shot table's
-    Faster R-CNN trains from scratch like its YOLO and SSD), and a lone `train` without it stops
-    at start saying how to make it."""
+    MNC's, DenseCap's and the single-shot table's SSD trained mini rows start from the mini rows'
+    ImageNet VGG16 (a run their tables train first; later stages start from earlier ones;
+    YOLO's from its own pretrained convs; the single-shot table's Faster R-CNN, which it times,
+    from scratch), and a lone `train` without it stops at start saying how to make it."""
     from segattn_jax.train import loop
     from segattn_jax.train.config import MINI_PRETRAINED_VGG16
 
@@ -108,7 +108,11 @@ def test_mini_rows_whose_papers_start_from_imagenet_start_from_the_pretrained_vg
                          for row in ("Full-image-RNN", "FCLN-RoI-pool", "FCLN-no-box-gradient",
                                      "FCLN-clipped-box-gradient", "FCLN")}}
     single_shot = load_experiment(ROOT / "experiments" / "single_shot.py")
-    assert not single_shot.get_config("Faster-R-CNN,mini").init_from_runs
+    assert {run: single_shot.get_config(run).get("init_from_runs")
+            for run in single_shot.table_runs("mini")} == {
+        "Faster-R-CNN,mini": (), "YOLO,mini": ("darknet:YOLO,mini",),
+        "Fast-YOLO,mini": ("darknet:Fast-YOLO,mini",),
+        "SSD300,mini": (MINI_PRETRAINED_VGG16,), "SSD300-flip-only,mini": (MINI_PRETRAINED_VGG16,)}
     config = load_experiment(ROOT / "experiments" / "sds.py").get_config("SDS,mini")
     with pytest.raises(ValueError, match=r"localization.py:SCR,mini .*--config.init_from="):
         loop.Experiment(config, tmp_path, training=True)
@@ -117,9 +121,8 @@ def test_mini_rows_whose_papers_start_from_imagenet_start_from_the_pretrained_vg
 
 def test_paper_scale_rows_that_fine_tune_imagenet_weights_require_them(tmp_path):
     """Every paper-scale row whose paper starts from an ImageNet backbone says so in
-    `requires_init_from` (YOLO's Darknet weights have no converter, so its rows start from
-    whatever init_from gives), and a paper-scale table run without --config.init_from stops at
-    its first cell naming the weights and their converter, instead of training VGG16 from
+    `requires_init_from`, and a paper-scale table run without --config.init_from stops at its
+    first cell naming the weights and their converter, instead of training VGG16 from
     scratch."""
     from segattn_jax import table
 
@@ -131,7 +134,7 @@ def test_paper_scale_rows_that_fine_tune_imagenet_weights_require_them(tmp_path)
             config = module.get_config(run)
             if not config.requires_init_from and not config.evaluate_only:
                 unrequired.add(f"{name}:{run}")
-    assert unrequired == {"single_shot:YOLO", "single_shot:Fast-YOLO"}
+    assert not unrequired
     with pytest.raises(ValueError, match=r"rcnn R-CNN starts from VGG16's ImageNet weights "
                                          r"\(python -m segattn_jax.backbones.pretrained "
                                          r"--backbone=vgg16"):
