@@ -158,8 +158,8 @@ def _faster_rcnn(mini: bool):
     rcnn = load_experiment(Path(__file__).with_name("rcnn.py"))
     c = rcnn.get_config("Faster-R-CNN-joint,mini" if mini else "Faster-R-CNN-joint-07+12")
     c.experiment, c.row = "single_shot", "Faster-R-CNN"
-    if mini:  # on this table's 128x128 scenes; from scratch: the table times it, its mAP is
-        # rcnn.py's table's (README)
+    if mini:  # on this table's 128x128 scenes, from scratch: this table times it (the R-CNN
+        # table measures its accuracy from the pretrained VGG16)
         c.init_from_runs, c.requires_init_from = (), ""
         detection_images(c, max_boxes=8, canvas=128)
         mini_rpn(c, canvas=128)
