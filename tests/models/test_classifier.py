@@ -40,6 +40,22 @@ def _imagenet_like(split, read_config=None, **kwargs):
     return ds
 
 
+def on_mock_imagenet(config, workdir, monkeypatch) -> tuple:
+    """A paper-scale ImageNet row's Experiment (not training; batches of 2, one device) on
+    `_imagenet_like` data, with its first training batch and first eval batch."""
+    config.update_from_flattened_dict({"train.batch_size": 2, "eval.batch_size": 2,
+                                       "mesh.data": 1})
+    monkeypatch.setattr(pipeline, "num_examples", lambda builder, split: 2)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    with tfds.testing.mock_data(num_examples=2, as_dataset_fn=lambda self, split, **kwargs:
+                                _imagenet_like(split, **kwargs)):
+        experiment = loop.Experiment(config, workdir)
+        batch = next(pipeline.train_iterator(
+            config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
+            global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
+        return experiment, batch, next(experiment.eval_batches())
+
+
 @pytest.mark.parametrize("row", ["Inception-v4", "Inception-ResNet-v2"])
 def test_paper_scale_row_steps_on_mock_imagenet(row, tmp_path, monkeypatch):
     """The paper-scale config (imagenet2012, 299x299 with TF-Slim's preprocessing, 1001
@@ -48,18 +64,8 @@ def test_paper_scale_row_steps_on_mock_imagenet(row, tmp_path, monkeypatch):
     backbone tests check their numbers); only the size is cut: 1/16 width, one block of each
     kind."""
     config = load_experiment(ROOT / "experiments" / "inception.py").get_config(row)
-    config.update_from_flattened_dict({"model.width": 0.0625, "model.repeats": (1, 1, 1),
-                                       "train.batch_size": 2, "eval.batch_size": 2,
-                                       "mesh.data": 1})
-    monkeypatch.setattr(pipeline, "num_examples", lambda builder, split: 2)
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
-    with tfds.testing.mock_data(num_examples=2, as_dataset_fn=lambda self, split, **kwargs:
-                                _imagenet_like(split, **kwargs)):
-        experiment = loop.Experiment(config, tmp_path)
-        batch = next(pipeline.train_iterator(
-            config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
-            global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
-        eval_batch = next(experiment.eval_batches())
+    config.update_from_flattened_dict({"model.width": 0.0625, "model.repeats": (1, 1, 1)})
+    experiment, batch, eval_batch = on_mock_imagenet(config, tmp_path, monkeypatch)
     for images in (batch["image"], eval_batch["image"]):
         assert images.shape == (2, 299, 299, 3)
         assert -1.0 <= images.min() and images.max() <= 1.0

@@ -5,16 +5,14 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from segattn_jax.backbones import build_backbone, darknet, pretrained
-from segattn_jax.data import pipeline
 from segattn_jax.data.preprocess import classification
 from segattn_jax.models.yolo import YOLO
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
 from tests.conftest import ROOT, experiment_config, traced_step
-from tests.models.test_classifier import _imagenet_like
+from tests.models.test_classifier import on_mock_imagenet
 
 
 @pytest.mark.parametrize("network, backbone, pretrained_convs",
@@ -79,16 +77,8 @@ def test_paper_scale_row_steps_on_mock_imagenet(tmp_path, monkeypatch):
     """ILSVRC 2012 at 224x224, 1000 classes, SGD: reads mocked ImageNet and traces its step
     (the mini row compiles the same layers); only the width is cut."""
     config = load_experiment(ROOT / "experiments" / "darknet.py").get_config("YOLO")
-    config.update_from_flattened_dict({"model.width": 0.0625, "train.batch_size": 2,
-                                       "eval.batch_size": 2, "mesh.data": 1})
-    monkeypatch.setattr(pipeline, "num_examples", lambda builder, split: 2)
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
-    with tfds.testing.mock_data(num_examples=2, as_dataset_fn=lambda self, split, **kwargs:
-                                _imagenet_like(split, **kwargs)):
-        experiment = loop.Experiment(config, tmp_path)
-        batch = next(pipeline.train_iterator(
-            config.dataset.name, config.dataset.train_split, preprocess=experiment.preprocess,
-            global_batch_size=2, seed=0, data_dir=config.dataset.data_dir))
-    assert batch["image"].shape == (2, 224, 224, 3)
+    config.model.width = 0.0625
+    experiment, batch, eval_batch = on_mock_imagenet(config, tmp_path, monkeypatch)
+    assert batch["image"].shape == eval_batch["image"].shape == (2, 224, 224, 3)
     metrics, predictions = traced_step(experiment, experiment.abstract_state, batch)
     assert metrics["loss"].shape == () and predictions["logits"].shape == (2, 1000)
