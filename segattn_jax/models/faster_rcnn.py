@@ -84,6 +84,7 @@ class FasterRCNN(FastRCNN):
             raise ValueError(f"alternating_step is 0 (approximate joint training) or a step of "
                              f"the 4-step alternating training, 1-4; got {self.alternating_step}.")
         num_anchors = rcnn.check_anchor_config(self.anchor_scales, self.anchor_ratios)
+
         def make_rpn(**module_kwargs):
             return rcnn.RegionProposalNetwork(num_anchors, scaled_features(512, self.width),
                                               dtype=self.dtype, **module_kwargs)
