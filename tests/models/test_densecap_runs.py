@@ -40,7 +40,8 @@ def test_paper_scale_row_trains_and_evaluates_on_visual_genome_fixture_data(tmp_
         "dataset.data_dir": str(tmp_path / "data"), "dataset.preprocess.canvas": (128, 128),
         "dataset.preprocess.min_side": 128.0, "dataset.preprocess.max_side": 128.0,
         "task.max_length": 3, "task.min_word_count": 2, "task.phrase_score": "unigram_f1",
-        "train.batch_size": 1, "eval.batch_size": 1, "mesh.data": 1})
+        "train.batch_size": 1, "eval.batch_size": 1, "mesh.data": 1,
+        "requires_init_from": ""})  # from scratch: no ImageNet weights in a test
     VisualGenome(data_dir=config.dataset.data_dir).download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
     experiment = loop.Experiment(config, tmp_path / "run", training=True)
