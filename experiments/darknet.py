@@ -23,7 +23,6 @@ PAPER = {"YOLO": dict(top5_error_percent=12.0), "Fast-YOLO": {}}
 ROWS = tuple(PAPER)
 DEFAULT = {"row": "YOLO"}
 BACKBONE = {"YOLO": "yolo_darknet", "Fast-YOLO": "fast_yolo_darknet"}
-MINI_SIZE = 64
 MINI_WIDTH = 0.25  # experiments/single_shot.py's mini YOLO rows'
 ILSVRC_CLASSES = 1000
 
@@ -39,7 +38,7 @@ def _mini(c) -> None:
     c.model.num_classes = len(CLASS_NAMES)
     c.model.width = MINI_WIDTH
     # At the detectors' 1e-3 the 20 plain convs stay at chance for 3000 steps (loss ln 8,
-    # gradient norm ~0.17); at 3e-4 they leave it after ~600 (README).
+    # gradient norm ~0.17); at 3e-4 they leave it after ~1000 (README).
     adam_cosine(c, 3e-4, warmup_steps=100, grad_clip_norm=5.0)
     c.train.batch_size = 32
     c.train.num_steps = 3000
