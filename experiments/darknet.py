@@ -23,7 +23,7 @@ PAPER = {"YOLO": dict(top5_error_percent=12.0), "Fast-YOLO": {}}
 ROWS = tuple(PAPER)
 DEFAULT = {"row": "YOLO"}
 BACKBONE = {"YOLO": "yolo_darknet", "Fast-YOLO": "fast_yolo_darknet"}
-MINI_WIDTH = 0.25  # experiments/single_shot.py's mini YOLO rows'
+MINI_WIDTH = 0.25  # also the mini YOLO detectors' (experiments/single_shot.py reads it)
 ILSVRC_CLASSES = 1000
 
 
