@@ -71,7 +71,7 @@ class YOLO(nn.Module):
                                dtype=self.dtype)
         self.fc = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32)
         self.dropout = nn.Dropout(self.dropout_rate)
-        # Zero-initialized, so training starts from all-zero predictions (a loss of ~7 per image
+        # Zero-initialized, so training starts from all-zero predictions (a loss of ~14 per image
         # on the mini scenes): a random layer's outputs have std ~2 against targets in [0, 1],
         # a first loss of 160-390 per image with gradient norms in the thousands.
         self.output = nn.Dense(self.grid ** 2 * (self.num_classes + 5 * self.boxes_per_cell),
