@@ -28,7 +28,7 @@ one machine), Fast YOLO the fastest; mAP SSD300 > YOLO; SSD300 > SSD300-flip-onl
 from pathlib import Path
 
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
-from segattn_jax.train.config import (adam_cosine, base_config, detection_images,
+from segattn_jax.train.config import (base_config, cosine_schedule, detection_images,
                                       imagenet_weights, load_experiment, mini_rpn, parse_arg,
                                       start_from_mini_pretrained_vgg16, table_cells)
 
@@ -108,14 +108,13 @@ def _mini(c, row: str) -> None:
     c.dataset.name = "shapes/default"
     c.dataset.preprocess.max_boxes = 8
     c.model.num_classes = len(CLASS_NAMES)
-    adam_cosine(c, 1e-3, warmup_steps=100, grad_clip_norm=5.0)
-    if c.model.name == "yolo":
-        # The paper's SGD momentum 0.9 at its starting rate 1e-3: YOLO's plain convs (no batch
-        # norm) under Adam at 1e-3 or 3e-4, and under SGD at the paper's later 1e-2, collapse to
-        # image-independent features within ~500 steps and predict the training set's mean
-        # (README, "YOLO and SSD").
-        c.optimizer.name = "sgd"
-    else:
+    # YOLO: the paper's SGD momentum at its starting rate 1e-3. Its plain convs (no batch norm)
+    # under Adam at 1e-3 or 3e-4, and under SGD at the paper's later 1e-2, collapse to
+    # image-independent features within ~500 steps and predict the training set's mean (README,
+    # "YOLO and SSD").
+    yolo = c.model.name == "yolo"
+    cosine_schedule(c, "sgd" if yolo else "adam", 1e-3, warmup_steps=100, grad_clip_norm=5.0)
+    if not yolo:
         # SSD's augmentation is a regularizer: its gain (the paper's 65.5 -> 74.3) comes in the
         # paper's regime of ~230 passes over VOC 07+12. On all 4000 scenes (12 passes) the
         # augmented row trails the flip-only one; on 500 (96 passes) flips alone overfit and the

@@ -103,15 +103,23 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def adam_cosine(c: ml_collections.ConfigDict, learning_rate: float, *, warmup_steps: int,
-                grad_clip_norm: float) -> None:
-    """The mini rows' optimizer: Adam on a cosine schedule after a linear warmup, gradients
-    clipped to a global norm (from-scratch slim networks train stably with it on any family)."""
-    c.optimizer.name = "adam"
+def cosine_schedule(c: ml_collections.ConfigDict, optimizer: str, learning_rate: float, *,
+                    warmup_steps: int, grad_clip_norm: float) -> None:
+    """`optimizer` (sgd keeps base_config's momentum 0.9) on a cosine schedule after a linear
+    warmup, gradients clipped to a global norm."""
+    c.optimizer.name = optimizer
     c.optimizer.learning_rate = learning_rate
     c.optimizer.schedule = "cosine"
     c.optimizer.warmup_steps = warmup_steps
     c.optimizer.grad_clip_norm = grad_clip_norm
+
+
+def adam_cosine(c: ml_collections.ConfigDict, learning_rate: float, *, warmup_steps: int,
+                grad_clip_norm: float) -> None:
+    """The mini rows' optimizer: Adam on `cosine_schedule` (from-scratch slim networks train
+    stably with it on any family; YOLO's plain convs are the exception, experiments/darknet.py)."""
+    cosine_schedule(c, "adam", learning_rate, warmup_steps=warmup_steps,
+                    grad_clip_norm=grad_clip_norm)
 
 
 def imagenet_weights(name: str, backbone: str, converter_flags: str = "") -> str:
