@@ -8,8 +8,8 @@
   temporary memory, and the ratio (floor 1.0).
 - Pooling with switches and unpooling, forward + backward (the gradient w.r.t. the input, for a
   random cotangent), at each of DeconvNet's five pool/unpool pairs at 224x224, batch 2: ours
-  (`layers/upsampling.py`: `max_pool_with_argmax` -> `max_unpool`) vs `max_pool2d(...,
-  return_indices=True)` -> `max_unpool2d` (ratio, floor 1.0).
+  (`layers/upsampling.py`: `max_pool_with_argmax` -> `max_unpool(..., window=2)`, as DeconvNet
+  calls them) vs `max_pool2d(..., return_indices=True)` -> `max_unpool2d` (ratio, floor 1.0).
 
 Run: `.venv/bin/python benchmarks/deconvnet_train_step.py` (a few minutes on 2 CPU cores).
 PyTorch is optional (a reference, never a dependency): without it the torch columns are empty.
@@ -125,7 +125,7 @@ def unpool_rows(torch, repeats: int) -> list[dict]:
 
         def pool_unpool(x):
             pooled, switches = max_pool_with_argmax(x, 2, 2)
-            return max_unpool(pooled, switches, x.shape[1:3])
+            return max_unpool(pooled, switches, x.shape[1:3], window=2)
 
         @compilation.jit
         def fwd_bwd(x, cotangent):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers.conv import Conv, ConvBN
+from segattn_jax.layers.pooling import max_pool
 
 Array = Any
 
@@ -257,7 +258,7 @@ def conv_bn_paths(blocks: tuple[BlockSpec, ...]) -> list[tuple[str, ...]]:
 def _pool(x: Array, spec: PoolSpec) -> Array:
     window, strides = (spec.window, spec.window), (spec.stride, spec.stride)
     if spec.kind == "max":
-        return nn.max_pool(x, window, strides=strides, padding=spec.padding)
+        return max_pool(x, window, strides, padding=spec.padding)
     return nn.avg_pool(x, window, strides=strides, padding=spec.padding, count_include_pad=False)
 
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers.conv import ConvBN
+from segattn_jax.layers.pooling import max_pool
 
 Array = Any
 # Bottleneck blocks per stage conv2..conv5. 26 (two blocks a stage, no released weights) is the
@@ -129,7 +130,7 @@ class ResNet(nn.Module):
                        frozen_bn=self.frozen_bn, dtype=self.dtype, name="conv1",
                        momentum=self.bn_momentum, **KERAS_BATCH_NORM)(x, train=train)
             intermediates["conv1"] = x
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = max_pool(x, 3, 2, padding=((1, 1), (1, 1)))
             intermediates["pool1"] = x
         for stage, (blocks, width, features) in enumerate(
                 zip(RESNET_DEPTHS[self.depth], _STAGE_WIDTHS, inner), start=2):

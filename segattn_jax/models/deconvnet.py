@@ -167,8 +167,12 @@ class DeconvNet(nn.Module):
                           dtype=self.dtype, kernel_init=nn.initializers.he_normal(),
                           name="deconv6")(x)
         x = nn.relu(_batch_norm(train, self.dtype, "deconv6_bn")(x))
+        # VGG16's pools tile their input (2x2, stride 2): the unpooling's fast form.
+        tiling = {spec.name: spec.kernel for spec in encoder.layer_specs()
+                  if spec.kind == "pool" and spec.kernel == spec.stride}
         for pool, convs in DECODER:
-            x = max_unpool(x, layers[f"{pool}_switches"], layers[_POOLED[pool]].shape[1:3])
+            x = max_unpool(x, layers[f"{pool}_switches"], layers[_POOLED[pool]].shape[1:3],
+                           window=tiling.get(pool))
             for name, features in convs:
                 x = _ConvBNReLU(scaled_features(features, self.width), 3, self.dtype,
                                 name=name)(x, train)

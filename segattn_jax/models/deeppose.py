@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers.conv import Conv
 from segattn_jax.layers.normalization import local_response_norm
+from segattn_jax.layers.pooling import max_pool
 from segattn_jax.layers.sampling import bilinear_at
 from segattn_jax.metrics.pose import NUM_JOINTS, TORSO_DIAMETER_JOINTS
 
@@ -62,7 +63,7 @@ class PoseNet(nn.Module):
                                 param_dtype=jnp.float32, name=name)(x))
 
         def pool(x):
-            return nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            return max_pool(x, 3, 2, padding="SAME")
 
         x = images.astype(self.dtype)
         x = pool(local_response_norm(conv(x, 96, 11, self.first_stride, "conv1")))

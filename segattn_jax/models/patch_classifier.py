@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from segattn_jax.layers.conv import conv2d
+from segattn_jax.layers.pooling import max_pool
 
 Array = Any
 
@@ -158,7 +159,7 @@ class PatchClassifier(nn.Module):
                 x = _dilated_max_pool(x, window, dilation)
                 dilation *= _POOL_STRIDE
             else:
-                x = nn.max_pool(x, (window, window), strides=(_POOL_STRIDE, _POOL_STRIDE))
+                x = max_pool(x, window, _POOL_STRIDE)
         fc6_dilation = dilation if dense else None
         if not self.hidden:  # a linear classifier of the last map
             return _FullyConnected(self.num_classes, self.fc6_kernel, self.dtype, name="score")(

@@ -24,6 +24,7 @@ import optax
 from segattn_jax.backbones.vgg import VGG16, scaled_features
 from segattn_jax.layers.conv import Conv
 from segattn_jax.layers.rcnn import HEAD_BOX_WEIGHTS, smooth_l1
+from segattn_jax.layers.pooling import max_pool
 from segattn_jax.ops import boxes as box_ops
 from segattn_jax.ops.images import check_training_size, warp_to_square
 from segattn_jax.ops.nms import multiclass_nms
@@ -165,7 +166,7 @@ class SSD(nn.Module):
             raise ValueError(f"SSD expects images (B, H, W, C); got {images.shape}.")
         x, intermediates = self.backbone(images, train=False)
         sources = [self.conv4_3_norm(intermediates["conv4_3"])]
-        x = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))  # pool5 3x3/1
+        x = max_pool(x, 3, 1, padding=((1, 1), (1, 1)))  # pool5 3x3/1
         x = nn.relu(self.fc7(nn.relu(self.fc6(x))))
         sources.append(x)
         for (reduce, expand), spec in zip(self.extras, EXTRA_LAYERS[self.layout]):

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from segattn_jax.layers.conv import Conv
+from segattn_jax.layers.pooling import max_pool
 from segattn_jax.layers.spatial_transformer import TRANSFORMS, SpatialTransformer
 
 BASES = ("fcn", "cnn")
@@ -72,9 +73,9 @@ class CNNLocalization(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         _check_spatial(images, 28, "CNNLocalization")
-        x = nn.max_pool(images.astype(self.dtype), (2, 2), strides=(2, 2))
+        x = max_pool(images.astype(self.dtype), 2, 2)
         x = nn.relu(Conv(self.filters[0], (5, 5), padding="VALID", dtype=self.dtype)(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2, 2)
         x = nn.relu(Conv(self.filters[1], (5, 5), padding="VALID", dtype=self.dtype)(x))
         x = x.reshape(x.shape[0], -1)
         return nn.relu(nn.Dense(self.units, dtype=self.dtype)(x))
@@ -137,7 +138,7 @@ class STNClassifier(nn.Module):
             filters = _scaled(self.cnn_filters, self.width)
             for size, kernel in zip(filters, (9, 7)):
                 x = Conv(size, (kernel, kernel), padding="VALID", dtype=self.dtype)(x)
-                x = nn.relu(nn.max_pool(x, (2, 2), strides=(2, 2)))
+                x = nn.relu(max_pool(x, 2, 2))
             x = x.reshape(x.shape[0], -1)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x)
         return logits.astype(jnp.float32)

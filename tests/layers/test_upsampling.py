@@ -21,6 +21,7 @@ from segattn_jax.layers import (
     nearest_upsample,
     pooled_size,
 )
+from segattn_jax.layers.upsampling import pad_for_pooling
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -168,6 +169,47 @@ def test_unpool_of_pool_keeps_maxima_and_gradient_reaches_switches():
     # And pooling sends its gradient to the same positions: grad of pool == unpool of the cotangent.
     pool_grad = jax.grad(lambda v: jnp.sum(max_pool_with_argmax(v, 2, 2)[0] * pooled))(x)
     np.testing.assert_allclose(pool_grad, unpooled)
+
+
+@pytest.mark.parametrize("hw,window,ceil_mode", [((8, 6), 2, False), ((9, 7), 2, True),
+                                                  ((9, 7), 2, False), ((10, 11), 3, True)])
+def test_tiling_pools_values_switches_and_gradients_equal_the_references(hw, window, ceil_mode):
+    """window == stride takes `tiled_max` (and max_unpool(window=) its select form): the values
+    and switches of the loop reference, XLA's select_and_scatter gradient (ties included), and
+    the scatter-add unpooling's values and gradient."""
+    rng = np.random.default_rng(5)
+    # Rounded values and ReLU zeros: many tied maxima, whose gradient must go to the first one.
+    x = jnp.asarray(np.maximum(np.round(rng.standard_normal((2, *hw, 3))), 0), jnp.float32)
+    (pooled, argmax), pool_vjp = jax.vjp(
+        lambda x: max_pool_with_argmax(x, window, window, ceil_mode=ceil_mode), x)
+    padded = pad_for_pooling(x, window, window, ceil_mode=ceil_mode)
+    want, want_vjp = jax.vjp(lambda x: nn.max_pool(x, (window,) * 2, (window,) * 2), padded)
+    np.testing.assert_array_equal(pooled, want)
+    cotangent = jnp.asarray(rng.standard_normal(pooled.shape), jnp.float32)
+    zero_switches = np.zeros(argmax.shape, jax.dtypes.float0)
+    np.testing.assert_array_equal(pool_vjp((cotangent, zero_switches))[0],
+                                  want_vjp(cotangent)[0][:, :hw[0], :hw[1]])
+    if not ceil_mode:
+        np.testing.assert_array_equal(argmax, numpy_max_pool_with_argmax(
+            np.asarray(x), window, window)[1])
+
+    def unpool(v, **kwargs):
+        return max_unpool(v, argmax, hw, **kwargs)
+
+    tiled, tiled_vjp = jax.vjp(lambda v: unpool(v, window=window), cotangent)
+    scattered, scattered_vjp = jax.vjp(unpool, cotangent)
+    np.testing.assert_array_equal(tiled, scattered)
+    unpooled_cotangent = jnp.asarray(rng.standard_normal(tiled.shape), jnp.float32)
+    np.testing.assert_array_equal(tiled_vjp(unpooled_cotangent)[0],
+                                  scattered_vjp(unpooled_cotangent)[0])
+
+
+def test_tiled_unpool_rejects_a_size_its_pool_cannot_have_pooled():
+    pooled, argmax = max_pool_with_argmax(jnp.ones((1, 8, 8, 1)), 2, 2)
+    with pytest.raises(ValueError, match="maps no input of size"):
+        max_unpool(pooled, argmax, (8, 8), window=3)
+    with pytest.raises(ValueError, match="maps no input of size"):
+        max_unpool(pooled, argmax, (10, 8), window=2)
 
 
 def test_unpool_rejects_mismatched_switches():
