@@ -138,8 +138,8 @@ def tiled_max(x: jax.Array, window: tuple[int, int]) -> tuple[jax.Array, jax.Arr
     offset a * kw + b of each window's first max in row-major order (int32).
 
     The gradient goes to that first max, as XLA's `select_and_scatter` sends it, as one select
-    per input element: on CPU 3-4x faster than differentiating the running max (FCN-8s's
-    paper-size pool1 forward + backward 125 -> 37 ms; PyTorch 102 ms).
+    per input element, where autodiff of the running max adds up a padded copy of the input per
+    window offset (measured: layers/pooling.py).
     """
     tiles = _tiles(x, window)
     pooled, offset = tiles[:, :, 0, :, 0], jnp.zeros(tiles[:, :, 0, :, 0].shape, jnp.int32)
@@ -265,9 +265,9 @@ def max_unpool(x: jax.Array, argmax: jax.Array, output_hw: IntOrPair, *,
 
     window: the pool's window when it tiled its input (window == stride: every VGG pool, as
       DeconvNet's and SegNet's decoders undo them): each output element then selects the value
-      whose switch names it, with the gradient the matching pick, 2-3.5x PyTorch's
-      `max_unpool2d` on CPU at DeconvNet's pools. Only right for such switches (others are
-      dropped), so it must be the pool's. None: any switches, a scatter-add where values whose
+      whose switch names it, with the gradient the matching pick (pool + unpool forward and
+      backward on CPU 1.1-4.4x PyTorch's at DeconvNet's pools; README). Only right for such
+      switches (others are dropped), so it must be the pool's. None: any switches, a scatter-add where values whose
       switches coincide (overlapping pooling windows) are summed.
     """
     _check_nhwc(x)
