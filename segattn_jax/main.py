@@ -7,6 +7,7 @@ r"""Command line: train | eval | predict | table.
   python -m segattn_jax.main predict --config experiments/handwriting.py:Synthesis,mini \
       --workdir runs/handwriting --text "hello world"   # writes the text by hand
   python -m segattn_jax.main table   --config experiments/fcn.py:mini --workdir runs/fcn_table
+  python -m segattn_jax.main table   --config experiments/pinheiro.py:mini --workdir runs/p --seeds=3
 
 Any config field can be overridden: --config.train.num_steps=100 --config.optimizer.learning_rate=3e-4.
 """
@@ -34,6 +35,8 @@ _TEXT = flags.DEFINE_multi_string("text", [], "`predict` with a handwriting synt
                                   "text to write.")
 _COLLECT_ONLY = flags.DEFINE_bool("collect_only", False,
                                   "`table`: only collect finished runs, train nothing.")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "`table`: runs per cell (config.seed, +1, ...); "
+                              "cells show the mean and the range over them.")
 
 
 def _train(config, workdir: epath.Path) -> None:
@@ -71,7 +74,7 @@ def _table(workdir: epath.Path) -> None:
     path, _, arg = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")
     print(table.run_table(path, arg, workdir,
                           overrides=config_flags.get_override_values(flags.FLAGS["config"]),
-                          collect_only=_COLLECT_ONLY.value))
+                          collect_only=_COLLECT_ONLY.value, seeds=_SEEDS.value))
 
 
 def main(argv: list[str]) -> None:

@@ -9,6 +9,11 @@ weights, which such a cell may also start from: Faster R-CNN's step 2). A run of
 experiment file beside this one, named '<experiment>:<config arg>' (the mini rows' ImageNet
 stand-in, train/config.MINI_PRETRAINED_VGG16), is trained first into the same workdir, once for
 all the cells that start from it.
+
+`seeds=N` trains every cell N times (config.seed, +1, ...; run k > 0 in '<run dir>_seed<k>', so
+a finished one-seed table is seed 0; a chained cell's run k starts from its parents' run k) and
+shows each metric's mean over the seeds with their range: the mini tables' differences are often
+no larger than the run-to-run spread.
 """
 from __future__ import annotations
 
@@ -24,8 +29,10 @@ from segattn_jax.train.config import (init_from_dirs, load_experiment, steps_to_
 from segattn_jax.train.loop import EVAL_HISTORY_FILE, METRICS_FILE, train_and_evaluate
 
 
-def run_dir(workdir: epath.Path, run_arg: str) -> epath.Path:
-    return workdir / re.sub(r"[^A-Za-z0-9_.-]+", "_", run_arg)
+def run_dir(workdir: epath.Path, run_arg: str, seed_offset: int = 0) -> epath.Path:
+    """The directory of a table run; `seed_offset` k > 0: its run with config.seed + k."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_arg)
+    return workdir / (f"{name}_seed{seed_offset}" if seed_offset else name)
 
 
 def run_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -62,14 +69,33 @@ def _format(value: float | None) -> str:
     return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3g}"
 
 
-def format_table(cells: list[tuple[ml_collections.ConfigDict, dict[str, float] | None]]) -> str:
-    """Markdown: a grid per metric when cells have columns, else one row per cell."""
+def _format_measured(measured: dict[str, float] | None, metric: str,
+                     per_seed: list[dict[str, float]] | None) -> str:
+    """A cell's measured `metric`: the value, or over several seeds 'mean (min-max)'."""
+    value = measured.get(metric) if measured else None
+    if value is None or not per_seed or len(per_seed) < 2:
+        return _format(value)
+    values = [run[metric] for run in per_seed]
+    return f"{_format(value)} ({_format(min(values))}-{_format(max(values))})"
+
+
+def mean_over_seeds(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric that every seed's run reports, averaged."""
+    keys = [key for key in per_seed[0] if all(key in run for run in per_seed)]
+    return {key: sum(run[key] for run in per_seed) / len(per_seed) for key in keys}
+
+
+def format_table(cells: list[tuple[ml_collections.ConfigDict, dict[str, float] | None]],
+                 per_seed: list[list[dict[str, float]] | None] | None = None) -> str:
+    """Markdown: a grid per metric when cells have columns, else one row per cell. `per_seed`:
+    each cell's runs' metrics when it was trained with several seeds (ranges are shown)."""
     metrics = list(cells[0][0].table_metrics)
+    per_seed = per_seed or [None] * len(cells)
     lines = []
     if any(c.column for c, _ in cells):
         rows = list(dict.fromkeys(c.row for c, _ in cells))
         columns = list(dict.fromkeys(c.column for c, _ in cells))
-        by_cell = {(c.row, c.column): (c, m) for c, m in cells}
+        by_cell = {(c.row, c.column): (c, m, runs) for (c, m), runs in zip(cells, per_seed)}
         for metric in metrics:
             lines += [f"\n{metric} (paper / measured)\n",
                       "| model | " + " | ".join(columns) + " |",
@@ -77,17 +103,17 @@ def format_table(cells: list[tuple[ml_collections.ConfigDict, dict[str, float] |
             for row in rows:
                 entries = []
                 for column in columns:
-                    config, measured = by_cell.get((row, column), (None, None))
+                    config, measured, runs = by_cell.get((row, column), (None, None, None))
                     paper = config.paper.get(metric) if config else None
                     entries.append(f"{_format(paper)} / "
-                                   f"{_format(measured.get(metric) if measured else None)}")
+                                   f"{_format_measured(measured, metric, runs)}")
                 lines.append(f"| {row} | " + " | ".join(entries) + " |")
     else:
         lines += ["| model | " + " | ".join(f"{m} (paper) | {m} (measured)" for m in metrics) + " |",
                   "|---" * (2 * len(metrics) + 1) + "|"]
-        for config, measured in cells:
+        for (config, measured), runs in zip(cells, per_seed):
             entries = [f"{_format(config.paper.get(m))} | "
-                       f"{_format(measured.get(m) if measured else None)}" for m in metrics]
+                       f"{_format_measured(measured, m, runs)}" for m in metrics]
             lines.append(f"| {config.row} | " + " | ".join(entries) + " |")
     return "\n".join(lines)
 
@@ -160,37 +186,61 @@ def _train_unless_finished(config: ml_collections.ConfigDict, directory: epath.P
     return measured
 
 
+def _seeded(config: ml_collections.ConfigDict, seed_offset: int, workdir: epath.Path
+            ) -> ml_collections.ConfigDict:
+    """The cell's config for its run `seed_offset`: config.seed + offset, and `init_from` = the
+    command line's (ImageNet weights), then the runs the cell starts from: another experiment's
+    (shared by every seed), this table's (their run of the same seed)."""
+    seeded = config.copy_and_resolve_references()
+    seeded.seed = config.seed + seed_offset
+    if config.get("init_from_runs"):
+        seeded.init_from = ",".join([*init_from_dirs(config), *(
+            str(run_dir(workdir, run, 0 if ":" in run else seed_offset))
+            for run in config.init_from_runs)])
+    return seeded
+
+
 def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict[str, Any] | None = None,
-              collect_only: bool = False) -> str:
-    """Trains every unfinished cell (resuming any partial run) unless `collect_only`; draws the
-    first table metric's training curves to WORKDIR/curves.png when the runs evaluated along the
-    way."""
+              collect_only: bool = False, seeds: int = 1) -> str:
+    """Trains every unfinished cell (resuming any partial run), `seeds` runs each, unless
+    `collect_only`; draws the first table metric's training curves (seed 0's runs) to
+    WORKDIR/curves.png when the runs evaluated along the way."""
+    if seeds < 1:
+        raise ValueError(f"seeds is the number of runs per table cell: at least 1; got {seeds}.")
     module, workdir = load_experiment(path), epath.Path(workdir)
-    cells, runs = [], []
+    cells, per_seed, runs = [], [], []
     for run_arg in module.table_runs(arg):
         config = module.get_config(run_arg)
         if overrides:
             config.update_from_flattened_dict(overrides)
-        if config.get("init_from_runs"):  # starts from (or ensembles) other runs
-            for run in config.init_from_runs:
-                if (":" in run and not collect_only and not _train_other_experiment(
-                        epath.Path(path).parent, run, workdir, overrides)):
-                    return (format_table(cells)
-                            + f"\n\nStopped by SIGTERM in {run}; rerun to continue.")
-            # After any init_from of the command line (ImageNet weights), which load first.
-            config.init_from = ",".join([*init_from_dirs(config), *(
-                str(run_dir(workdir, run)) for run in config.init_from_runs)])
-        directory = run_dir(workdir, config.get("table_run") or run_arg)
-        if collect_only:
-            measured = finished_metrics(directory, steps_to_train(config))
-        else:
-            measured = _train_unless_finished(config, directory)
-            if measured is None:  # SIGTERM: the cell saved a checkpoint; stop here
-                cells.append((config, None))
-                return format_table(cells) + "\n\nStopped by SIGTERM; rerun to continue."
-        cells.append((config, cell_metrics(config, measured)))
-        runs.append((config, directory))
-    table = format_table(cells)
+        for run in config.get("init_from_runs") or ():  # starts from (or ensembles) other runs
+            if (":" in run and not collect_only and not _train_other_experiment(
+                    epath.Path(path).parent, run, workdir, overrides)):
+                return (format_table(cells, per_seed)
+                        + f"\n\nStopped by SIGTERM in {run}; rerun to continue.")
+        cell_runs = []
+        for seed_offset in range(seeds):
+            seeded = _seeded(config, seed_offset, workdir)
+            directory = run_dir(workdir, config.get("table_run") or run_arg, seed_offset)
+            if collect_only:
+                measured = finished_metrics(directory, steps_to_train(seeded))
+                if measured is None:  # an unfinished seed: the cell shows no measurement
+                    cell_runs = []
+                    break
+            else:
+                measured = _train_unless_finished(seeded, directory)
+                if measured is None:  # SIGTERM: the run saved a checkpoint; stop here
+                    cells.append((seeded, None))
+                    per_seed.append(None)
+                    return (format_table(cells, per_seed)
+                            + "\n\nStopped by SIGTERM; rerun to continue.")
+            cell_runs.append(cell_metrics(config, measured))
+            if seed_offset == 0:
+                runs.append((seeded, directory))
+        cells.append((_seeded(config, 0, workdir),
+                      mean_over_seeds(cell_runs) if cell_runs else None))
+        per_seed.append(cell_runs or None)
+    table = format_table(cells, per_seed)
     curves = plot_curves(runs, cells[0][0].table_metrics[0], workdir / "curves.png")
     # An experiment's own figures of the table (e.g. BLEU by sentence length) from its cells.
     figures = module.table_figures(cells, workdir) if hasattr(module, "table_figures") else []

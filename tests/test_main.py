@@ -150,6 +150,61 @@ def test_table_cells_starting_from_other_runs_load_the_command_lines_init_from_f
     assert trained == [("A", "weights/vgg16"), ("B", f"weights/vgg16,{workdir / 'A'}")]
 
 
+def test_table_with_seeds_trains_each_cell_per_seed_chains_same_seeds_and_shows_the_range(
+        tmp_path, monkeypatch):
+    """`--seeds=3`: every cell three times (config.seed + 0, 1, 2; seed 0 in the one-seed
+    directory), a chained cell's run k from its parent's run k and the shared pretraining once;
+    each metric is the mean with the seeds' range; a second call (or --collect_only) trains
+    nothing."""
+    (tmp_path / "stage.py").write_text(
+        "from segattn_jax.train.config import base_config\n"
+        "def get_config(arg):\n"
+        "    return base_config().lock()\n")
+    (tmp_path / "chain.py").write_text(
+        "from segattn_jax.train.config import base_config\n"
+        "def table_runs(arg):\n"
+        "    return ['A', 'B']\n"
+        "def get_config(arg):\n"
+        "    c = base_config()\n"
+        "    c.row, c.paper, c.table_metrics = arg, {'error_percent': 5.0}, ('error_percent',)\n"
+        "    c.seed = 10\n"
+        "    c.init_from_runs = ('stage:X', 'A') if arg == 'B' else ('stage:X',)\n"
+        "    return c.lock()\n")
+    trained = []
+
+    def fake_train(config, directory):
+        trained.append((directory.name, config.seed, config.init_from))
+        result = {"step": config.train.num_steps, "train_seconds": 1.0,
+                  "eval": {"error_percent": float(config.seed) + (directory.name[0] == "B")}}
+        directory.mkdir(parents=True)
+        (directory / loop.METRICS_FILE).write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(table, "train_and_evaluate", fake_train)
+    workdir = tmp_path / "runs"
+    markdown = table.run_table(str(tmp_path / "chain.py"), "", workdir, seeds=3)
+    stage = str(workdir / "stage_X")
+    assert trained == [("stage_X", 0, ""),
+                       ("A", 10, stage), ("A_seed1", 11, stage), ("A_seed2", 12, stage),
+                       ("B", 10, f"{stage},{workdir / 'A'}"),
+                       ("B_seed1", 11, f"{stage},{workdir / 'A_seed1'}"),
+                       ("B_seed2", 12, f"{stage},{workdir / 'A_seed2'}")]
+    assert "| A | 5.0 | 11.0 (10.0-12.0) |" in markdown
+    assert "| B | 5.0 | 12.0 (11.0-13.0) |" in markdown
+    trained.clear()
+    assert table.run_table(str(tmp_path / "chain.py"), "", workdir, seeds=3) == markdown
+    assert table.run_table(str(tmp_path / "chain.py"), "", workdir, seeds=3,
+                           collect_only=True) == markdown
+    assert trained == []
+    # Seed 0 alone is the one-seed table; a seed that has not run leaves the cell unmeasured.
+    assert "| A | 5.0 | 10.0 |" in table.run_table(str(tmp_path / "chain.py"), "", workdir,
+                                                   collect_only=True)
+    assert "| A | 5.0 | - |" in table.run_table(str(tmp_path / "chain.py"), "", workdir,
+                                                 seeds=4, collect_only=True)
+    with pytest.raises(ValueError, match="at least 1"):
+        table.run_table(str(tmp_path / "chain.py"), "", workdir, seeds=0)
+
+
 def test_format_table_grid_for_experiments_with_columns():
     from ml_collections import ConfigDict
 
