@@ -10,7 +10,8 @@ background).
   python -m segattn_jax.main table --config experiments/pinheiro.py:mini --workdir runs/pinheiro_table
 
 The paper's point: 2 instances > 1 instance in pixel accuracy, 3 >= 2. Measured on mini (README):
-86.7 < 87.0 > 86.8; mean IU rises 12.9 < 13.7 < 14.1.
+86.7 < 87.0 > 86.8; mean IU rises 12.9 < 13.7 < 14.1; over three seeds (`table ... --seeds=3`)
+86.6 / 86.8 / 86.6, each row spread over 0.3-0.5 points: not measurable on mini.
 
 Paper scale: `stanford_background` (manual download: data/stanford_background.py), folds 2-5
 (572 images) for training and fold 1 (143) for testing at 320x240, with the paper's f (8x8
