@@ -218,9 +218,9 @@ def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict
                     epath.Path(path).parent, run, workdir, overrides)):
                 return (format_table(cells, per_seed)
                         + f"\n\nStopped by SIGTERM in {run}; rerun to continue.")
+        seeded_configs = [_seeded(config, offset, workdir) for offset in range(seeds)]
         cell_runs = []
-        for seed_offset in range(seeds):
-            seeded = _seeded(config, seed_offset, workdir)
+        for seed_offset, seeded in enumerate(seeded_configs):
             directory = run_dir(workdir, config.get("table_run") or run_arg, seed_offset)
             if collect_only:
                 measured = finished_metrics(directory, steps_to_train(seeded))
@@ -237,8 +237,7 @@ def run_table(path: str, arg: str, workdir: str | epath.Path, *, overrides: dict
             cell_runs.append(cell_metrics(config, measured))
             if seed_offset == 0:
                 runs.append((seeded, directory))
-        cells.append((_seeded(config, 0, workdir),
-                      mean_over_seeds(cell_runs) if cell_runs else None))
+        cells.append((seeded_configs[0], mean_over_seeds(cell_runs) if cell_runs else None))
         per_seed.append(cell_runs or None)
     table = format_table(cells, per_seed)
     curves = plot_curves(runs, cells[0][0].table_metrics[0], workdir / "curves.png")

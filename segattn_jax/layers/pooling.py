@@ -41,10 +41,6 @@ def max_pool(x: jax.Array, window: IntOrPair, stride: IntOrPair, *,
         return nn.max_pool(x, window, strides=stride, padding="VALID")
 
     def cpu(x):
-        if window != stride:
-            return strided_max(x, window, stride)[0]
-        # Floor mode may leave a remainder that no window covers: drop it before reshaping.
-        rows, cols = (x.shape[1] // window[0]) * window[0], (x.shape[2] // window[1]) * window[1]
-        return tiled_max(x[:, :rows, :cols], window)[0]
+        return (tiled_max(x, window) if window == stride else strided_max(x, window, stride))[0]
 
     return lax.platform_dependent(x, cpu=cpu, default=native)

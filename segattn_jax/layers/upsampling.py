@@ -121,49 +121,45 @@ def _tiles(x: jax.Array, window: tuple[int, int]) -> jax.Array:
     return x.reshape(n, h // window[0], window[0], w // window[1], window[1], c)
 
 
-def _place_in_tiles(x: jax.Array, offset: jax.Array, window: tuple[int, int]) -> jax.Array:
-    """(N, h, w, C) values -> (N, h*kh, w*kw, C): each at its tile's `offset`, zeros elsewhere.
-
-    One select per output element, written in order (no scatter, no transpose).
-    """
+def _spread_over_tiles(x: jax.Array, hit: jax.Array, window: tuple[int, int]) -> jax.Array:
+    """(N, h, w, C) values -> (N, h*kh, w*kw, C): each where `hit` (N, h, kh, w, kw, C) is true
+    in its tile, zeros elsewhere. One select per output element, written in order (no scatter,
+    no transpose)."""
     n, h, w, c = x.shape
-    hit = offset[:, :, None, :, None, :] == _tile_offsets(window)[None, None, :, :, :, None]
     out = jnp.where(hit, x[:, :, None, :, None, :], jnp.zeros((), x.dtype))
     return out.reshape(n, h * window[0], w * window[1], c)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def tiled_max(x: jax.Array, window: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
-    """Max over the non-overlapping windows that tile x (H, W multiples of the window), and the
-    offset a * kw + b of each window's first max in row-major order (int32).
+    """Max over the non-overlapping windows that tile x (a remainder of rows or columns that no
+    whole window covers is dropped, as floor-mode pooling drops it), and the offset a * kw + b
+    of each window's first max in row-major order (int32).
 
     The gradient goes to that first max, as XLA's `select_and_scatter` sends it, as one select
     per input element, where autodiff of the running max adds up a padded copy of the input per
     window offset (measured: layers/pooling.py).
     """
-    tiles = _tiles(x, window)
-    pooled, offset = tiles[:, :, 0, :, 0], jnp.zeros(tiles[:, :, 0, :, 0].shape, jnp.int32)
-    for a in range(window[0]):
-        for b in range(window[1]):
-            if a == b == 0:
-                continue
-            tap = tiles[:, :, a, :, b]
-            better = tap > pooled  # strictly: ties keep the earlier offset
-            pooled = jnp.where(better, tap, pooled)
-            offset = jnp.where(better, a * window[1] + b, offset)
-    return pooled, offset
+    rows, cols = (x.shape[1] // window[0]) * window[0], (x.shape[2] // window[1]) * window[1]
+    return _tiled_max(x[:, :rows, :cols], window)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _tiled_max(x: jax.Array, window: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+    """`tiled_max` of x whose H, W are multiples of the window."""
+    return strided_max(x, window, window)
 
 
 def _tiled_max_fwd(x, window):
-    pooled, offset = tiled_max(x, window)
+    pooled, offset = _tiled_max(x, window)
     return (pooled, offset), offset
 
 
 def _tiled_max_bwd(window, offset, cotangents):
-    return (_place_in_tiles(cotangents[0], offset, window),)
+    hit = offset[:, :, None, :, None, :] == _tile_offsets(window)[None, None, :, :, :, None]
+    return (_spread_over_tiles(cotangents[0], hit, window),)
 
 
-tiled_max.defvjp(_tiled_max_fwd, _tiled_max_bwd)
+_tiled_max.defvjp(_tiled_max_fwd, _tiled_max_bwd)
 
 
 def strided_max(x: jax.Array, window: tuple[int, int], stride: tuple[int, int]
@@ -207,10 +203,7 @@ def _unpool_tiles(x: jax.Array, argmax: jax.Array, width: int, window: tuple[int
                   ) -> jax.Array:
     """`max_unpool` of tiling windows, onto the whole tiles (N, h*kh, w*kw, C): one select per
     output element; the gradient picks each value's switch (one select per tile position)."""
-    n, h, w, c = x.shape
-    out = jnp.where(_switch_hits(argmax, width, window), x[:, :, None, :, None, :],
-                    jnp.zeros((), x.dtype))
-    return out.reshape(n, h * window[0], w * window[1], c)
+    return _spread_over_tiles(x, _switch_hits(argmax, width, window), window)
 
 
 def _unpool_tiles_fwd(x, argmax, width, window):
@@ -250,8 +243,7 @@ def max_pool_with_argmax(
     out_h, out_w = pooled_size(h, wh, sh, ceil_mode), pooled_size(w, ww, sw, ceil_mode)
     x = pad_for_pooling(x, (wh, ww), (sh, sw), ceil_mode=ceil_mode)
     if (wh, ww) == (sh, sw):
-        # Floor mode may leave a remainder that no window covers: crop it.
-        pooled, local = tiled_max(x[:, :out_h * wh, :out_w * ww], (wh, ww))
+        pooled, local = tiled_max(x, (wh, ww))
     else:
         pooled, local = strided_max(x, (wh, ww), (sh, sw))
     rows = jnp.arange(out_h)[None, :, None, None] * sh + local // ww
@@ -267,8 +259,8 @@ def max_unpool(x: jax.Array, argmax: jax.Array, output_hw: IntOrPair, *,
       DeconvNet's and SegNet's decoders undo them): each output element then selects the value
       whose switch names it, with the gradient the matching pick (pool + unpool forward and
       backward on CPU 1.1-4.4x PyTorch's at DeconvNet's pools; README). Only right for such
-      switches (others are dropped), so it must be the pool's. None: any switches, a scatter-add where values whose
-      switches coincide (overlapping pooling windows) are summed.
+      switches (others are dropped), so it must be the pool's. None: any switches, a
+      scatter-add where values whose switches coincide (overlapping pooling windows) are summed.
     """
     _check_nhwc(x)
     if argmax.shape != x.shape:
