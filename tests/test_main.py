@@ -119,35 +119,49 @@ def test_table_collects_finished_runs(trained_fcn, tfds_dir):
     assert hours == pytest.approx(result["train_seconds"] / 3600) and hours > 0
 
 
-def test_table_cells_starting_from_other_runs_load_the_command_lines_init_from_first(
-        tmp_path, monkeypatch):
-    """A paper-scale table given ImageNet weights (`--config.init_from`): a cell that starts
-    from an earlier cell (Faster R-CNN's step 2 starts from ImageNet and step 1) loads them,
-    then that cell's run."""
-    (tmp_path / "chain.py").write_text(
-        "from segattn_jax.train.config import base_config\n"
-        "def table_runs(arg):\n"
-        "    return ['A', 'B']\n"
-        "def get_config(arg):\n"
-        "    c = base_config()\n"
-        "    c.row, c.paper, c.table_metrics = arg, {}, ('error_percent',)\n"
-        "    c.init_from_runs = ('A',) if arg == 'B' else ()\n"
-        "    return c.lock()\n")
+def fake_table_training(monkeypatch, error=lambda config, name: 1.0) -> list:
+    """`table`'s trainer replaced by one that records (run directory name, config) and writes a
+    finished run whose error_percent is `error(config, directory name)`."""
     trained = []
 
     def fake_train(config, directory):
-        trained.append((directory.name, config.init_from))
-        result = {"step": config.train.num_steps, "eval": {"error_percent": 1.0},
-                  "train_seconds": 1.0}
+        trained.append((directory.name, config))
+        result = {"step": config.train.num_steps, "train_seconds": 1.0,
+                  "eval": {"error_percent": error(config, directory.name)}}
         directory.mkdir(parents=True)
         (directory / loop.METRICS_FILE).write_text(json.dumps(result))
         return result
 
     monkeypatch.setattr(table, "train_and_evaluate", fake_train)
+    return trained
+
+
+def write_chain_experiment(directory, *config_lines: str):
+    """directory/chain.py: a table of cells A and B on base_config, `config_lines` setting `c`."""
+    (directory / "chain.py").write_text("\n".join([
+        "from segattn_jax.train.config import base_config",
+        "def table_runs(arg):",
+        "    return ['A', 'B']",
+        "def get_config(arg):",
+        "    c = base_config()",
+        *(f"    {line}" for line in config_lines),
+        "    return c.lock()", ""]))
+
+
+def test_table_cells_starting_from_other_runs_load_the_command_lines_init_from_first(
+        tmp_path, monkeypatch):
+    """A paper-scale table given ImageNet weights (`--config.init_from`): a cell that starts
+    from an earlier cell (Faster R-CNN's step 2 starts from ImageNet and step 1) loads them,
+    then that cell's run."""
+    write_chain_experiment(tmp_path,
+                           "c.row, c.paper, c.table_metrics = arg, {}, ('error_percent',)",
+                           "c.init_from_runs = ('A',) if arg == 'B' else ()")
+    trained = fake_table_training(monkeypatch)
     workdir = tmp_path / "runs"
     table.run_table(str(tmp_path / "chain.py"), "", workdir,
                     overrides={"init_from": "weights/vgg16"})
-    assert trained == [("A", "weights/vgg16"), ("B", f"weights/vgg16,{workdir / 'A'}")]
+    assert [(name, config.init_from) for name, config in trained] == [
+        ("A", "weights/vgg16"), ("B", f"weights/vgg16,{workdir / 'A'}")]
 
 
 def test_table_with_seeds_trains_each_cell_per_seed_chains_same_seeds_and_shows_the_range(
@@ -160,35 +174,21 @@ def test_table_with_seeds_trains_each_cell_per_seed_chains_same_seeds_and_shows_
         "from segattn_jax.train.config import base_config\n"
         "def get_config(arg):\n"
         "    return base_config().lock()\n")
-    (tmp_path / "chain.py").write_text(
-        "from segattn_jax.train.config import base_config\n"
-        "def table_runs(arg):\n"
-        "    return ['A', 'B']\n"
-        "def get_config(arg):\n"
-        "    c = base_config()\n"
-        "    c.row, c.paper, c.table_metrics = arg, {'error_percent': 5.0}, ('error_percent',)\n"
-        "    c.seed = 10\n"
-        "    c.init_from_runs = ('stage:X', 'A') if arg == 'B' else ('stage:X',)\n"
-        "    return c.lock()\n")
-    trained = []
-
-    def fake_train(config, directory):
-        trained.append((directory.name, config.seed, config.init_from))
-        result = {"step": config.train.num_steps, "train_seconds": 1.0,
-                  "eval": {"error_percent": float(config.seed) + (directory.name[0] == "B")}}
-        directory.mkdir(parents=True)
-        (directory / loop.METRICS_FILE).write_text(json.dumps(result))
-        return result
-
-    monkeypatch.setattr(table, "train_and_evaluate", fake_train)
+    write_chain_experiment(
+        tmp_path,
+        "c.row, c.paper, c.table_metrics = arg, {'error_percent': 5.0}, ('error_percent',)",
+        "c.seed = 10", "c.init_from_runs = ('stage:X', 'A') if arg == 'B' else ('stage:X',)")
+    trained = fake_table_training(
+        monkeypatch, error=lambda config, name: float(config.seed) + (name[0] == "B"))
     workdir = tmp_path / "runs"
     markdown = table.run_table(str(tmp_path / "chain.py"), "", workdir, seeds=3)
     stage = str(workdir / "stage_X")
-    assert trained == [("stage_X", 0, ""),
-                       ("A", 10, stage), ("A_seed1", 11, stage), ("A_seed2", 12, stage),
-                       ("B", 10, f"{stage},{workdir / 'A'}"),
-                       ("B_seed1", 11, f"{stage},{workdir / 'A_seed1'}"),
-                       ("B_seed2", 12, f"{stage},{workdir / 'A_seed2'}")]
+    assert [(name, config.seed, config.init_from) for name, config in trained] == [
+        ("stage_X", 0, ""),
+        ("A", 10, stage), ("A_seed1", 11, stage), ("A_seed2", 12, stage),
+        ("B", 10, f"{stage},{workdir / 'A'}"),
+        ("B_seed1", 11, f"{stage},{workdir / 'A_seed1'}"),
+        ("B_seed2", 12, f"{stage},{workdir / 'A_seed2'}")]
     assert "| A | 5.0 | 11.0 (10.0-12.0) |" in markdown
     assert "| B | 5.0 | 12.0 (11.0-13.0) |" in markdown
     trained.clear()
@@ -244,22 +244,14 @@ def test_table_trains_another_experiments_run_once_before_the_cells_that_start_f
         "    c.model.width = 0.5\n"
         "    c.init_from_runs = ('stage:X,mini',)\n"
         "    return c.lock()\n")
-    trained = []
-
-    def fake_train(config, directory):
-        trained.append((directory.name, config.train.num_steps, config.get("init_from", "")))
-        directory.mkdir(parents=True)
-        result = {"step": config.train.num_steps, "eval": {"error_percent": 1.0},
-                  "train_seconds": 1.0}
-        (directory / loop.METRICS_FILE).write_text(json.dumps(result))
-        return result
-
-    monkeypatch.setattr(table, "train_and_evaluate", fake_train)
+    trained = fake_table_training(monkeypatch)
     workdir = tmp_path / "runs"
     table.run_table(str(tmp_path / "final.py"), "mini", workdir,
                     overrides={"train.num_steps": 3, "model.width": 0.25})
     stage = str(workdir / "stage_X_mini")
-    assert trained == [("stage_X_mini", 3, ""), ("A_mini", 3, stage), ("B_mini", 3, stage)]
+    assert [(name, config.train.num_steps, config.get("init_from", ""))
+            for name, config in trained] == [
+        ("stage_X_mini", 3, ""), ("A_mini", 3, stage), ("B_mini", 3, stage)]
     trained.clear()  # a second table run finds every run finished
     table.run_table(str(tmp_path / "final.py"), "mini", workdir,
                     overrides={"train.num_steps": 3})
