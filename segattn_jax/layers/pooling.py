@@ -4,7 +4,7 @@ XLA differentiates `reduce_window` max pooling with `select_and_scatter`, which 
 slower than PyTorch. On CPU `max_pool` instead takes the max by elementwise selects whose
 gradient goes to each window's *first* maximum, exactly where `select_and_scatter` sends it (ties
 included): `layers/upsampling.tiled_max` for windows that tile the input (window == stride,
-every VGG/FCN/U-Net pool; the windows are a reshape, the gradient one select per input element),
+every VGG/FCN/U-Net pool; its gradient one select per input element, written as a reshape),
 `strided_max` for others (ResNet's, Inception's and AlexNet's 3x3/2). Forward + backward on 2
 cores: FCN-8s's paper-size pool1 39-44 ms, PyTorch's 104-108 ms, the mask of the first maximum
 that this replaced 119-122 ms (and `select_and_scatter` 301 ms on an earlier VM); ResNet-50's
