@@ -118,25 +118,25 @@ def matmul_gflops(repeats: int = 10) -> float:
 
 def xla_gflop(compiled) -> float | None:
     """XLA's FLOP count of one call of a lowered or compiled function, in GFLOP (the body of a
-    while loop counts once: see `train_step_gflop`); None where XLA gives no cost before
-    compiling (jax 0.11's GPU installs: take the count from a CPU run of the same step)."""
+    while loop counts once); None where XLA gives no cost before compiling (jax 0.11's GPU
+    installs: take the count from a CPU run of the same step)."""
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost["flops"]) / 1e9 if cost else None
 
 
 def train_step_gflop(step: Callable, state, batch: dict[str, Any]) -> float | None:
-    """XLA's FLOP count of `step(state, batch)`, taken with layers/conv.py's chunked kernel
-    gradients traced as one chunk: the same FLOPs, but no while loop, whose body XLA would count
-    once (SSD300's step: 302 instead of 377 GFLOP). Counted as lowered for CPU on every backend:
-    on a GPU, convolutions lower to cuDNN calls that XLA's cost analysis does not count."""
-    chunk_bytes = conv.KERNEL_GRAD_CHUNK_BYTES
-    conv.KERNEL_GRAD_CHUNK_BYTES = 2**62
-    try:  # a new function: jit's trace cache would hand back the chunked trace of `step`
+    """XLA's FLOP count of `step(state, batch)`, the network's: traced with layers/conv.py's
+    2x2-block passes off, whose blocked kernels multiply zeros too (16/9 of a 3x3 layer's
+    multiply-adds). Counted as lowered for CPU on every backend: on a GPU, convolutions lower to
+    cuDNN calls that XLA's cost analysis does not count."""
+    block_outputs = conv.SPACE_TO_DEPTH_MAX_FEATURES
+    conv.SPACE_TO_DEPTH_MAX_FEATURES = 0
+    try:  # a new function: jit's trace cache would hand back the blocked trace of `step`
         traced = jax.jit(lambda state, batch: step(state, batch)).trace(state, batch)
         return xla_gflop(traced.lower(lowering_platforms=("cpu",)))
     finally:
-        conv.KERNEL_GRAD_CHUNK_BYTES = chunk_bytes
+        conv.SPACE_TO_DEPTH_MAX_FEATURES = block_outputs
 
 
 def compiled_train_step(task, tx, state, batch: dict[str, Any]

@@ -1,21 +1,25 @@
 """Convolution that is fast on XLA:CPU, and XLA's native convolution everywhere else.
 
-Why: measured per layer on VGG16 (benchmarks/conv_passes.py), XLA:CPU's forward and input-gradient
-convolutions are level with PyTorch's, but its *kernel* gradient is 3-10x slower than its own
-forward (Eigen evaluates it as a convolution whose "kernel" is the whole output gradient), and
-convolutions with few output pixels and large kernels (FCN's fc6: 7x7 over a 14x14 map) or 1x1
-kernels are slow in every pass, and so is the forward of layers with few input features and many
-output pixels (FCN's conv1_1). Here the same numbers come from other formulations where they win:
+Why: measured per layer and pass (benchmarks/conv_passes.py, beside PyTorch's), XLA:CPU's
+convolutions are level with PyTorch's at VGG16's widths, but lose where a pass produces few
+features per pixel (8 or fewer: the mini rows' first layers run at a fraction of the speed of the
+same multiply-adds over 32), where its kernel gradient has the padding inside the convolution
+(10-40% slower on VGG16's padded 3x3 layers; ~50x at FCN's pad 100), on few output pixels with
+large kernels (FCN's fc6: 7x7 over a 14x14 map) or 1x1 kernels, and in the forward of layers with
+few input features and many output pixels (FCN's conv1_1). Here those passes come from other
+formulations:
 
-- kernel gradient: `g^T @ patches(x)` (im2col) GEMMs with a long contraction, over cache-sized
-  chunks of patch rows for stride 1, on layers large and wide enough for it to win, RGB inputs
-  excepted (`use_matmul_kernel_grad`);
 - forward and input gradient: one GEMM `patches(x) @ W` when the patch matrix is no taller than it
   is wide (output pixels <= kh * kw * C: fc-as-conv layers, late small maps) or the kernel is 1x1;
   the input gradient is then the transpose of the patch gather (col2im) that autodiff derives;
 - forward of layers with few taps (kh * kw * C <= 32: 3x3 over RGB, 5x5 over gray): a sum of
   shifted input slices times kernel rows, one fused loop instead of a GEMM 27 deep
   (`use_shifted_sum_forward`);
+- passes that produce <= 8 features at stride 1 (forward and kernel gradient: the outputs; input
+  gradient: the inputs): the convolution on 2x2 blocks of pixels, 4x the features at a quarter of
+  the pixels (`use_space_to_depth`);
+- kernel gradient: XLA's, on the input padded beforehand, without the output rows and columns
+  whose windows read only padding;
 - otherwise XLA's own forward and input-gradient convolutions.
 
 The choice between this and XLA's convolution is made per backend when lowering
@@ -31,17 +35,14 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from segattn_jax.layers.normalization import batch_norm
 from segattn_jax.layers.upsampling import _pair, conv_transpose_cropped
 
 _NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-MATMUL_KERNEL_GRAD_MIN_MACS = 2**28  # see use_matmul_kernel_grad
-MATMUL_KERNEL_GRAD_MIN_IN_FEATURES = 16  # see use_matmul_kernel_grad
 SHIFTED_SUM_MAX_TAPS = 32  # see use_shifted_sum_forward
-KERNEL_GRAD_CHUNK_BYTES = 2**21  # bytes of patch rows per step of _kernel_grad_unstrided
+SPACE_TO_DEPTH_MAX_FEATURES = 8  # see use_space_to_depth
 Padding = str | Sequence[tuple[int, int]]
 
 
@@ -137,15 +138,71 @@ def _shifted_sum_conv(x, kernel, strides, pads, dilation):
     return total.astype(x.dtype)
 
 
+def use_space_to_depth(features: int, kernel_shape: Sequence[int], strides: tuple[int, int],
+                       dilation: tuple[int, int]) -> bool:
+    """Whether a pass that produces `features` per pixel (the forward and the kernel gradient: the
+    layer's outputs; the input gradient: its inputs) runs as `_space_to_depth_conv` on CPU:
+    undilated stride-1 kernels larger than 1x1, at most SPACE_TO_DEPTH_MAX_FEATURES, where XLA's
+    convolutions run at a fraction of their speed over 32 or more. Measured per pass (2-core EPYC,
+    ms, XLA's vs on blocks): FCN-8s mini's conv1_2 (8x182x182, 8 -> 8) forward 8.1 vs 5.6, input
+    gradient 8.2 vs 5.1, kernel gradient 12.5 vs 9.3; 4 -> 8 at 64x64 (Inception's 1/8 width)
+    1.1 vs 0.35, 1.9 vs 0.6, 0.5 vs 0.4; 512 -> 8 at 38x38 forward 4.0 vs 2.9; the input gradient
+    of 8 -> 16 at 91x91 3.1 vs 2.5; at 16 features each pass loses (16 -> 16: 3.1 vs 4.2, 3.1 vs
+    4.5, 3.5 vs 6.3)."""
+    kh, kw = kernel_shape[:2]
+    return (strides == (1, 1) and dilation == (1, 1) and kh * kw > 1
+            and features <= SPACE_TO_DEPTH_MAX_FEATURES)
+
+
+def _block_kernel(kernel: jax.Array, blocks_hw: Sequence[int]) -> jax.Array:
+    """The 2x2-blocked kernel of `_space_to_depth_conv`: (bh, bw, 4C, 4O) with entry
+    [bi, bj, (si, sj, c), (ti, tj, o)] = kernel[2bi + si - ti, 2bj + sj - tj, c, o] (zero outside
+    the kernel): output pixel (ti, tj) of a block reads input pixel (si, sj) of the block (bi, bj)
+    further on. Built from pads and reshapes, so its gradient is slices and adds."""
+    kh, kw, c, o = kernel.shape
+    bh, bw = blocks_hw
+    shifted = jnp.stack([jnp.stack([
+        jnp.pad(kernel, ((ti, 2 * bh - kh - ti), (tj, 2 * bw - kw - tj), (0, 0), (0, 0)))
+        for tj in range(2)]) for ti in range(2)])  # (ti, tj, 2bh, 2bw, C, O)
+    blocked = shifted.reshape(2, 2, bh, 2, bw, 2, c, o)  # (ti, tj, bi, si, bj, sj, c, o)
+    return blocked.transpose(2, 4, 3, 5, 6, 0, 1, 7).reshape(bh, bw, 4 * c, 4 * o)
+
+
+def _space_to_depth_conv(x, kernel, pads):
+    """A stride-1 convolution run on 2x2 blocks of pixels: x's blocks as 4C features, a VALID
+    convolution with `_block_kernel` giving each output block's 4 pixels as 4O features, then
+    the blocks unfolded. 4x the features at a quarter of the pixels, for (2bh * 2bw) / (kh * kw)
+    the multiply-adds (16/9 for 3x3), where XLA:CPU's convolutions over a few features run far
+    below their speed over 32 or more (`use_space_to_depth`)."""
+    n, h, w, c = x.shape
+    kh, kw, _, o = kernel.shape
+    out_h = _output_size(h, kh, 1, 1, pads[0])
+    out_w = _output_size(w, kw, 1, 1, pads[1])
+    # Output block i (rows 2i, 2i + 1) reads padded rows 2i .. 2i + kh: blocks i .. i + bh - 1.
+    bh, bw = (kh + 2) // 2, (kw + 2) // 2
+    rows, cols = -(-out_h // 2), -(-out_w // 2)  # output blocks
+    height, width = 2 * (rows + bh - 1), 2 * (cols + bw - 1)  # padded input they read
+    padded = _pad_spatial(x, ((pads[0][0], height - h - pads[0][0]),
+                              (pads[1][0], width - w - pads[1][0])))
+    blocks = padded.reshape(n, height // 2, 2, width // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    y = _native_conv(blocks.reshape(n, height // 2, width // 2, 4 * c),
+                     _block_kernel(kernel, (bh, bw)), (1, 1), ((0, 0), (0, 0)), (1, 1))
+    y = y.reshape(n, rows, cols, 2, 2, o).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, 2 * rows, 2 * cols, o)[:, :out_h, :out_w]
+
+
 def _forward_conv(x, kernel, strides, pads, dilation):
-    conv = _shifted_sum_conv if use_shifted_sum_forward(kernel.shape) else _native_conv
-    return conv(x, kernel, strides, pads, dilation)
+    if use_shifted_sum_forward(kernel.shape):
+        return _shifted_sum_conv(x, kernel, strides, pads, dilation)
+    if use_space_to_depth(kernel.shape[3], kernel.shape, strides, dilation):
+        return _space_to_depth_conv(x, kernel, pads)
+    return _native_conv(x, kernel, strides, pads, dilation)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv_cpu_passes(x, kernel, strides, pads, dilation):
-    """Each pass in its fastest CPU formulation: the forward as `_forward_conv` picks, XLA's
-    input gradient, and the kernel gradient as im2col GEMMs where they win."""
+    """Each pass in its fastest CPU formulation (module docstring): the forward as
+    `_forward_conv` picks, the input gradient on 2x2 blocks or XLA's, `_kernel_grad`."""
     return _forward_conv(x, kernel, strides, pads, dilation)
 
 
@@ -153,66 +210,46 @@ def _cpu_passes_fwd(x, kernel, strides, pads, dilation):
     return _forward_conv(x, kernel, strides, pads, dilation), (x, kernel)
 
 
-def use_matmul_kernel_grad(kernel_shape: Sequence[int], out_shape: Sequence[int]) -> bool:
-    """Whether the kernel gradient runs as an im2col GEMM on CPU (else XLA's own): measured to
-    win 2-9x for >= 64 output features on large layers (>= 2^28 multiply-adds), and to lose on
-    narrow or small ones, where building the patch matrix costs more than the GEMM saves, and on
-    RGB inputs (< 16 input features: the patch rows are 27 wide; VGG16's conv1_1 at 300x300 takes
-    151 ms that way, 47 ms in XLA's)."""
-    kh, kw, c, o = kernel_shape
-    return (o >= 64 and c >= MATMUL_KERNEL_GRAD_MIN_IN_FEATURES
-            and np.prod(out_shape[:3]) * kh * kw * c * o >= MATMUL_KERNEL_GRAD_MIN_MACS)
-
-
 def _cpu_passes_bwd(strides, pads, dilation, residuals, g):
     x, kernel = residuals
-    kh, kw, c, o = kernel.shape
-    conv = functools.partial(_native_conv, strides=strides, pads=pads, dilation=dilation)
-    if not use_matmul_kernel_grad(kernel.shape, g.shape):
-        return jax.vjp(conv, x, kernel)[1](g)
-    (dx,) = jax.vjp(lambda x: conv(x, kernel), x)[1](g)
-    if strides == (1, 1):
-        return dx, _kernel_grad_unstrided(x, g, kernel.shape, pads, dilation)
-    cols = patches(x, (kh, kw), strides, pads, dilation)
-    # g^T @ cols gives (O, K): the orientation XLA:CPU multiplies fastest for a long contraction.
-    dk = _matmul(g.reshape(-1, o), cols.reshape(-1, kh * kw * c), (0, 0), kernel.dtype)
-    return dx, dk.T.reshape(kh, kw, c, o)
+    g, pads = _drop_padding_outputs(g, x.shape[1:3], kernel.shape[:2], strides, pads, dilation)
+    if use_space_to_depth(kernel.shape[2], kernel.shape, strides, dilation):
+        (dx,) = jax.vjp(lambda x: _space_to_depth_conv(x, kernel, pads), x)[1](g)
+    else:
+        (dx,) = jax.vjp(lambda x: _native_conv(x, kernel, strides, pads, dilation), x)[1](g)
+    return dx, _kernel_grad(x, g, kernel.shape, strides, pads, dilation).astype(kernel.dtype)
 
 
-def _kernel_grad_unstrided(x, g, kernel_shape, pads, dilation):
-    """Stride-1 kernel gradient: im2col GEMMs over chunks of rows small enough to stay in cache.
+def _drop_padding_outputs(g, x_hw, kernel_hw, strides, pads, dilation):
+    """(g, pads) without the output rows and columns whose windows lie wholly in the padding:
+    they add nothing to either gradient (the input there is zero and takes no gradient), and
+    FCN's pad 100 makes them most of the map (its conv1_1 at 224x224: 422 output rows, 226 of
+    them read the image)."""
+    for axis in range(2):
+        lo, hi = pads[axis]
+        span = (kernel_hw[axis] - 1) * dilation[axis] + 1
+        stride, outputs = strides[axis], g.shape[1 + axis]
+        # Output r reads padded rows r*s .. r*s + span - 1; the image is rows lo .. lo + size - 1.
+        before = (lo - span) // stride + 1 if lo >= span else 0
+        after = max(0, outputs - -(-(lo + x_hw[axis]) // stride))
+        if before or after:
+            g = lax.slice_in_dim(g, before, outputs - after, axis=1 + axis)
+            pads = tuple((lo - before * stride, hi - after * stride) if i == axis else p
+                         for i, p in enumerate(pads))
+    return g, pads
 
-    Flattened, the padded input's tap (a, b) is the row range starting at a*dh*Wp + b*dw, and
-    the output gradient, zero-padded to the padded input's grid, lines up with it row for row (the
-    padding rows are zero, so rows that wrap into the next image or row add nothing). A loop
-    copies ~KERNEL_GRAD_CHUNK_BYTES of patch rows at a time from those ranges and multiplies them
-    while they are in cache: VGG16's conv1_2 at 300x300, batch 2, 474 -> 203 ms, where one GEMM
-    per tap over all rows (memory-bound copies) and a whole im2col matrix (415 MB) were slower.
-    """
-    kh, kw, c, o = kernel_shape
+
+def _kernel_grad(x, g, kernel_shape, strides, pads, dilation):
+    """The kernel gradient: on 2x2 blocks where the layer has <= 8 outputs, else XLA's on the
+    input padded beforehand: with the padding inside the convolution XLA:CPU's kernel gradient is
+    10-40% slower on VGG16's padded 3x3 layers (`benchmarks/conv_passes.py`), and FCN-8s's conv1_1
+    at 224x224 + pad 100 (pad 2 once `_drop_padding_outputs` has run) takes 242 ms instead of 4.4."""
+    zeros = jnp.zeros(kernel_shape, x.dtype)
+    if use_space_to_depth(kernel_shape[3], kernel_shape, strides, dilation):
+        return jax.vjp(lambda k: _space_to_depth_conv(x, k, pads), zeros)[1](g)[0]
     padded = _pad_spatial(x, pads)
-    n, hp, wp, _ = padded.shape
-    offsets = [a * dilation[0] * wp + b * dilation[1] for a in range(kh) for b in range(kw)]
-    length = n * hp * wp - offsets[-1]  # the rows every tap's range covers
-    patch_width = kh * kw * c
-    chunk = min(length, max(128, 2 ** int(np.log2(
-        KERNEL_GRAD_CHUNK_BYTES / (patch_width * x.dtype.itemsize)))))
-    chunks = -(-length // chunk)
-    extra = chunks * chunk - length
-    g = jnp.pad(g, ((0, 0), (0, hp - g.shape[1]), (0, wp - g.shape[2]), (0, 0))).reshape(-1, o)
-    g = jnp.pad(g[:length], ((0, extra), (0, 0)))
-    rows = jnp.pad(padded.reshape(-1, c), ((0, extra), (0, 0)))
-
-    def add_chunk(i, total):
-        start = i * chunk
-        cols = jnp.concatenate([lax.dynamic_slice_in_dim(rows, start + offset, chunk)
-                                for offset in offsets], axis=1)
-        # g^T @ cols: (O, K), the orientation XLA:CPU multiplies fastest for a long contraction.
-        return total + _matmul(lax.dynamic_slice_in_dim(g, start, chunk), cols, (0, 0),
-                               jnp.float32)
-
-    total = lax.fori_loop(0, chunks, add_chunk, jnp.zeros((o, patch_width), jnp.float32))
-    return total.T.reshape(kh, kw, c, o).astype(x.dtype)
+    return jax.vjp(lambda k: _native_conv(padded, k, strides, ((0, 0), (0, 0)), dilation),
+                   zeros)[1](g)[0]
 
 
 _conv_cpu_passes.defvjp(_cpu_passes_fwd, _cpu_passes_bwd)

@@ -1,7 +1,8 @@
 """`conv2d` / `Conv` against `lax.conv_general_dilated` (values and both gradients), on every path:
-XLA's forward with the GEMM kernel gradient (strided and unstrided), the shifted-sum forward of
-few-tap layers, the all-GEMM path of 1x1 and fc-like layers, and the lax fallback; plus PyTorch's
-conv2d where torch is installed."""
+XLA's passes with the kernel gradient on the input padded beforehand (strided and unstrided), the
+shifted-sum forward of few-tap layers, the 2x2-block passes of few-output layers, the all-GEMM path
+of 1x1 and fc-like layers, the kernel gradient without padding-only outputs, and the lax fallback;
+plus PyTorch's conv2d where torch is installed."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from segattn_jax.layers import conv as conv_lib
-from segattn_jax.layers.conv import Conv, conv2d, use_matmul_forward, use_shifted_sum_forward
+from segattn_jax.layers.conv import (Conv, conv2d, use_matmul_forward, use_shifted_sum_forward,
+                                     use_space_to_depth)
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -27,6 +28,15 @@ CASES = [
     ((2, 5, 5, 8), (1, 1), 4, 1, "VALID", 1),          # 1x1: all GEMM
     ((2, 9, 9, 8), (1, 1), 4, 2, "SAME", 1),           # strided 1x1
     ((2, 7, 7, 16), (7, 7), 4, 1, "VALID", 1),         # fc6-like: all GEMM
+    # Few features at stride 1: passes on 2x2 blocks (odd sizes, even and 5x5 kernels).
+    ((2, 9, 7, 8), (3, 3), 8, 1, "SAME", 1),
+    ((2, 9, 8, 6), (3, 3), 12, 1, ((0, 2), (1, 1)), 1),  # the input gradient alone
+    ((1, 10, 9, 16), (4, 2), 3, 1, ((2, 1), (0, 1)), 1),
+    ((2, 8, 11, 5), (5, 5), 7, 1, ((1, 3), (2, 0)), 1),
+    # FCN's pad 100, small: most outputs read only padding (dropped from the kernel gradient).
+    ((2, 6, 5, 8), (3, 3), 8, 1, ((9, 9), (7, 8)), 1),
+    ((1, 6, 7, 3), (3, 3), 64, 2, ((9, 9), (8, 7)), 1),
+    ((1, 5, 6, 3), (3, 3), 4, 3, ((8, 10), (10, 8)), 2),
 ]
 
 
@@ -42,15 +52,9 @@ def _values_and_grads(fn, x, kernel, cotangent):
     return (y, *vjp(cotangent))
 
 
-@pytest.mark.parametrize("force_gemm_kernel_grad", [False, True])
 @pytest.mark.parametrize("shape,kernel_hw,features,strides,padding,dilation", CASES)
 def test_conv2d_equals_lax_values_and_gradients(shape, kernel_hw, features, strides, padding,
-                                                dilation, force_gemm_kernel_grad, monkeypatch):
-    if force_gemm_kernel_grad:  # small shapes would otherwise keep XLA's kernel gradient
-        monkeypatch.setattr(conv_lib, "MATMUL_KERNEL_GRAD_MIN_MACS", 0)
-        monkeypatch.setattr(conv_lib, "MATMUL_KERNEL_GRAD_MIN_IN_FEATURES", 0)
-        monkeypatch.setattr(conv_lib, "KERNEL_GRAD_CHUNK_BYTES", 1)  # 128-row chunks: several
-        features = 64
+                                                dilation):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     kernel = jnp.asarray(rng.standard_normal((*kernel_hw, shape[-1], features)), jnp.float32)
@@ -84,14 +88,40 @@ def test_few_tap_forward_is_a_shifted_sum_and_its_gradients_stay_xla_convolution
     assert grads.lower(x, kernel).compile().as_text().count("convolution(") == 2  # dx and dk
 
 
-def test_gemm_kernel_gradient_replaces_xla_convolution(monkeypatch):
-    monkeypatch.setattr(conv_lib, "MATMUL_KERNEL_GRAD_MIN_MACS", 0)
-    x, kernel = jnp.ones((1, 12, 12, 16)), jnp.ones((3, 3, 16, 64))
+def test_passes_producing_few_features_run_on_blocks_of_pixels_and_padding_outputs_are_dropped():
+    """A stride-1 8 -> 8 layer's three passes are convolutions over 32 features (2x2 blocks), an
+    8 -> 16 layer's input gradient alone (it produces 8 features), and FCN-like padding leaves the
+    kernel gradient a convolution over the outputs that read the image."""
+    assert use_space_to_depth(8, (3, 3, 8, 8), (1, 1), (1, 1))
+    assert not use_space_to_depth(16, (3, 3, 8, 16), (1, 1), (1, 1))
+    assert not use_space_to_depth(8, (3, 3, 8, 8), (2, 2), (1, 1))
+    assert not use_space_to_depth(8, (3, 3, 8, 8), (1, 1), (2, 2))
+    assert not use_space_to_depth(8, (1, 1, 8, 8), (1, 1), (1, 1))
+    x = jnp.ones((1, 16, 16, 8))
+    for features, blocked in ((8, 3), (16, 1)):
+        kernel = jnp.ones((3, 3, 8, features))
+        step = jax.jit(jax.value_and_grad(lambda x, k: conv2d(x, k, 1, "SAME").sum(),
+                                          argnums=(0, 1)))
+        convolutions = _convolutions(step.lower(x, kernel).as_text())
+        assert len(convolutions) == 3
+        assert sum(f"2x2x32x{4 * features}xf32" in c for c in convolutions) == blocked
+    # pad 30 around 16x16: 44x44 outputs, of which 18x18 read the image.
+    x, kernel = jnp.ones((1, 16, 16, 16)), jnp.ones((3, 3, 16, 32))
+    grad = jax.jit(jax.grad(lambda k: conv2d(x, k, 1, ((30, 30), (30, 30))).sum()))
+    (convolution,) = _convolutions(grad.lower(kernel).as_text())
+    assert "(tensor<1x20x20x16xf32>, tensor<1x18x18x32xf32>) -> tensor<3x3x16x32xf32>" in convolution
+
+
+def _convolutions(stablehlo: str) -> list[str]:
+    return [line for line in stablehlo.splitlines() if "stablehlo.convolution" in line]
+
+
+def test_kernel_gradient_is_xla_convolution_of_the_input_padded_beforehand():
+    x, kernel = jnp.ones((1, 16, 16, 16)), jnp.ones((3, 3, 16, 64))
     grad = jax.jit(jax.grad(lambda k: conv2d(x, k, 1, "SAME").sum()))
-    hlo = grad.lower(kernel).as_text()
-    assert "convolution" not in hlo and "dot_general" in hlo
-    rgb = jax.jit(jax.grad(lambda k: conv2d(x[..., :3], k, 1, "SAME").sum()))
-    assert "convolution" in rgb.lower(kernel[:, :, :3]).as_text()  # RGB input: XLA's own
+    (convolution,) = _convolutions(grad.lower(kernel).as_text())
+    assert "pad = [[0, 0], [0, 0]]" in convolution
+    assert "(tensor<1x18x18x16xf32>, tensor<1x16x16x64xf32>) -> tensor<3x3x16x64xf32>" in convolution
 
 
 def test_conv_module_is_a_drop_in_flax_conv():
