@@ -338,8 +338,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 
 
 class Conv(nn.Conv):
-    """`flax.linen.Conv` (same fields, parameters and padding modes) running `conv2d`: fast
-    kernel gradients on CPU, XLA's native convolution on GPU/TPU. Every backbone uses it."""
+    """`flax.linen.Conv` (same fields, parameters and padding modes) running `conv2d`: the CPU
+    formulations of the module docstring on CPU, XLA's native convolution on GPU/TPU. Every
+    backbone uses it."""
 
     conv_general_dilated: Any = conv_general_dilated
 

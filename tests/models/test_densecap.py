@@ -89,11 +89,13 @@ def test_the_clipped_box_gradient_is_bounded_per_element():
 
 def test_fcln_learns_the_phrases_of_a_batch(tfds_dir, tmp_path):
     """The learning test: 200 Adam steps on one batch of 8 shapes/tiny scenes (objects of 4-28
-    px at 64x64) take the phrases' word accuracy on the sampled regions from ~0.1 to 0.95-0.98 (the
-    bar is 0.9) and the dense-captioning AP at IoU 0.3 on that batch from 0 to 14.4-14.9 (the bar
-    is 5)."""
+    px at 64x64) take the phrases' word accuracy on the sampled regions from ~0.1 to 0.93-1.0 (the
+    bar is 0.9) and the dense-captioning AP at IoU 0.3 on that batch from 0 to 5.2-24.9 (seeds
+    0-3, two versions of layers/conv.py; the bar is 5). The rate decays (cosine) so the end
+    state is settled: at a constant 3e-3 the batch AP swung between 0 and 28 from one 50-step
+    mark to the next, and which side step 200 fell on depended on float rounding."""
     config = experiment_config("densecap", "FCLN,mini", tfds_dir, **{
-        "optimizer.schedule": "constant", "optimizer.warmup_steps": 0,
+        "optimizer.schedule": "cosine", "optimizer.warmup_steps": 0, "train.num_steps": 200,
         "optimizer.learning_rate": 3e-3, "model.dropout_rate": 0.0})
     experiment = loop.Experiment(config, tmp_path, training=True)
     task = experiment.task
