@@ -5,10 +5,12 @@ Passes: forward, gradient w.r.t. the input (dx), gradient w.r.t. the kernel (dw)
 as forward and forward+backward (its autograd computes dx and dw together). Layers are FCN-8s's at
 the paper size (224x224 + pad 100, batch 2) and at the mini size (width 1/8, 64x64 + pad 60,
 batch 8), then SSD300's (VGG16 at 300x300, the atrous fc6, extras and heads). Milliseconds, best
-of `repeats`. This profile is what `layers/conv.py` was built from: XLA:CPU's dw is 3-10x its
-own forward, and large-kernel/few-pixel layers (fc6) are slow in every pass. Isolated passes
-overstate some differences: XLA shares one patch matrix between SSD's class and box heads inside
-the step.
+of `repeats`. This profile is what `layers/conv.py` was built from: XLA:CPU's dw with the padding
+inside the convolution is 3-10x its own forward (on an input padded beforehand it is not),
+large-kernel/few-pixel layers (fc6) are slow in every pass, and so are passes that produce 8 or
+fewer features. Isolated passes overstate some differences: XLA shares one patch matrix between
+SSD's class and box heads inside the step, and the 2x2-block passes' transposes cost more inside
+the step than alone.
 """
 from __future__ import annotations
 
