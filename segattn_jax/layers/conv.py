@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from segattn_jax.layers.normalization import batch_norm
-from segattn_jax.layers.upsampling import _pair, conv_transpose_cropped
+from segattn_jax.layers.upsampling import _pair, _tiles, _untile, conv_transpose_cropped
 
 _NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 SHIFTED_SUM_MAX_TAPS = 32  # see use_shifted_sum_forward
@@ -184,11 +184,10 @@ def _space_to_depth_conv(x, kernel, pads):
     height, width = 2 * (rows + bh - 1), 2 * (cols + bw - 1)  # padded input they read
     padded = _pad_spatial(x, ((pads[0][0], height - h - pads[0][0]),
                               (pads[1][0], width - w - pads[1][0])))
-    blocks = padded.reshape(n, height // 2, 2, width // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    blocks = _tiles(padded, (2, 2)).transpose(0, 1, 3, 2, 4, 5)
     y = _native_conv(blocks.reshape(n, height // 2, width // 2, 4 * c),
                      _block_kernel(kernel, (bh, bw)), (1, 1), ((0, 0), (0, 0)), (1, 1))
-    y = y.reshape(n, rows, cols, 2, 2, o).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(n, 2 * rows, 2 * cols, o)[:, :out_h, :out_w]
+    return _untile(y.reshape(n, rows, cols, 2, 2, o))[:, :out_h, :out_w]
 
 
 def _forward_conv(x, kernel, strides, pads, dilation):

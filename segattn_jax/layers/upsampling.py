@@ -121,6 +121,13 @@ def _tiles(x: jax.Array, window: tuple[int, int]) -> jax.Array:
     return x.reshape(n, h // window[0], window[0], w // window[1], window[1], c)
 
 
+def _untile(blocks: jax.Array) -> jax.Array:
+    """(N, h, w, kh, kw, C), a kh x kw block of pixels per position -> (N, h*kh, w*kw, C) with
+    each block as the tile at its position (depth-to-space)."""
+    n, h, w, kh, kw, c = blocks.shape
+    return blocks.transpose(0, 1, 3, 2, 4, 5).reshape(n, h * kh, w * kw, c)
+
+
 def _spread_over_tiles(x: jax.Array, hit: jax.Array, window: tuple[int, int]) -> jax.Array:
     """(N, h, w, C) values -> (N, h*kh, w*kw, C): each where `hit` (N, h, kh, w, kw, C) is true
     in its tile, zeros elsewhere. One select per output element, written in order (no scatter,
@@ -425,7 +432,7 @@ def conv_transpose_cropped(
     phases = jnp.dot(columns.reshape(n * qh * qw, -1), kernel).reshape(n, qh, qw, rh, rw, out_features)
     if (rh, rw) != (sh, sw):
         phases = jnp.pad(phases, ((0, 0), (0, 0), (0, 0), (0, sh - rh), (0, sw - rw), (0, 0)))
-    window = phases.transpose(0, 1, 3, 2, 4, 5).reshape(n, qh * sh, qw * sw, out_features)
+    window = _untile(phases)
     top, left = ch - q0h * sh, cw - q0w * sw
     return window[:, top : top + out_h, left : left + out_w]
 
