@@ -94,20 +94,15 @@ def patches(x: jax.Array, kernel_hw: Sequence[int], strides: tuple[int, int],
     return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
 
 
-def _matmul(a: jax.Array, b: jax.Array, contracting: tuple[int, int], out_dtype) -> jax.Array:
-    """2-D dot accumulated in float32 (bfloat16 inputs included), returned in `out_dtype`."""
-    out = lax.dot_general(a, b, (((contracting[0],), (contracting[1],)), ((), ())),
-                          preferred_element_type=jnp.float32)
-    return out.astype(out_dtype)
-
-
 def _conv_as_matmul(x, kernel, strides, pads, dilation):
-    """`patches(x) @ W`: XLA differentiates it into matmuls and col2im."""
+    """`patches(x) @ W`, accumulated in float32 (bfloat16 inputs included): XLA differentiates it
+    into matmuls and col2im."""
     kh, kw, c, o = kernel.shape
     cols = patches(x, (kh, kw), strides, pads, dilation)
     n, out_h, out_w, k = cols.shape
-    y = _matmul(cols.reshape(n * out_h * out_w, k), kernel.reshape(k, o), (1, 0), x.dtype)
-    return y.reshape(n, out_h, out_w, o)
+    y = jnp.dot(cols.reshape(n * out_h * out_w, k), kernel.reshape(k, o),
+                preferred_element_type=jnp.float32)
+    return y.astype(x.dtype).reshape(n, out_h, out_w, o)
 
 
 def _native_conv(x, kernel, strides, pads, dilation):
