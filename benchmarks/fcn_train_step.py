@@ -7,9 +7,13 @@
 Both sides run one SGD-momentum step on the same random batch, on the same device (the GPU where
 JAX runs on one, in bfloat16 there); the JAX side is the codebase's own train step
 (train/state.py), with the state donated as the loop does. Steps are timed in interleaved
-rounds so both see the same machine load. Reported: best step time of `repeats`, images/s,
+rounds so both see the same machine load (`report.timed_rounds`: at least `repeats` rounds and
+3 s of steps a side, ~30 rounds at the mini size), each size in a new process
+(`report.in_fresh_process`: the paper size's allocations would otherwise change how the mini
+size's are served). Reported: best step time, images/s,
 XLA's FLOP count, achieved FLOP/s as a fraction of this machine's measured matmul FLOP/s,
-peak memory, and torch_over_ours (>= 1.0: ours is at least as fast). PyTorch is optional.
+peak memory, and torch_over_ours (>= 1.0: ours is at least as fast; of the best times, and
+of the median times). PyTorch is optional.
 """
 from __future__ import annotations
 
@@ -20,8 +24,9 @@ import jax
 import numpy as np
 
 import torch_fcn
-from report import (best_seconds, config_train_step, import_torch, machine, markdown_table,
-                    matmul_gflops, torch_device)
+from report import (COMPARISON_SECONDS, config_train_step, import_torch, in_fresh_process,
+                    machine, markdown_table, matmul_gflops, median_ratio, timed_rounds,
+                    torch_device)
 from segattn_jax.train.config import load_experiment
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "fcn.py"
@@ -71,35 +76,44 @@ def torch_step(size: str):
     return lambda: step(images, labels).item()
 
 
+def measure(size: str, repeats: int) -> dict:
+    """One size's row: ours and torch's step time, throughput, FLOP count, memory."""
+    batch_size = SIZES[size][0]
+    ours, info = jax_step(size)
+    steps = {"ours": ours}
+    reference = torch_step(size)
+    if reference is not None:
+        steps["torch"] = reference
+    times = timed_rounds(steps, repeats, min_total_s=COMPARISON_SECONDS)
+    seconds = {name: min(values) for name, values in times.items()}
+    row = {
+        "size": size, "batch": batch_size, "params_M": info["params_millions"],
+        "ours_ms": 1e3 * seconds["ours"], "ours_images_per_s": batch_size / seconds["ours"],
+        "torch_ms": None, "torch_images_per_s": None, "torch_over_ours": None,
+        "torch_over_ours_median": None, "GFLOP_per_step": info["gflop"],
+        "ours_GFLOP_per_s": info["gflop"] / seconds["ours"] if info["gflop"] else None,
+        "xla_temp_MiB": info["xla_temp_mib"],
+    }
+    if "torch" in seconds:
+        row.update(torch_ms=1e3 * seconds["torch"],
+                   torch_images_per_s=batch_size / seconds["torch"],
+                   torch_over_ours=seconds["torch"] / seconds["ours"],
+                   torch_over_ours_median=median_ratio(times))
+    row["peak_rss_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
 def run(sizes=tuple(SIZES), repeats: int = 3) -> list[dict]:
-    """One row per size: ours and torch's step time, throughput, FLOP/s fraction, memory."""
+    """One row per size (`measure`), each measured in a process of its own
+    (`report.in_fresh_process`), with the FLOP/s as a fraction of the matmul peak."""
     peak = matmul_gflops()
-    rows = []
-    for size in sizes:
-        batch_size = SIZES[size][0]
-        ours, info = jax_step(size)
-        steps = {"ours": ours}
-        reference = torch_step(size)
-        if reference is not None:
-            steps["torch"] = reference
-        seconds = best_seconds(steps, repeats)
-        achieved = info["gflop"] / seconds["ours"] if info["gflop"] else None
-        row = {
-            "size": size, "batch": batch_size, "params_M": info["params_millions"],
-            "ours_ms": 1e3 * seconds["ours"], "ours_images_per_s": batch_size / seconds["ours"],
-            "torch_ms": None, "torch_images_per_s": None, "torch_over_ours": None,
-            "GFLOP_per_step": info["gflop"], "ours_GFLOP_per_s": achieved,
-            "fraction_of_matmul": achieved / peak if achieved else None,
-            "xla_temp_MiB": info["xla_temp_mib"],
-        }
-        if "torch" in seconds:
-            row.update(torch_ms=1e3 * seconds["torch"],
-                       torch_images_per_s=batch_size / seconds["torch"],
-                       torch_over_ours=seconds["torch"] / seconds["ours"])
-        rows.append(row)
+    rows = [in_fresh_process(measure, size, repeats) for size in sizes]
     for row in rows:
-        row["matmul_GFLOP_per_s"] = peak
-    rows[-1]["peak_rss_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        achieved = row.pop("ours_GFLOP_per_s")
+        peak_rss = row.pop("peak_rss_MiB")
+        row.update(ours_GFLOP_per_s=achieved,
+                   fraction_of_matmul=achieved / peak if achieved else None,
+                   matmul_GFLOP_per_s=peak, peak_rss_MiB=peak_rss)
     return rows
 
 

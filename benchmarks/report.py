@@ -1,15 +1,19 @@
-"""What every benchmark shares: interleaved best-of-N timing, the measured matmul peak, the
-codebase's own train step compiled for a batch, the optional PyTorch reference, the machine
-a table was measured on, and markdown tables."""
+"""What every benchmark shares: interleaved best-of-N timing (more rounds for short steps), the
+measured matmul peak, the codebase's own train step compiled for a batch, the optional PyTorch
+reference, the machine a table was measured on, and markdown tables."""
 from __future__ import annotations
 
 import functools
 import importlib.metadata
 import math
+import multiprocessing
 import os
 import resource
+import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import jax
@@ -22,24 +26,69 @@ from segattn_jax.train.optimizers import make_optimizer
 from segattn_jax.train.state import create_train_state, train_step
 
 
-def best_seconds(steps: dict[str, Callable[[], object]], repeats: int,
-                 budget_s: float = math.inf) -> dict[str, float]:
-    """Best wall time of each blocking step, timed in interleaved rounds so all see the same
-    machine load.
+def timed_rounds(steps: dict[str, Callable[[], object]], repeats: int,
+                 budget_s: float = math.inf, min_total_s: float = 0.0) -> dict[str, list[float]]:
+    """Wall times of each blocking step, timed in interleaved rounds so all see the same machine
+    load.
 
-    Each step is called once untimed first (compilation, caches); a step drops out of the rounds
-    once its timed calls add up to `budget_s` (so a very slow reference cannot take minutes).
+    Each step is called once untimed first (compilation, caches). At least `repeats` rounds run,
+    and more until every step's timed calls add up to `min_total_s` (so a 0.1 s step gets tens of
+    samples where a 10 s one gets `repeats`: one busy moment on a shared machine then cannot decide
+    a comparison); a step drops out of the rounds once its timed calls add up to `budget_s` (so a
+    very slow reference cannot take minutes).
     """
     for step in steps.values():
         step()
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
+
+    def within_budget(name: str) -> bool:
+        return sum(times[name]) < budget_s
+
+    def wants_more(name: str, rounds: int) -> bool:
+        return within_budget(name) and (rounds < repeats or sum(times[name]) < min_total_s)
+
+    rounds = 0
+    while any(wants_more(name, rounds) for name in steps):
         for name, step in steps.items():
-            if sum(times[name]) < budget_s:
+            if within_budget(name):
                 begin = time.perf_counter()
                 step()
                 times[name].append(time.perf_counter() - begin)
-    return {name: min(values) for name, values in times.items()}
+        rounds += 1
+    return times
+
+
+# Seconds of timed calls each side of a comparison with PyTorch gets at least (`timed_rounds`).
+COMPARISON_SECONDS = 3.0
+
+
+def best_seconds(steps: dict[str, Callable[[], object]], repeats: int,
+                 budget_s: float = math.inf, min_total_s: float = 0.0) -> dict[str, float]:
+    """Best wall time of each blocking step over `timed_rounds`."""
+    return {name: min(values)
+            for name, values in timed_rounds(steps, repeats, budget_s, min_total_s).items()}
+
+
+def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` run in a new Python process (spawned: it inherits nothing of this one), its
+    result returned and its prints flushed.
+
+    Why: glibc's malloc adapts to a process's history. Freeing an mmap'd block raises its mmap
+    threshold (up to 32 MiB), so after FCN-8s's paper-size step PyTorch's mini-size tensors came
+    from the heap without page faults (87-90 ms a step, 0 faults), where in a fresh process they
+    fault 17k pages a step (101-114 ms), as they do in a training run of the mini model. In its
+    own process each measurement starts where a training run would.
+    """
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_call_and_flush, fn, *args).result()
+
+
+def _call_and_flush(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def import_torch():
@@ -180,13 +229,21 @@ def timed_row(row: str, ours: Callable[[], None], info: dict, torch_step, *, bat
     temporary memory, the ratio and the process's peak memory."""
     gflop = info["gflop"] if gflop is None else gflop
     steps = {"ours": ours, **({"torch": torch_step} if torch_step else {})}
-    seconds = best_seconds(steps, repeats)
+    times = timed_rounds(steps, repeats, min_total_s=COMPARISON_SECONDS)
+    seconds = {name: min(values) for name, values in times.items()}
     theirs = batch / seconds["torch"] if torch_step else None
     return {"row": row, f"{unit}_per_s": batch / seconds["ours"], "GFLOP": gflop,
             "fraction_of_matmul": gflop / seconds["ours"] / peak_gflops if gflop else None,
             "xla_temp_MiB": info["xla_temp_mib"], f"torch_{unit}_per_s": theirs,
             "ratio_vs_torch": batch / seconds["ours"] / theirs if torch_step else None,
+            "ratio_vs_torch_median": median_ratio(times) if torch_step else None,
             "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def median_ratio(times: dict[str, list[float]]) -> float:
+    """PyTorch's median step time over ours (`timed_rounds` of "ours" and "torch"): beside the
+    best-of ratio, what a typical step shows on a shared machine."""
+    return statistics.median(times["torch"]) / statistics.median(times["ours"])
 
 
 def step_breakdown(seconds: dict[str, float], parts: Sequence[str], info: dict, *, batch: int,

@@ -25,46 +25,23 @@ import resnet_train_step  # noqa: E402
 import rnnsearch_train_step  # noqa: E402
 import show_attend_tell_step  # noqa: E402
 import single_shot_train_step  # noqa: E402
+from report import in_fresh_process  # noqa: E402
+
+
+BENCHMARKS = (fcn_train_step, resnet_train_step, patch_vs_dense, farabet_train_step,
+              deconvnet_train_step, conv_passes, conv_transpose, loop_overhead, detection_ops,
+              faster_rcnn_train_step, mask_rcnn_train_step, single_shot_train_step,
+              localization_train_step, inception_step, show_attend_tell_step,
+              densecap_train_step, draw_train_step, rnnsearch_train_step, handwriting_train_step)
 
 
 def main() -> None:
-    fcn_train_step.main()
-    print()
-    resnet_train_step.main()
-    print()
-    patch_vs_dense.main()
-    print()
-    farabet_train_step.main()
-    print()
-    deconvnet_train_step.main()
-    print()
-    conv_passes.main()
-    print()
-    conv_transpose.main()
-    print()
-    loop_overhead.main()
-    print()
-    detection_ops.main()
-    print()
-    faster_rcnn_train_step.main()
-    print()
-    mask_rcnn_train_step.main()
-    print()
-    single_shot_train_step.main()
-    print()
-    localization_train_step.main()
-    print()
-    inception_step.main()
-    print()
-    show_attend_tell_step.main()
-    print()
-    densecap_train_step.main()
-    print()
-    draw_train_step.main()
-    print()
-    rnnsearch_train_step.main()
-    print()
-    handwriting_train_step.main()
+    """Each benchmark in a process of its own (`report.in_fresh_process`): one's allocations do
+    not change how the next one's are served."""
+    for index, benchmark in enumerate(BENCHMARKS):
+        if index:
+            print(flush=True)
+        in_fresh_process(benchmark.main)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The benchmarks' shared path still runs: the mini FCN-8s train step compiles through
 benchmarks/report.compiled_train_step and takes a step, and the machine line names what a table
-was measured on (smoke tests; `make bench` measures)."""
+was measured on (smoke tests; `make bench` measures); the interleaved timing's rounds."""
 import os
 import sys
 
@@ -26,6 +26,35 @@ def test_machine_line_names_cpu_threads_and_versions():
     line = report.machine()
     assert f"{len(os.sched_getaffinity(0))} threads" in line
     assert f"jax {jax.__version__}" in line and "CPU: " in line
+
+
+def test_timed_rounds_interleave_and_give_short_steps_more_samples(monkeypatch):
+    """Every step runs in every round (after one untimed call), at least `repeats` rounds and
+    more until each side's timed calls reach `min_total_s`; a step over `budget_s` drops out."""
+    clock = [0.0]
+    monkeypatch.setattr(report.time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def step(name, seconds):
+        def run():
+            calls.append(name)
+            clock[0] += seconds
+        return run
+
+    times = report.timed_rounds({"short": step("short", 0.25), "long": step("long", 1.0)},
+                                repeats=3, min_total_s=2.0)
+    assert len(times["short"]) == len(times["long"]) == 8  # 8 x 0.25 s reach 2 s
+    assert calls == ["short", "long"] * 9
+    assert report.median_ratio({"torch": times["long"], "ours": times["short"]}) == 4.0
+    times = report.timed_rounds({"short": step("short", 0.25), "slow": step("slow", 5.0)},
+                                repeats=3, budget_s=4.0, min_total_s=2.0)
+    assert len(times["slow"]) == 1 and len(times["short"]) == 8
+    assert report.best_seconds({"short": step("short", 0.25)}, repeats=3) == {"short": 0.25}
+
+
+def test_in_fresh_process_returns_the_result_of_another_process():
+    assert report.in_fresh_process(os.getpid) != os.getpid()
+    assert report.in_fresh_process(divmod, 7, 2) == (3, 1)
 
 
 def test_torch_resnet50_is_our_resnet50():
