@@ -9,9 +9,10 @@ large kernels (FCN's fc6: 7x7 over a 14x14 map) or 1x1 kernels, and in the forwa
 few input features and many output pixels (FCN's conv1_1). Here those passes come from other
 formulations:
 
-- forward and input gradient: one GEMM `patches(x) @ W` when the patch matrix is no taller than it
-  is wide (output pixels <= kh * kw * C: fc-as-conv layers, late small maps) or the kernel is 1x1;
-  the input gradient is then the transpose of the patch gather (col2im) that autodiff derives;
+- forward and input gradient: one GEMM `patches(x) @ W` when the kernel is 1x1, or when the patch
+  matrix has few rows, at most 512 and no more than its kh * kw * C columns (fc-as-conv layers,
+  the last small maps of a batch); the input gradient is then the transpose of the patch gather
+  (col2im) that autodiff derives;
 - forward of layers with few taps (kh * kw * C <= 32: 3x3 over RGB, 5x5 over gray): a sum of
   shifted input slices times kernel rows, one fused loop instead of a GEMM 27 deep
   (`use_shifted_sum_forward`);
@@ -43,6 +44,7 @@ from segattn_jax.layers.upsampling import _pair, _tiles, _untile, conv_transpose
 _NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 SHIFTED_SUM_MAX_TAPS = 32  # see use_shifted_sum_forward
 SPACE_TO_DEPTH_MAX_FEATURES = 8  # see use_space_to_depth
+MATMUL_MAX_ROWS = 512  # see use_matmul_forward
 Padding = str | Sequence[tuple[int, int]]
 
 
@@ -252,9 +254,16 @@ _conv_cpu_passes.defvjp(_cpu_passes_fwd, _cpu_passes_bwd)
 def use_matmul_forward(x_shape: Sequence[int], kernel_shape: Sequence[int],
                        out_hw: Sequence[int]) -> bool:
     """Whether the forward (and input gradient) run as one GEMM on CPU: 1x1 kernels, and patch
-    matrices no taller than wide (few output pixels for the kernel's size: fc layers as convs)."""
+    matrices of at most `MATMUL_MAX_ROWS` output pixels, no more than the kernel's kh * kw * C
+    (fc layers as convs). Measured (forward + both gradients, ms, GEMM vs XLA's): FCN-8s mini's
+    fc6 (32 rows, 5x5 over 64) XLA's input gradient alone 8.6 vs the GEMM path's 1.6 in all;
+    8x8x288 -> 320 at batch 8 (512 rows) 15.3 vs 17.0, ResNet-50's 7x7x512 (392 rows) 31.6 vs
+    33.9; but at 1568 rows (ResNet's 14x14x256) 34.5 vs 31.7, SSD300's 38x38x512 -> 512 at
+    batch 2 (2888 rows) 241 vs 204 and its 38x38 class head 91 vs 44: there the im2col copy
+    costs more than XLA's convolution loses."""
     kh, kw, c, _ = kernel_shape
-    return (kh, kw) == (1, 1) or x_shape[0] * out_hw[0] * out_hw[1] <= kh * kw * c
+    rows = x_shape[0] * out_hw[0] * out_hw[1]
+    return (kh, kw) == (1, 1) or rows <= min(kh * kw * c, MATMUL_MAX_ROWS)
 
 
 def _conv_cpu(x, kernel, strides, pads, dilation, out_hw):

@@ -69,10 +69,14 @@ def test_conv2d_equals_lax_values_and_gradients(shape, kernel_hw, features, stri
 
 
 def test_cpu_paths_are_the_ones_described():
-    """The GEMM forward is used exactly for 1x1 kernels and patch matrices no taller than wide."""
+    """The GEMM forward is used exactly for 1x1 kernels and patch matrices of at most 512 rows,
+    no taller than wide."""
     assert use_matmul_forward((2, 8, 8, 4096), (1, 1, 4096, 4096), (8, 8))
     assert use_matmul_forward((2, 14, 14, 512), (7, 7, 512, 4096), (8, 8))  # FCN's fc6
+    assert use_matmul_forward((8, 7, 7, 512), (3, 3, 512, 512), (7, 7))  # 392 rows
     assert not use_matmul_forward((2, 422, 422, 64), (3, 3, 64, 64), (422, 422))
+    assert not use_matmul_forward((2, 38, 38, 512), (3, 3, 512, 84), (38, 38))  # 2888 rows
+    assert not use_matmul_forward((8, 8, 8, 32), (3, 3, 32, 32), (8, 8))  # wider than 288 cols
     x, kernel = jnp.ones((1, 16, 16, 8)), jnp.ones((1, 1, 8, 8))
     hlo = jax.jit(lambda x, k: conv2d(x, k, 1, "VALID")).lower(x, kernel).as_text()
     assert "convolution" not in hlo and "dot_general" in hlo
