@@ -1,6 +1,7 @@
-"""What every benchmark shares: interleaved best-of-N timing (more rounds for short steps), the
-measured matmul peak, the codebase's own train step compiled for a batch, the optional PyTorch
-reference, the machine a table was measured on, and markdown tables."""
+"""What every benchmark shares: interleaved best-of-N timing (more rounds for short steps), a fresh
+process per measurement, the measured matmul peak, the codebase's own train step compiled for a
+batch, the optional PyTorch reference, the machine a table was measured on, and markdown
+tables."""
 from __future__ import annotations
 
 import functools
@@ -24,6 +25,9 @@ from segattn_jax.layers import conv
 from segattn_jax.tasks import build_task
 from segattn_jax.train.optimizers import make_optimizer
 from segattn_jax.train.state import create_train_state, train_step
+
+# Seconds of timed calls each side of a comparison with PyTorch gets at least (`timed_rounds`).
+COMPARISON_SECONDS = 3.0
 
 
 def timed_rounds(steps: dict[str, Callable[[], object]], repeats: int,
@@ -58,15 +62,10 @@ def timed_rounds(steps: dict[str, Callable[[], object]], repeats: int,
     return times
 
 
-# Seconds of timed calls each side of a comparison with PyTorch gets at least (`timed_rounds`).
-COMPARISON_SECONDS = 3.0
-
-
 def best_seconds(steps: dict[str, Callable[[], object]], repeats: int,
-                 budget_s: float = math.inf, min_total_s: float = 0.0) -> dict[str, float]:
-    """Best wall time of each blocking step over `timed_rounds`."""
-    return {name: min(values)
-            for name, values in timed_rounds(steps, repeats, budget_s, min_total_s).items()}
+                 budget_s: float = math.inf) -> dict[str, float]:
+    """Best wall time of each blocking step over `repeats` interleaved rounds (`timed_rounds`)."""
+    return {name: min(values) for name, values in timed_rounds(steps, repeats, budget_s).items()}
 
 
 def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
