@@ -62,6 +62,7 @@ def train_step(task: Task, tx: optax.GradientTransformation, seed: int, state: T
 
     (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params)
+    grads = compilation.materialized_on_cpu(grads)  # the norms below stay out of the convs
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                           opt_state=opt_state, model_state=model_state)
