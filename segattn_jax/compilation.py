@@ -1,4 +1,5 @@
-"""`jit`: `jax.jit` with the XLA:CPU compile options the codebase's CPU speed is measured with.
+"""`jit`: `jax.jit` with the XLA:CPU compile options the codebase's CPU speed is measured with;
+`materialized_on_cpu`: the barrier one of those options asks of the train step.
 
 Why: XLA:CPU (jax 0.10) hands convolutions to YNNPACK by default, and on the narrow layers of the
 mini rows YNNPACK's convolutions are 1.5-3x slower than XLA's Eigen ones (VGG16 at width 1/8:
@@ -51,4 +52,3 @@ def materialized_on_cpu(tree: Any) -> Any:
     (FCN-8s and SSD300, whose steps had no such fusion, unchanged)."""
     return jax.lax.platform_dependent(tree, cpu=jax.lax.optimization_barrier,
                                       default=lambda tree: tree)
-
