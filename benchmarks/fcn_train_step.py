@@ -24,9 +24,9 @@ import jax
 import numpy as np
 
 import torch_fcn
-from report import (COMPARISON_SECONDS, config_train_step, import_torch, in_fresh_process,
-                    machine, markdown_table, matmul_gflops, median_ratio, timed_rounds,
-                    torch_device)
+from report import (COMPARISON_SECONDS, best_of, config_train_step, import_torch,
+                    in_fresh_process, machine, markdown_table, matmul_gflops, median_ratio,
+                    timed_rounds, torch_device)
 from segattn_jax.train.config import load_experiment
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "fcn.py"
@@ -76,8 +76,9 @@ def torch_step(size: str):
     return lambda: step(images, labels).item()
 
 
-def measure(size: str, repeats: int) -> dict:
-    """One size's row: ours and torch's step time, throughput, FLOP count, memory."""
+def measure(size: str, repeats: int, peak_gflops: float) -> dict:
+    """One size's row: ours and torch's step time, throughput, FLOP/s as a fraction of the
+    matmul peak, memory."""
     batch_size = SIZES[size][0]
     ours, info = jax_step(size)
     steps = {"ours": ours}
@@ -85,36 +86,31 @@ def measure(size: str, repeats: int) -> dict:
     if reference is not None:
         steps["torch"] = reference
     times = timed_rounds(steps, repeats, min_total_s=COMPARISON_SECONDS)
-    seconds = {name: min(values) for name, values in times.items()}
+    seconds = best_of(times)
+    achieved = info["gflop"] / seconds["ours"] if info["gflop"] else None
     row = {
         "size": size, "batch": batch_size, "params_M": info["params_millions"],
         "ours_ms": 1e3 * seconds["ours"], "ours_images_per_s": batch_size / seconds["ours"],
         "torch_ms": None, "torch_images_per_s": None, "torch_over_ours": None,
         "torch_over_ours_median": None, "GFLOP_per_step": info["gflop"],
-        "ours_GFLOP_per_s": info["gflop"] / seconds["ours"] if info["gflop"] else None,
-        "xla_temp_MiB": info["xla_temp_mib"],
+        "xla_temp_MiB": info["xla_temp_mib"], "ours_GFLOP_per_s": achieved,
+        "fraction_of_matmul": achieved / peak_gflops if achieved else None,
+        "matmul_GFLOP_per_s": peak_gflops,
+        "peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if "torch" in seconds:
         row.update(torch_ms=1e3 * seconds["torch"],
                    torch_images_per_s=batch_size / seconds["torch"],
                    torch_over_ours=seconds["torch"] / seconds["ours"],
                    torch_over_ours_median=median_ratio(times))
-    row["peak_rss_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
 
 
 def run(sizes=tuple(SIZES), repeats: int = 3) -> list[dict]:
     """One row per size (`measure`), each measured in a process of its own
-    (`report.in_fresh_process`), with the FLOP/s as a fraction of the matmul peak."""
+    (`report.in_fresh_process`) against the matmul peak measured here."""
     peak = matmul_gflops()
-    rows = [in_fresh_process(measure, size, repeats) for size in sizes]
-    for row in rows:
-        achieved = row.pop("ours_GFLOP_per_s")
-        peak_rss = row.pop("peak_rss_MiB")
-        row.update(ours_GFLOP_per_s=achieved,
-                   fraction_of_matmul=achieved / peak if achieved else None,
-                   matmul_GFLOP_per_s=peak, peak_rss_MiB=peak_rss)
-    return rows
+    return [in_fresh_process(measure, size, repeats, peak) for size in sizes]
 
 
 def main() -> None:

@@ -62,10 +62,15 @@ def timed_rounds(steps: dict[str, Callable[[], object]], repeats: int,
     return times
 
 
+def best_of(times: dict[str, list[float]]) -> dict[str, float]:
+    """Each step's best time of its `timed_rounds` samples."""
+    return {name: min(values) for name, values in times.items()}
+
+
 def best_seconds(steps: dict[str, Callable[[], object]], repeats: int,
                  budget_s: float = math.inf) -> dict[str, float]:
     """Best wall time of each blocking step over `repeats` interleaved rounds (`timed_rounds`)."""
-    return {name: min(values) for name, values in timed_rounds(steps, repeats, budget_s).items()}
+    return best_of(timed_rounds(steps, repeats, budget_s))
 
 
 def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
@@ -229,7 +234,7 @@ def timed_row(row: str, ours: Callable[[], None], info: dict, torch_step, *, bat
     gflop = info["gflop"] if gflop is None else gflop
     steps = {"ours": ours, **({"torch": torch_step} if torch_step else {})}
     times = timed_rounds(steps, repeats, min_total_s=COMPARISON_SECONDS)
-    seconds = {name: min(values) for name, values in times.items()}
+    seconds = best_of(times)
     theirs = batch / seconds["torch"] if torch_step else None
     return {"row": row, f"{unit}_per_s": batch / seconds["ours"], "GFLOP": gflop,
             "fraction_of_matmul": gflop / seconds["ours"] / peak_gflops if gflop else None,
