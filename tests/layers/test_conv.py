@@ -1,7 +1,8 @@
 """`conv2d` / `Conv` against `lax.conv_general_dilated` (values and both gradients), on every path:
 XLA's passes with the kernel gradient on the input padded beforehand (strided and unstrided), the
 shifted-sum forward of few-tap layers, the 2x2-block passes of few-output layers, the all-GEMM path
-of 1x1 and fc-like layers, the kernel gradient without padding-only outputs, and the lax fallback;
+of 1x1 and fc-like layers, the per-tap GEMMs of atrous layers, the kernel gradient without
+padding-only outputs, and the lax fallback;
 plus PyTorch's conv2d where torch is installed."""
 import flax.linen as nn
 import jax
@@ -11,7 +12,7 @@ import pytest
 from jax import lax
 
 from segattn_jax.layers.conv import (Conv, conv2d, use_matmul_forward, use_shifted_sum_forward,
-                                     use_space_to_depth)
+                                     use_space_to_depth, use_tap_gemms)
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -37,6 +38,10 @@ CASES = [
     ((2, 6, 5, 8), (3, 3), 8, 1, ((9, 9), (7, 8)), 1),
     ((1, 6, 7, 3), (3, 3), 64, 2, ((9, 9), (8, 7)), 1),
     ((1, 5, 6, 3), (3, 3), 4, 3, ((8, 10), (10, 8)), 2),
+    # Atrous layers whose taps read mostly padding: one GEMM per tap over its image outputs.
+    ((2, 9, 8, 4), (3, 3), 6, 1, ((3, 3), (3, 3)), 3),
+    ((1, 10, 7, 5), (2, 3), 4, 1, ((4, 1), (2, 5)), (4, 2)),
+    ((1, 6, 6, 3), (3, 3), 4, 1, ((8, 8), (-1, 4)), 2),  # a tap column reads no image
 ]
 
 
@@ -80,6 +85,24 @@ def test_cpu_paths_are_the_ones_described():
     x, kernel = jnp.ones((1, 16, 16, 8)), jnp.ones((1, 1, 8, 8))
     hlo = jax.jit(lambda x, k: conv2d(x, k, 1, "VALID")).lower(x, kernel).as_text()
     assert "convolution" not in hlo and "dot_general" in hlo
+
+
+def test_atrous_layers_reading_mostly_padding_run_as_one_gemm_per_tap():
+    """SSD300's fc6 (dilation 6, pad 6, 19x19: 62% of its multiply-adds read the image) takes
+    the per-tap GEMMs in every pass; a VALID atrous layer and undilated ones do not."""
+    fc6 = ((19, 19), (3, 3, 512, 1024), (1, 1), ((6, 6), (6, 6)), (6, 6), (19, 19))
+    assert use_tap_gemms(*fc6)
+    assert not use_tap_gemms((19, 19), (3, 3, 512, 1024), (1, 1), ((0, 0), (0, 0)), (6, 6),
+                             (7, 7))
+    assert not use_tap_gemms((19, 19), (3, 3, 512, 512), (1, 1), ((1, 1), (1, 1)), (1, 1),
+                             (19, 19))
+    assert not use_tap_gemms((19, 19), (3, 3, 512, 1024), (2, 2), ((6, 6), (6, 6)), (6, 6),
+                             (10, 10))
+    x, kernel = jnp.ones((1, 19, 19, 16)), jnp.ones((3, 3, 16, 32))
+    step = jax.jit(jax.value_and_grad(lambda x, k: conv2d(x, k, 1, ((6, 6), (6, 6)), 6).sum(),
+                                      argnums=(0, 1)))
+    hlo = step.lower(x, kernel).as_text()
+    assert not _convolutions(hlo) and hlo.count("stablehlo.dot_general") == 27
 
 
 def test_few_tap_forward_is_a_shifted_sum_and_its_gradients_stay_xla_convolutions():
