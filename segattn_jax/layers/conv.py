@@ -19,7 +19,8 @@ formulations:
   (`use_shifted_sum_forward`);
 - passes that produce <= 8 features at stride 1 (forward and kernel gradient: the outputs; input
   gradient: the inputs): the convolution on 2x2 blocks of pixels, 4x the features at a quarter of
-  the pixels (`use_space_to_depth`);
+  the pixels (`use_space_to_depth`; in inference the blocks come from a 2x2/2 convolution that
+  XLA cannot fuse with the input's producer, `_pixel_blocks`);
 - atrous (dilated) stride-1 layers whose taps read padding for over a quarter of their
   multiply-adds (SSD's fc6): one GEMM per tap over only the outputs where it reads the image,
   in every pass (`use_tap_gemms`), skipping the padding as PyTorch's convolution does;
@@ -170,12 +171,34 @@ def _block_kernel(kernel: jax.Array, blocks_hw: Sequence[int]) -> jax.Array:
     return blocked.transpose(2, 4, 3, 5, 6, 0, 1, 7).reshape(bh, bw, 4 * c, 4 * o)
 
 
-def _space_to_depth_conv(x, kernel, pads):
+def _pixel_blocks(padded: jax.Array, *, by_convolution: bool) -> jax.Array:
+    """(N, 2h, 2w, C) -> (N, h, w, 4C): each 2x2 block of pixels as features (si, sj, c).
+
+    A reshape and transpose, or (`by_convolution`, for C <= SPACE_TO_DEPTH_MAX_FEATURES) the
+    same permutation as a 2x2 stride-2 convolution with a 0/1 kernel, exact for finite inputs.
+    Why the convolution: XLA:CPU fuses an elementwise producer into the transpose and runs the
+    fused loop unvectorized; in inference, where nothing else keeps the producer's output, FCN-8s
+    mini's conv1_1 (its shifted-sum forward) fused into conv1_2's blocks took 14 ms instead of
+    1.4, and the network's forward 38 ms instead of 30 (a convolution is never fused with its
+    producer). In training the input is kept for the gradients anyway, and the convolution
+    would only add work (the mini step 3-5% slower)."""
+    n, height, width, c = padded.shape
+    if by_convolution and c <= SPACE_TO_DEPTH_MAX_FEATURES:
+        permutation = jnp.eye(4 * c, dtype=padded.dtype).reshape(2, 2, c, 4 * c)
+        return lax.conv_general_dilated(padded, permutation, (2, 2), ((0, 0), (0, 0)),
+                                        dimension_numbers=_NHWC_DIMENSIONS,
+                                        precision=lax.Precision.HIGHEST)
+    return _tiles(padded, (2, 2)).transpose(0, 1, 3, 2, 4, 5).reshape(n, height // 2,
+                                                                      width // 2, 4 * c)
+
+
+def _space_to_depth_conv(x, kernel, pads, *, inference: bool = False):
     """A stride-1 convolution run on 2x2 blocks of pixels: x's blocks as 4C features, a VALID
     convolution with `_block_kernel` giving each output block's 4 pixels as 4O features, then
     the blocks unfolded. 4x the features at a quarter of the pixels, for (2bh * 2bw) / (kh * kw)
     the multiply-adds (16/9 for 3x3), where XLA:CPU's convolutions over a few features run far
-    below their speed over 32 or more (`use_space_to_depth`)."""
+    below their speed over 32 or more (`use_space_to_depth`). `inference`: the forward outside
+    differentiation (`_pixel_blocks`)."""
     n, h, w, c = x.shape
     kh, kw, _, o = kernel.shape
     out_h = _output_size(h, kh, 1, 1, pads[0])
@@ -186,25 +209,26 @@ def _space_to_depth_conv(x, kernel, pads):
     height, width = 2 * (rows + bh - 1), 2 * (cols + bw - 1)  # padded input they read
     padded = _pad_spatial(x, ((pads[0][0], height - h - pads[0][0]),
                               (pads[1][0], width - w - pads[1][0])))
-    blocks = _tiles(padded, (2, 2)).transpose(0, 1, 3, 2, 4, 5)
-    y = _native_conv(blocks.reshape(n, height // 2, width // 2, 4 * c),
+    y = _native_conv(_pixel_blocks(padded, by_convolution=inference),
                      _block_kernel(kernel, (bh, bw)), (1, 1), ((0, 0), (0, 0)), (1, 1))
     return _untile(y.reshape(n, rows, cols, 2, 2, o))[:, :out_h, :out_w]
 
 
-def _forward_conv(x, kernel, strides, pads, dilation):
+def _forward_conv(x, kernel, strides, pads, dilation, *, inference: bool = False):
     if use_shifted_sum_forward(kernel.shape):
         return _shifted_sum_conv(x, kernel, strides, pads, dilation)
     if use_space_to_depth(kernel.shape[3], kernel.shape, strides, dilation):
-        return _space_to_depth_conv(x, kernel, pads)
+        return _space_to_depth_conv(x, kernel, pads, inference=inference)
     return _native_conv(x, kernel, strides, pads, dilation)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv_cpu_passes(x, kernel, strides, pads, dilation):
     """Each pass in its fastest CPU formulation (module docstring): the forward as
-    `_forward_conv` picks, the input gradient on 2x2 blocks or XLA's, `_kernel_grad`."""
-    return _forward_conv(x, kernel, strides, pads, dilation)
+    `_forward_conv` picks, the input gradient on 2x2 blocks or XLA's, `_kernel_grad`. This
+    primal runs only where nothing differentiates it (inference); training runs
+    `_cpu_passes_fwd`."""
+    return _forward_conv(x, kernel, strides, pads, dilation, inference=True)
 
 
 def _cpu_passes_fwd(x, kernel, strides, pads, dilation):

@@ -71,6 +71,9 @@ def test_conv2d_equals_lax_values_and_gradients(shape, kernel_hw, features, stri
         lambda x, k: conv2d(x, k, strides, padding, dilation), x, k, g))(x, kernel, cotangent)
     for name, a, b in zip(("output", "d/dx", "d/dkernel"), ours, expected):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
+    # Undifferentiated (inference), the forward may take another formulation (_pixel_blocks).
+    inference = jax.jit(lambda x, k: conv2d(x, k, strides, padding, dilation))(x, kernel)
+    np.testing.assert_allclose(inference, expected_y, rtol=1e-4, atol=1e-4)
 
 
 def test_cpu_paths_are_the_ones_described():
@@ -132,6 +135,12 @@ def test_passes_producing_few_features_run_on_blocks_of_pixels_and_padding_outpu
         convolutions = _convolutions(step.lower(x, kernel).as_text())
         assert len(convolutions) == 3
         assert sum(f"2x2x32x{4 * features}xf32" in c for c in convolutions) == blocked
+    # Inference: the 8 -> 8 layer's blocks of pixels come from a 2x2/2 convolution, not a
+    # transpose that XLA would fuse with the input's producer; 16 features keep the transpose.
+    for features, convolutions in ((8, 2), (16, 1)):
+        x, kernel = jnp.ones((1, 16, 16, features)), jnp.ones((3, 3, features, 8))
+        forward = jax.jit(lambda x, k: conv2d(x, k, 1, "SAME")).lower(x, kernel).as_text()
+        assert len(_convolutions(forward)) == convolutions
     # pad 30 around 16x16: 44x44 outputs, of which 18x18 read the image.
     x, kernel = jnp.ones((1, 16, 16, 16)), jnp.ones((3, 3, 16, 32))
     grad = jax.jit(jax.grad(lambda k: conv2d(x, k, 1, ((30, 30), (30, 30))).sum()))
