@@ -13,7 +13,8 @@ rounds so both see the same machine load (`report.timed_rounds`: at least `repea
 size's are served). Reported: best step time, images/s,
 XLA's FLOP count, achieved FLOP/s as a fraction of this machine's measured matmul FLOP/s,
 peak memory, and torch_over_ours (>= 1.0: ours is at least as fast; of the best times, and
-of the median times). PyTorch is optional.
+of the median times); then our inference forward alone (the task's `predict`, label maps, best
+time), which XLA compiles apart from the step. PyTorch is optional.
 """
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ import resource
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import torch_fcn
-from report import (COMPARISON_SECONDS, best_of, config_train_step, import_torch,
+from report import (COMPARISON_SECONDS, best_of, best_seconds, config_train_step, import_torch,
                     in_fresh_process, machine, markdown_table, matmul_gflops, median_ratio,
                     timed_rounds, torch_device)
+from segattn_jax import compilation
+from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
+from segattn_jax.train.state import initial_variables
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "fcn.py"
 # name -> (batch, image size, classes, model overrides of the mini config)
@@ -57,6 +62,17 @@ def jax_step(size: str) -> tuple:
     config, batch_size, image_size = _config(size)
     return config_train_step(config, _batch(batch_size, image_size, config.model.num_classes),
                              jax.random.key(2))
+
+
+def jax_predict(size: str):
+    """Our inference forward (the task's `predict`) on the step's batch, compiled: blocking fn."""
+    config, batch_size, image_size = _config(size)
+    task = build_task(config)
+    inputs = task.inputs(jax.tree.map(jnp.asarray, _batch(batch_size, image_size,
+                                                          config.model.num_classes)))
+    variables = initial_variables(task, jax.random.key(2), inputs)
+    predict = compilation.jit(task.predict)
+    return lambda: jax.block_until_ready(predict(variables, inputs))
 
 
 def torch_step(size: str):
@@ -103,6 +119,7 @@ def measure(size: str, repeats: int, peak_gflops: float) -> dict:
                    torch_images_per_s=batch_size / seconds["torch"],
                    torch_over_ours=seconds["torch"] / seconds["ours"],
                    torch_over_ours_median=median_ratio(times))
+    row["ours_predict_ms"] = 1e3 * best_seconds({"predict": jax_predict(size)}, repeats)["predict"]
     return row
 
 

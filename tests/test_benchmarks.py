@@ -19,6 +19,7 @@ def test_mini_fcn_train_step_compiles_and_steps():
     step, info = fcn_train_step.jax_step("mini")
     step()
     assert info["gflop"] > 0 and np.isfinite(info["params_millions"])
+    fcn_train_step.jax_predict("mini")()
 
 
 def test_machine_line_names_cpu_threads_and_versions():
