@@ -1,5 +1,6 @@
 """`jit`: `jax.jit` with the XLA:CPU compile options the codebase's CPU speed is measured with;
-`materialized_on_cpu`: the barrier one of those options asks of the train step.
+`materialized_on_cpu`: the barrier one of those options asks of the train step;
+`fusion_boundary_on_cpu`: where XLA:CPU's fusion would recompute a residual stream.
 
 Why: XLA:CPU (jax 0.10) hands convolutions to YNNPACK by default, and on the narrow layers of the
 mini rows YNNPACK's convolutions are 1.5-3x slower than XLA's Eigen ones (VGG16 at width 1/8:
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type":
@@ -52,3 +54,28 @@ def materialized_on_cpu(tree: Any) -> Any:
     (FCN-8s and SSD300, whose steps had no such fusion, unchanged)."""
     return jax.lax.platform_dependent(tree, cpu=jax.lax.optimization_barrier,
                                       default=lambda tree: tree)
+
+
+def fusion_boundary_on_cpu(x: jax.Array) -> jax.Array:
+    """`x` unchanged; on CPU, computed once, by a kernel of its own (GPU/TPU: no-op).
+
+    Why: XLA:CPU fuses a cheap elementwise producer into each of its consumers, duplicating it.
+    Along a residual stream, x_k+1 = relu(x_k + f_k(x_k)) with every x_k also read by f_k+1's
+    GEMMs, the duplicates nest: the fusion that writes x_k recomputes x_1 .. x_k-1 from their
+    branch outputs, so n blocks cost O(n^2) passes over the stream: Inception-ResNet-v2's 20
+    block17 updates became fusions of 3 to 41 operands, ResNet-101's widest took 120. Behind
+    this boundary (fresh processes, batch 8, old / new, ms): Inception-ResNet-v2's forward 1305-
+    1322 / 1130-1133 and train step 4819-4882 / 4271-4453, ResNet-101's forward 819-826 /
+    652-657, ResNet-50's level. An optimization barrier does not stop it (the compiled program
+    keeps no barrier and the same fusions); a conditional does, as nothing fuses across one.
+    Its predicate, probe == probe or probe != probe, holds for every value (NaN included) but is
+    not a constant, so XLA keeps it and always takes the identity branch. Under sharding the
+    probe costs one scalar all-reduce."""
+
+    def behind_conditional(x):
+        if x.size == 0:
+            return x
+        probe = x.reshape(-1)[0]
+        return jax.lax.cond((probe == probe) | (probe != probe), lambda x: x, jnp.zeros_like, x)
+
+    return jax.lax.platform_dependent(x, cpu=behind_conditional, default=lambda x: x)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segattn_jax import compilation
 from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers.conv import Conv, ConvBN
 from segattn_jax.layers.pooling import max_pool
@@ -314,7 +315,9 @@ class Block(nn.Module):
         up = Conv(x.shape[-1], (1, 1), use_bias=True, dtype=self.options.dtype,
                   param_dtype=jnp.float32, name="Conv2d_1x1")(mixed)
         x = x + spec.residual_scale * up
-        return nn.relu(x) if spec.final_activation else x
+        # The stream passes 40 blocks: on CPU it is written once per block, not recomputed inside
+        # every later block's sum (compilation.fusion_boundary_on_cpu).
+        return compilation.fusion_boundary_on_cpu(nn.relu(x) if spec.final_activation else x)
 
 
 class AuxHead(nn.Module):

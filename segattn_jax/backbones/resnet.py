@@ -17,6 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segattn_jax import compilation
 from segattn_jax.backbones.vgg import scaled_features
 from segattn_jax.layers.conv import ConvBN
 from segattn_jax.layers.pooling import max_pool
@@ -60,7 +61,8 @@ class Bottleneck(nn.Module):
         y = self._conv_bn(self.width, 3, middle, ((1, 1), (1, 1)), 2, groups=self.groups)(
             y, train=train)
         y = self._conv_bn(out_features, 1, 1, "VALID", 3, activation=False)(y, train=train)
-        return nn.relu(shortcut + y)
+        # The stream: on CPU written once per block (compilation.fusion_boundary_on_cpu).
+        return compilation.fusion_boundary_on_cpu(nn.relu(shortcut + y))
 
 
 class ResNet(nn.Module):
