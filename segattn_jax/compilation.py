@@ -1,5 +1,5 @@
-"""`jit`: `jax.jit` with the XLA:CPU compile options the codebase's CPU speed is measured with;
-`materialized_on_cpu`: the barrier one of those options asks of the train step;
+"""`jit`: `jax.jit` with the XLA:CPU compile options the codebase's CPU speed is measured with
+(and, where every array fits one, its temporaries in small heaps); `materialized_on_cpu`: the barrier one of those options asks of the train step;
 `fusion_boundary_on_cpu`: where XLA:CPU's fusion would recompute a residual stream.
 
 Why: XLA:CPU (jax 0.10) hands convolutions to YNNPACK by default, and on the narrow layers of the
@@ -8,13 +8,27 @@ conv3_1's kernel gradient 7.5 -> 3.1 ms, conv4_2's 13.0 -> 3.1 ms; `benchmarks/c
 which made FCN-8s mini's train step 0.6-0.7x PyTorch's. So on CPU only YNNPACK's dot and
 reduction fusions are kept: without YNNPACK's reductions, XLA:CPU sums a channels-last array over
 its leading axes 7-10x slower (a (8, 56, 56, 256) sum: 8.8 ms, with them 0.9-1.2 ms, PyTorch's
-1.1 ms), which batch norm's statistics and every bias gradient do. Options are set per
-compilation, so GPU and TPU compile with XLA's defaults, and a choice the user made in XLA_FLAGS
-wins.
+1.1 ms), which batch norm's statistics and every bias gradient do.
+
+XLA:CPU allocates a program's temporaries as one block per execution, on a worker thread, and
+glibc's malloc serves a block that large (above its 32 MiB mmap threshold, and too big for a
+thread arena's 64 MiB heaps) by mapping it fresh from the kernel on every call: FCN-8s mini's
+train step page-faulted its 71 MiB afresh every step (18k faults, ~18% of the step). With the
+temporaries in heaps of at most `HEAP_SIZE` (`HEAP_SIZE_OPTION`), malloc serves them again from
+its free lists: 15 faults a step, 98-101 -> 81-86 ms. But a program with arrays larger than a heap
+gets a heap per such array, mapped per call as before, and its arrays no longer share memory
+across heaps: DeconvNet's paper-size step (2x224x224x64 maps) took 1.4x the temporaries, 1.2x the
+faults and ran 2-23% slower. So `jit` uses small heaps only for programs whose every array fits
+one (the mini rows, tests), judged from the program lowered for the first call's arguments.
+
+Options are set per compilation, so GPU and TPU compile with XLA's defaults, and a choice the user
+made in XLA_FLAGS wins.
 """
 from __future__ import annotations
 
+import functools
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +39,9 @@ CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type":
         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
 }
+HEAP_SIZE_OPTION = "xla_multiheap_size_constraint_per_heap"
+HEAP_SIZE = 16 * 2**20  # half of glibc's largest mmap threshold: see the module's docstring
+_TENSOR_TYPE = re.compile(r"tensor<((?:\d+x)*)([a-z]+)(\d+)>")  # tensor<8x64x64x3xf32>
 
 
 def compiler_options(**extra_cpu: Any) -> dict[str, Any]:
@@ -38,8 +55,52 @@ def compiler_options(**extra_cpu: Any) -> dict[str, Any]:
 
 
 def jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Any:
-    """`jax.jit(fn, **jit_kwargs)` compiled with `compiler_options()`."""
-    return jax.jit(fn, compiler_options=compiler_options() or None, **jit_kwargs)
+    """`jax.jit(fn, **jit_kwargs)` compiled with `compiler_options()`; on CPU with the
+    temporaries in heaps of `HEAP_SIZE` if every array of the program lowered for its first call
+    (or first `lower`) fits one."""
+    options = compiler_options()
+    if not options or f"--{HEAP_SIZE_OPTION}=" in os.environ.get("XLA_FLAGS", ""):
+        return jax.jit(fn, compiler_options=options or None, **jit_kwargs)
+    return _SmallHeapsIfEveryArrayFits(fn, options, jit_kwargs)
+
+
+def largest_array_bytes(lowered_text: str) -> int:
+    """The bytes of the largest array typed in a lowered (StableHLO) program's text."""
+    largest = 0
+    for dims, _, bits in _TENSOR_TYPE.findall(lowered_text):
+        elements = 1
+        for dim in dims.split("x")[:-1]:
+            elements *= int(dim)
+        largest = max(largest, elements * max(int(bits), 8) // 8)
+    return largest
+
+
+class _SmallHeapsIfEveryArrayFits:
+    """`jax.jit(fn)` with `options`, plus small heaps where every array fits one: decided once,
+    on the first call's (or `lower`'s) arguments."""
+
+    def __init__(self, fn: Callable[..., Any], options: dict[str, Any], jit_kwargs: dict):
+        self._one_block = jax.jit(fn, compiler_options=options, **jit_kwargs)
+        self._heaps = jax.jit(fn, compiler_options={**options, HEAP_SIZE_OPTION: HEAP_SIZE},
+                              **jit_kwargs)
+        self._chosen = None
+        functools.update_wrapper(self, fn)
+
+    def _choose(self, args: tuple, kwargs: dict) -> Any:
+        if self._chosen is None:
+            text = self._one_block.lower(*args, **kwargs).as_text()
+            self._chosen = (self._heaps if largest_array_bytes(text) <= HEAP_SIZE
+                            else self._one_block)
+        return self._chosen
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._choose(args, kwargs)(*args, **kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        return self._choose(args, kwargs).lower(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chosen or self._one_block, name)
 
 
 def materialized_on_cpu(tree: Any) -> Any:

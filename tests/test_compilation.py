@@ -1,7 +1,10 @@
 """`compilation.jit`: the XLA:CPU options reach the compiled program, the user's XLA_FLAGS win,
-and other backends get none; gradients behind `materialized_on_cpu` keep their norm out of the
+and other backends get none; temporaries come in heaps malloc can reuse where every array fits
+one; gradients behind `materialized_on_cpu` keep their norm out of the
 convolutions; a residual stream behind `fusion_boundary_on_cpu` is not recomputed block after
 block."""
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +38,51 @@ def test_users_xla_flags_win_and_other_backends_get_no_options(monkeypatch):
     assert YNN_OPTION not in compilation.compiler_options()
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert compilation.compiler_options(xla_backend_optimization_level=0) == {}
+
+
+def _mlp_gradient(rows: int):
+    """The gradient of an 8-layer 1024-wide MLP over `rows` rows and its arguments: activations
+    of rows x 4 KiB, all live at once."""
+    def loss(kernels, x):
+        for kernel in kernels:
+            x = jnp.tanh(x @ kernel)
+        return jnp.mean(x ** 2)
+
+    return jax.grad(loss), ([jnp.ones((1024, 1024))] * 8, jnp.ones((rows, 1024)))
+
+
+def _temporary_blocks(jitted, args, dump: Path) -> list[int]:
+    """Bytes of each block XLA allocates for the temporaries of `jitted(*args)`, from the buffer
+    assignment it dumps (the dump option joins the jitted function's own)."""
+    jitted.lower(*args).compile(compiler_options={"xla_dump_to": str(dump)})
+    assignment = next(dump.glob("*cpu_after_optimizations-buffer-assignment.txt")).read_text()
+    return [int(line.split()[3].rstrip(",")) for line in assignment.splitlines()
+            if line.startswith("allocation ") and "preallocated-temp" in line]
+
+
+def test_temporaries_come_in_heaps_where_every_array_fits_one(tmp_path):
+    """One block above glibc's largest mmap threshold (32 MiB) is mapped and faulted in afresh
+    on every call; heaps of at most 16 MiB come back from malloc's free lists."""
+    gradient, args = _mlp_gradient(rows=2048)  # 8 MiB activations, 72 MiB of temporaries
+    one_block = _temporary_blocks(jax.jit(gradient, compiler_options=compilation.compiler_options()),
+                                  args, tmp_path / "one")
+    assert len(one_block) == 1 and one_block[0] > 32 * 2**20  # what the heaps are for
+    heaps = _temporary_blocks(compilation.jit(gradient), args, tmp_path / "heaps")
+    assert len(heaps) > 1 and max(heaps) <= compilation.HEAP_SIZE
+    assert sum(heaps) >= one_block[0]
+
+
+def test_a_program_with_an_array_larger_than_a_heap_keeps_one_block(tmp_path):
+    """Such an array would get a heap of its own, mapped per call anyway, and share memory
+    with no other (DeconvNet's paper-size step: 1.4x the temporaries, and slower)."""
+    gradient, args = _mlp_gradient(rows=8192)  # 32 MiB activations
+    assert len(_temporary_blocks(compilation.jit(gradient), args, tmp_path)) == 1
+
+
+def test_largest_array_bytes_reads_each_element_size():
+    lowered = jax.jit(lambda x: (x > 0, x.astype(jnp.bfloat16))).lower(
+        jnp.ones((3, 5, 7), jnp.int8))
+    assert compilation.largest_array_bytes(lowered.as_text()) == 3 * 5 * 7 * 2  # the bfloat16
 
 
 def _reductions_fused_with_convolutions(hlo: str) -> list[str]:
