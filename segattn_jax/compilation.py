@@ -1,6 +1,7 @@
 """`jit`: `jax.jit` with the XLA:CPU compile options the codebase's CPU speed is measured with
-(and, where every array fits one, its temporaries in small heaps); `materialized_on_cpu`: the barrier one of those options asks of the train step;
-`fusion_boundary_on_cpu`: where XLA:CPU's fusion would recompute a residual stream.
+(and, where every array fits one, the temporaries in small heaps); `materialized_on_cpu`: the
+barrier one of those options asks of the train step; `fusion_boundary_on_cpu`: where XLA:CPU's
+fusion would recompute a residual stream.
 
 Why: XLA:CPU (jax 0.10) hands convolutions to YNNPACK by default, and on the narrow layers of the
 mini rows YNNPACK's convolutions are 1.5-3x slower than XLA's Eigen ones (VGG16 at width 1/8:
@@ -15,7 +16,7 @@ glibc's malloc serves a block that large (above its 32 MiB mmap threshold, and t
 thread arena's 64 MiB heaps) by mapping it fresh from the kernel on every call: FCN-8s mini's
 train step page-faulted its 71 MiB afresh every step (18k faults, ~18% of the step). With the
 temporaries in heaps of at most `HEAP_SIZE` (`HEAP_SIZE_OPTION`), malloc serves them again from
-its free lists: 15 faults a step, 98-101 -> 81-86 ms. But a program with arrays larger than a heap
+its free lists: 15 faults a step, 98-101 -> 78-86 ms. But a program with arrays larger than a heap
 gets a heap per such array, mapped per call as before, and its arrays no longer share memory
 across heaps: DeconvNet's paper-size step (2x224x224x64 maps) took 1.4x the temporaries, 1.2x the
 faults and ran 2-23% slower. So `jit` uses small heaps only for programs whose every array fits

@@ -36,6 +36,8 @@ def test_users_xla_flags_win_and_other_backends_get_no_options(monkeypatch):
         **compilation.CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
     monkeypatch.setenv("XLA_FLAGS", f"--{YNN_OPTION}=LIBRARY_FUSION_TYPE_DOT")
     assert YNN_OPTION not in compilation.compiler_options()
+    monkeypatch.setenv("XLA_FLAGS", f"--{compilation.HEAP_SIZE_OPTION}=1048576")
+    assert type(compilation.jit(_conv)) is type(jax.jit(_conv))  # no heaps of our choosing
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert compilation.compiler_options(xla_backend_optimization_level=0) == {}
 
@@ -64,8 +66,8 @@ def test_temporaries_come_in_heaps_where_every_array_fits_one(tmp_path):
     """One block above glibc's largest mmap threshold (32 MiB) is mapped and faulted in afresh
     on every call; heaps of at most 16 MiB come back from malloc's free lists."""
     gradient, args = _mlp_gradient(rows=2048)  # 8 MiB activations, 72 MiB of temporaries
-    one_block = _temporary_blocks(jax.jit(gradient, compiler_options=compilation.compiler_options()),
-                                  args, tmp_path / "one")
+    plain = jax.jit(gradient, compiler_options=compilation.compiler_options())
+    one_block = _temporary_blocks(plain, args, tmp_path / "one")
     assert len(one_block) == 1 and one_block[0] > 32 * 2**20  # what the heaps are for
     heaps = _temporary_blocks(compilation.jit(gradient), args, tmp_path / "heaps")
     assert len(heaps) > 1 and max(heaps) <= compilation.HEAP_SIZE
