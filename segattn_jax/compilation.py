@@ -20,7 +20,10 @@ its free lists: 15 faults a step, 98-101 -> 78-86 ms. But a program with arrays 
 gets a heap per such array, mapped per call as before, and its arrays no longer share memory
 across heaps: DeconvNet's paper-size step (2x224x224x64 maps) took 1.4x the temporaries, 1.2x the
 faults and ran 2-23% slower. So `jit` uses small heaps only for programs whose every array fits
-one (the mini rows, tests), judged from the program lowered for the first call's arguments.
+one (the mini rows), judged from the program lowered for the first call's arguments, and only
+without JAX's persistent compilation cache: XLA:CPU cannot serialize a program with more than one
+temporary block ("Multiple temp buffer allocations found"), so such programs would be compiled
+afresh in every process, with a warning each time (the tests run with the cache).
 
 Options are set per compilation, so GPU and TPU compile with XLA's defaults, and a choice the user
 made in XLA_FLAGS wins.
@@ -60,9 +63,15 @@ def jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Any:
     temporaries in heaps of `HEAP_SIZE` if every array of the program lowered for its first call
     (or first `lower`) fits one."""
     options = compiler_options()
-    if not options or f"--{HEAP_SIZE_OPTION}=" in os.environ.get("XLA_FLAGS", ""):
+    if (not options or f"--{HEAP_SIZE_OPTION}=" in os.environ.get("XLA_FLAGS", "")
+            or persistent_cache_on()):
         return jax.jit(fn, compiler_options=options or None, **jit_kwargs)
     return _SmallHeapsIfEveryArrayFits(fn, options, jit_kwargs)
+
+
+def persistent_cache_on() -> bool:
+    """Whether JAX writes compiled programs to a persistent cache (`jax_compilation_cache_dir`)."""
+    return bool(jax.config.jax_compilation_cache_dir)
 
 
 def largest_array_bytes(lowered_text: str) -> int:
@@ -78,16 +87,20 @@ def largest_array_bytes(lowered_text: str) -> int:
 
 class _SmallHeapsIfEveryArrayFits:
     """`jax.jit(fn)` with `options`, plus small heaps where every array fits one: decided once,
-    on the first call's (or `lower`'s) arguments."""
+    on the first call's (or `lower`'s) arguments. Called inside another trace (`jax.eval_shape`,
+    an enclosing `jit`), it is `jax.jit(fn)` alone: only a top-level jit takes compile options."""
 
     def __init__(self, fn: Callable[..., Any], options: dict[str, Any], jit_kwargs: dict):
         self._one_block = jax.jit(fn, compiler_options=options, **jit_kwargs)
         self._heaps = jax.jit(fn, compiler_options={**options, HEAP_SIZE_OPTION: HEAP_SIZE},
                               **jit_kwargs)
+        self._nested = jax.jit(fn, **jit_kwargs)
         self._chosen = None
         functools.update_wrapper(self, fn)
 
     def _choose(self, args: tuple, kwargs: dict) -> Any:
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+            return self._nested
         if self._chosen is None:
             text = self._one_block.lower(*args, **kwargs).as_text()
             self._chosen = (self._heaps if largest_array_bytes(text) <= HEAP_SIZE

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from jax import lax
 
 from segattn_jax import compilation
@@ -36,8 +37,10 @@ def test_users_xla_flags_win_and_other_backends_get_no_options(monkeypatch):
         **compilation.CPU_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
     monkeypatch.setenv("XLA_FLAGS", f"--{YNN_OPTION}=LIBRARY_FUSION_TYPE_DOT")
     assert YNN_OPTION not in compilation.compiler_options()
+    monkeypatch.setattr(compilation, "persistent_cache_on", lambda: False)
+    assert type(compilation.jit(_conv)) is not type(jax.jit(_conv))  # heaps of our choosing
     monkeypatch.setenv("XLA_FLAGS", f"--{compilation.HEAP_SIZE_OPTION}=1048576")
-    assert type(compilation.jit(_conv)) is type(jax.jit(_conv))  # no heaps of our choosing
+    assert type(compilation.jit(_conv)) is type(jax.jit(_conv))  # the user's
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert compilation.compiler_options(xla_backend_optimization_level=0) == {}
 
@@ -62,7 +65,15 @@ def _temporary_blocks(jitted, args, dump: Path) -> list[int]:
             if line.startswith("allocation ") and "preallocated-temp" in line]
 
 
-def test_temporaries_come_in_heaps_where_every_array_fits_one(tmp_path):
+@pytest.fixture
+def without_persistent_cache(monkeypatch):
+    """As a run without JAX's persistent compilation cache (the tests run with one), where
+    `compilation.jit` may choose heaps."""
+    monkeypatch.setattr(compilation, "persistent_cache_on", lambda: False)
+
+
+def test_temporaries_come_in_heaps_where_every_array_fits_one(tmp_path,
+                                                              without_persistent_cache):
     """One block above glibc's largest mmap threshold (32 MiB) is mapped and faulted in afresh
     on every call; heaps of at most 16 MiB come back from malloc's free lists."""
     gradient, args = _mlp_gradient(rows=2048)  # 8 MiB activations, 72 MiB of temporaries
@@ -74,11 +85,30 @@ def test_temporaries_come_in_heaps_where_every_array_fits_one(tmp_path):
     assert sum(heaps) >= one_block[0]
 
 
-def test_a_program_with_an_array_larger_than_a_heap_keeps_one_block(tmp_path):
+def test_a_program_with_an_array_larger_than_a_heap_keeps_one_block(tmp_path,
+                                                                     without_persistent_cache):
     """Such an array would get a heap of its own, mapped per call anyway, and share memory
     with no other (DeconvNet's paper-size step: 1.4x the temporaries, and slower)."""
     gradient, args = _mlp_gradient(rows=8192)  # 32 MiB activations
     assert len(_temporary_blocks(compilation.jit(gradient), args, tmp_path)) == 1
+
+
+def test_with_the_persistent_cache_every_program_keeps_one_block(tmp_path):
+    """XLA:CPU cannot serialize a program with several temporary blocks (the cache would warn
+    and compile it again in every process)."""
+    assert compilation.persistent_cache_on()  # conftest's cache
+    gradient, args = _mlp_gradient(rows=2048)
+    assert len(_temporary_blocks(compilation.jit(gradient), args, tmp_path)) == 1
+
+
+def test_inside_another_trace_jit_is_a_plain_nested_jit(without_persistent_cache):
+    """Only a top-level jit takes compile options: under `jax.eval_shape`, `jax.grad` of an
+    enclosing jit, the function is traced as `jax.jit(fn)`."""
+    square_sum = compilation.jit(lambda x: jnp.sum(x ** 2))
+    x = jnp.arange(3.0)
+    assert jax.eval_shape(square_sum, x) == jax.ShapeDtypeStruct((), jnp.float32)
+    np.testing.assert_allclose(jax.jit(jax.grad(square_sum))(x), 2 * x)
+    assert square_sum(x) == 5.0
 
 
 def test_largest_array_bytes_reads_each_element_size():
