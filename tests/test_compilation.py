@@ -38,6 +38,7 @@ def test_users_xla_flags_win_and_other_backends_get_no_options(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", f"--{YNN_OPTION}=LIBRARY_FUSION_TYPE_DOT")
     assert YNN_OPTION not in compilation.compiler_options()
     monkeypatch.setattr(compilation, "persistent_cache_on", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
     assert type(compilation.jit(_conv)) is not type(jax.jit(_conv))  # heaps of our choosing
     monkeypatch.setenv("XLA_FLAGS", f"--{compilation.HEAP_SIZE_OPTION}=1048576")
     assert type(compilation.jit(_conv)) is type(jax.jit(_conv))  # the user's
