@@ -31,6 +31,7 @@ made in XLA_FLAGS wins.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from collections.abc import Callable
@@ -45,7 +46,7 @@ CPU_COMPILER_OPTIONS = {
 }
 HEAP_SIZE_OPTION = "xla_multiheap_size_constraint_per_heap"
 HEAP_SIZE = 16 * 2**20  # half of glibc's largest mmap threshold: see the module's docstring
-_TENSOR_TYPE = re.compile(r"tensor<((?:\d+x)*)([a-z]+)(\d+)>")  # tensor<8x64x64x3xf32>
+_TENSOR_TYPE = re.compile(r"tensor<((?:\d+x)*)[a-z]+(\d+)>")  # tensor<8x64x64x3xf32>
 
 
 def compiler_options(**extra_cpu: Any) -> dict[str, Any]:
@@ -53,9 +54,13 @@ def compiler_options(**extra_cpu: Any) -> dict[str, Any]:
     less those the user set in XLA_FLAGS, then the caller's `extra_cpu`; elsewhere none."""
     if jax.default_backend() != "cpu":
         return {}
-    user_flags = os.environ.get("XLA_FLAGS", "")
     return {**{name: value for name, value in CPU_COMPILER_OPTIONS.items()
-               if f"--{name}=" not in user_flags}, **extra_cpu}
+               if not _set_by_user(name)}, **extra_cpu}
+
+
+def _set_by_user(option: str) -> bool:
+    """Whether the user's XLA_FLAGS set `option`: their choice wins over the codebase's."""
+    return f"--{option}=" in os.environ.get("XLA_FLAGS", "")
 
 
 def jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Any:
@@ -63,8 +68,7 @@ def jit(fn: Callable[..., Any], **jit_kwargs: Any) -> Any:
     temporaries in heaps of `HEAP_SIZE` if every array of the program lowered for its first call
     (or first `lower`) fits one."""
     options = compiler_options()
-    if (not options or f"--{HEAP_SIZE_OPTION}=" in os.environ.get("XLA_FLAGS", "")
-            or persistent_cache_on()):
+    if not options or _set_by_user(HEAP_SIZE_OPTION) or persistent_cache_on():
         return jax.jit(fn, compiler_options=options or None, **jit_kwargs)
     return _SmallHeapsIfEveryArrayFits(fn, options, jit_kwargs)
 
@@ -76,13 +80,8 @@ def persistent_cache_on() -> bool:
 
 def largest_array_bytes(lowered_text: str) -> int:
     """The bytes of the largest array typed in a lowered (StableHLO) program's text."""
-    largest = 0
-    for dims, _, bits in _TENSOR_TYPE.findall(lowered_text):
-        elements = 1
-        for dim in dims.split("x")[:-1]:
-            elements *= int(dim)
-        largest = max(largest, elements * max(int(bits), 8) // 8)
-    return largest
+    return max((math.prod(int(dim) for dim in dims.split("x")[:-1]) * max(int(bits), 8) // 8
+                for dims, bits in _TENSOR_TYPE.findall(lowered_text)), default=0)
 
 
 class _SmallHeapsIfEveryArrayFits:
