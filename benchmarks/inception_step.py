@@ -15,17 +15,21 @@ import os
 import resource
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# Before jaxlib loads: XLA warns once per array larger than a heap when a program's temporaries
+# come in heaps (`compilation.jit`; Inception's stem), thousands of lines per compile.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from report import (best_seconds, compiled_train_step, machine, markdown_table, matmul_gflops,
-                    xla_gflop)
-from segattn_jax import compilation
-from segattn_jax.tasks import build_task
-from segattn_jax.train.config import load_experiment
-from segattn_jax.train.optimizers import make_optimizer
-from segattn_jax.train.state import create_train_state
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from report import (best_seconds, compiled_train_step, machine,  # noqa: E402
+                    markdown_table, matmul_gflops, xla_gflop)
+from segattn_jax import compilation  # noqa: E402
+from segattn_jax.tasks import build_task  # noqa: E402
+from segattn_jax.train.config import load_experiment  # noqa: E402
+from segattn_jax.train.optimizers import make_optimizer  # noqa: E402
+from segattn_jax.train.state import create_train_state  # noqa: E402
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "inception.py"
 BATCH, SIZE, CLASSES = 8, 299, 1001

@@ -1,10 +1,12 @@
 """All benchmarks in one run: `make bench` (or python benchmarks/run.py). Prints markdown tables."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before jaxlib loads: see inception_step.py
 
 import conv_passes  # noqa: E402
 import conv_transpose  # noqa: E402

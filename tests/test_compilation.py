@@ -1,6 +1,6 @@
 """`compilation.jit`: the XLA:CPU options reach the compiled program, the user's XLA_FLAGS win,
-and other backends get none; temporaries come in heaps malloc can reuse where every array fits
-one; gradients behind `materialized_on_cpu` keep their norm out of the convolutions; a residual
+and other backends get none; temporaries come in heaps malloc can reuse where most of a
+program's bytes fit one; gradients behind `materialized_on_cpu` keep their norm out of the convolutions; a residual
 stream behind `fusion_boundary_on_cpu` is not recomputed block after block."""
 from pathlib import Path
 
@@ -85,11 +85,30 @@ def test_temporaries_come_in_heaps_where_every_array_fits_one(tmp_path,
     assert sum(heaps) >= one_block[0]
 
 
-def test_a_program_with_an_array_larger_than_a_heap_keeps_one_block(tmp_path,
-                                                                     without_persistent_cache):
-    """Such an array would get a heap of its own, mapped per call anyway, and share memory
-    with no other (DeconvNet's paper-size step: 1.4x the temporaries, and slower)."""
+def test_a_few_arrays_larger_than_a_heap_still_get_heaps(tmp_path, without_persistent_cache):
+    """As Inception-ResNet-v2's stem among its blocks: each large array gets a heap of its own,
+    the many small ones share reused heaps."""
+    gradient, (kernels, x) = _mlp_gradient(rows=2048)
+
+    def with_a_large_input(kernels, x, large):  # large @ kernel: a 32 MiB array
+        return gradient(kernels, x + jnp.tanh(large @ kernels[0]).reshape(-1, 4, 1024)[:, 0])
+
+    args = (kernels, x, jnp.ones((8192, 1024)))
+    text = jax.jit(with_a_large_input).lower(*args).as_text()
+    assert 0 < compilation.share_of_bytes_above(compilation.HEAP_SIZE, text) <= (
+        compilation.MAX_SHARE_ABOVE_HEAP)
+    heaps = _temporary_blocks(compilation.jit(with_a_large_input), args, tmp_path)
+    assert len(heaps) > 2 and max(heaps) > compilation.HEAP_SIZE
+
+
+def test_a_program_mostly_in_arrays_larger_than_a_heap_keeps_one_block(
+        tmp_path, without_persistent_cache):
+    """Each such array would get a heap of its own, mapped per call anyway, sharing memory with
+    no other (DeconvNet's paper-size step: 1.4x the temporaries, and slower)."""
     gradient, args = _mlp_gradient(rows=8192)  # 32 MiB activations
+    text = jax.jit(gradient).lower(*args).as_text()
+    assert compilation.share_of_bytes_above(compilation.HEAP_SIZE, text) > (
+        compilation.MAX_SHARE_ABOVE_HEAP)
     assert len(_temporary_blocks(compilation.jit(gradient), args, tmp_path)) == 1
 
 
@@ -111,10 +130,15 @@ def test_inside_another_trace_jit_is_a_plain_nested_jit(without_persistent_cache
     assert square_sum(x) == 5.0
 
 
-def test_largest_array_bytes_reads_each_element_size():
+def test_share_of_bytes_above_counts_each_typed_array_by_its_element_size():
+    text = "tensor<4xf32> (tensor<4xf32>) -> tensor<2x2xbf16>, tensor<8xi1>, tensor<f32>"
+    assert compilation.share_of_bytes_above(8, text) == 32 / 52  # 16 + 16 + 8 + 8 + 4 bytes
+    assert compilation.share_of_bytes_above(16, text) == 0.0
+    assert compilation.share_of_bytes_above(0, "") == 0.0
     lowered = jax.jit(lambda x: (x > 0, x.astype(jnp.bfloat16))).lower(
-        jnp.ones((3, 5, 7), jnp.int8))
-    assert compilation.largest_array_bytes(lowered.as_text()) == 3 * 5 * 7 * 2  # the bfloat16
+        jnp.ones((3, 5, 7), jnp.int8)).as_text()
+    assert compilation.share_of_bytes_above(3 * 5 * 7, lowered) > 0  # the bfloat16 result
+    assert compilation.share_of_bytes_above(3 * 5 * 7 * 2, lowered) == 0
 
 
 def _reductions_fused_with_convolutions(hlo: str) -> list[str]:
