@@ -23,11 +23,11 @@ temporaries, 1.2x the faults and ran 2-23% slower; Inception-ResNet-v2's train s
 (its large arrays only in the stem) ran 6-13% faster (4321-4324 -> 3770-4071 ms, 481k -> 120k
 faults). So `jit` uses small heaps only for programs that type at most `MAX_SHARE_ABOVE_HEAP`
 of their bytes in arrays larger than a heap (the mini rows: none; Inception-ResNet-v2 13-19%;
-DeconvNet, FCN-8s, YOLO and SSD300 at the papers' sizes 55-85%), judged from the program lowered
-for the first call's arguments, and only without JAX's persistent compilation cache: XLA:CPU
-cannot serialize a program with more than one temporary block ("Multiple temp buffer allocations
-found"), so such programs would be compiled afresh in every process, with a warning each time
-(the tests run with the cache).
+ResNet-50, level either way, 33%; DeconvNet, FCN-8s, YOLO and SSD300 at the papers' sizes
+55-85%), judged from the program lowered for the first call's arguments, and only without JAX's
+persistent compilation cache: XLA:CPU cannot serialize a program with more than one temporary
+block ("Multiple temp buffer allocations found"), so such programs would be compiled afresh in
+every process, with a warning each time (the tests run with the cache).
 
 Options are set per compilation, so GPU and TPU compile with XLA's defaults, and a choice the user
 made in XLA_FLAGS wins.
@@ -89,7 +89,7 @@ def share_of_bytes_above(size: int, lowered_text: str) -> float:
     `size`: how much of the program's memory traffic small heaps would not serve."""
     sizes = [math.prod(int(dim) for dim in dims.split("x")[:-1]) * max(int(bits), 8) // 8
              for dims, bits in _TENSOR_TYPE.findall(lowered_text)]
-    return sum(bytes for bytes in sizes if bytes > size) / max(sum(sizes), 1)
+    return sum(n for n in sizes if n > size) / max(sum(sizes), 1)
 
 
 class _SmallHeapsIfMostBytesFit:

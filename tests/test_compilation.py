@@ -1,7 +1,8 @@
 """`compilation.jit`: the XLA:CPU options reach the compiled program, the user's XLA_FLAGS win,
 and other backends get none; temporaries come in heaps malloc can reuse where most of a
-program's bytes fit one; gradients behind `materialized_on_cpu` keep their norm out of the convolutions; a residual
-stream behind `fusion_boundary_on_cpu` is not recomputed block after block."""
+program's bytes fit one; gradients behind `materialized_on_cpu` keep their norm out of the
+convolutions; a residual stream behind `fusion_boundary_on_cpu` is not recomputed block after
+block."""
 from pathlib import Path
 
 import jax
