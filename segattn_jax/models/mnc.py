@@ -12,8 +12,10 @@ that share VGG16's features, each stage's input the previous one's output, train
 Training sums the three stages' losses; the RoIs of stages 2 and 3 are stage 1's proposals
 without `stop_gradient`, so their losses reach the RPN's box regression through the warping's
 dependence on the box (the paper's cascade gradient). The 5-stage inference variant runs stages
-2 and 3 again on stage 3's regressed boxes. Test time: per-class NMS (0.3) on the scored boxes,
-then each detection's mask from stage 2 on its box.
+2 and 3 again on stage 3's regressed boxes, and both passes' instances are candidates, as in the
+reference code (daijifeng001/MNC, `TesterWrapper._segmentation_forward`). Test time: per-class
+NMS (0.3) on the candidates' boxes, each detection keeping its candidate's mask; then, where
+`mask_voting` is on, the reference's mask voting over all candidates.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from segattn_jax.layers.roi import roi_align
 from segattn_jax.models.fast_rcnn import feature_stride
 from segattn_jax.models.faster_rcnn import FasterRCNN
 from segattn_jax.ops import boxes as box_ops
-from segattn_jax.ops.masks import roi_mask_targets
+from segattn_jax.ops.masks import roi_mask_targets, vote_masks
 from segattn_jax.ops.nms import multiclass_nms
 
 Array = Any
@@ -88,6 +90,8 @@ class MNC(FasterRCNN):
         them as constants, as Faster R-CNN's approximate joint training does.
       box_gradient_clip: the bound on each element of one image's box gradient reaching the
         RPN's deltas (the reference code's `use_clip`, `clip_base` 512: 1/512; 0: unbounded).
+      mask_voting: each detection's mask and box from the score-weighted vote of the candidates
+        overlapping it (`ops.masks.vote_masks`; the reference code's test-time mask merging).
     """
 
     post_nms_train: int = 300
@@ -100,6 +104,7 @@ class MNC(FasterRCNN):
     stages: int = 3
     box_gradient: bool = True
     box_gradient_clip: float = 1.0 / 512
+    mask_voting: bool = False
 
     def setup(self):
         if self.stages not in (3, 5):
@@ -142,22 +147,31 @@ class MNC(FasterRCNN):
     def __call__(self, inputs: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
         features = self.features(inputs["image"])
         proposals, valid, _ = self.proposals(inputs, features, None)
-        _, logits, deltas = self.cascade(features, proposals, train=False)
-        boxes = proposals  # the boxes the scores are for
-        hw = jnp.asarray(inputs["image_hw"], jnp.float32)
+        mask_logits, logits, deltas = self.cascade(features, proposals, train=False)
+        # The candidate instances: stage 3's classes of stage 2's masks on the proposals.
+        boxes, scores, masks, alive = proposals, jax.nn.softmax(logits), mask_logits, valid
         if self.stages == 5:  # stages 4-5: the cascade again on stage 3's top-class boxes
             top = jnp.argmax(logits[..., 1:], axis=-1) + 1
             chosen = jnp.take_along_axis(deltas, top[..., None, None], axis=2)[:, :, 0]
-            boxes = box_ops.clip(box_ops.decode(chosen, proposals, rcnn.HEAD_BOX_WEIGHTS),
-                                 hw[:, :1], hw[:, 1:])
-            _, logits, _ = self.cascade(features, boxes, train=False)
-        detections = multiclass_nms(boxes, jax.nn.softmax(logits)[..., 1:],
-                                    score_threshold=self.score_threshold,
+            hw = jnp.asarray(inputs["image_hw"], jnp.float32)
+            regressed = box_ops.clip(box_ops.decode(chosen, proposals, rcnn.HEAD_BOX_WEIGHTS),
+                                     hw[:, :1], hw[:, 1:])
+            mask_logits_4, logits_5, _ = self.cascade(features, regressed, train=False)
+            # Both passes' instances are candidates (the reference code's 600 at test time).
+            boxes, scores, masks, alive = (
+                jnp.concatenate(pair, axis=1) for pair in (
+                    (proposals, regressed), (scores, jax.nn.softmax(logits_5)),
+                    (mask_logits, mask_logits_4), (valid, valid)))
+        masks = jax.nn.sigmoid(masks)
+        detections = multiclass_nms(boxes, scores[..., 1:], score_threshold=self.score_threshold,
                                     nms_threshold=self.nms_threshold,
-                                    max_detections=self.max_detections, valid=valid)
-        masks = self.mask_stage(_max_pool_2x2(self.warp(features, detections["boxes"])))
-        return {**detections, "masks": jax.nn.sigmoid(masks), "proposals": proposals,
-                "proposal_valid": valid}
+                                    max_detections=self.max_detections, valid=alive)
+        detections["masks"] = box_ops.take_per_image(masks, detections["indices"])
+        if self.mask_voting:
+            detections["boxes"], detections["masks"] = vote_masks(
+                detections["boxes"], detections["classes"], detections["masks"], boxes,
+                scores[..., 1:], masks, alive)
+        return {**detections, "proposals": proposals, "proposal_valid": valid}
 
     def losses(self, inputs: dict[str, Array], targets: dict[str, Array]
                ) -> tuple[dict[str, Array], dict[str, Array]]:

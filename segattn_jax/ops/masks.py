@@ -8,7 +8,8 @@ image at M = 112 take 1.25 MB, full-image masks 107 MB), and it is what the mode
 Mask R-CNN's 28 x 28 target of an RoI is the matched object's box mask resampled into the RoI
 (`roi_mask_targets`), and a predicted RoI mask goes back to image pixels the same way
 (`paste_masks`), which evaluation also applies to the ground truth. At M >= the object's size in
-pixels the round trip loses nothing but sub-pixel detail.
+pixels the round trip loses nothing but sub-pixel detail. MNC's test-time mask voting
+(`vote_masks`) resamples its candidates' masks the same way.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from segattn_jax.layers.sampling import bilinear_at
-from segattn_jax.ops.boxes import take_per_image
+from segattn_jax.ops.boxes import pairwise_iou, take_per_image
 
 
 def _grid_centres(boxes: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
@@ -93,6 +94,66 @@ def mask_iou(a: jax.Array, b: jax.Array) -> jax.Array:
     intersection = jnp.einsum("bnp,bgp->bng", a, b)
     union = a.sum(-1)[:, :, None] + b.sum(-1)[:, None, :] - intersection
     return jnp.where(union > 0, intersection / jnp.maximum(union, 1e-6), 0.0)
+
+
+def vote_masks(boxes: jax.Array, classes: jax.Array, masks: jax.Array,
+               candidate_boxes: jax.Array, candidate_scores: jax.Array,
+               candidate_masks: jax.Array, candidate_valid: jax.Array, *,
+               iou_threshold: float = 0.5, binarize: float = 0.4, max_voters: int = 32,
+               frame_scale: float = 2.0) -> tuple[jax.Array, jax.Array]:
+    """MNC's mask voting (the reference code's `cpu_mask_voting`, after Gidaris & Komodakis'
+    box voting): each detection's mask becomes the average of the masks, binarized at
+    `binarize`, of every candidate whose box overlaps the detection's at IoU >= `iou_threshold`,
+    weighted by the candidate's score for the detection's class, binarized again; the
+    detection's box becomes the tight box of that mask. Finer masks from many votes.
+
+    boxes (B, D, 4), classes (B, D) 0-based, masks (B, D, m, m): the detections (kept where no
+    pixel passes the vote); candidates: boxes (B, N, 4), scores (B, N, K) per object class,
+    masks (B, N, m, m) box-relative probabilities, valid (B, N). Returns boxes (B, D, 4) and
+    masks (B, D, m, m) in [0, 1]. Static shapes: the `max_voters` heaviest voters of each
+    detection vote, on a 2m x 2m grid over its box scaled by `frame_scale` about the centre
+    (where a voter at IoU 0.5 can reach); an image at a time (`lax.map`) to bound memory.
+    """
+    m = masks.shape[-1]
+    size = 2 * m
+
+    def one_image(args):
+        boxes, classes, masks, c_boxes, c_scores, c_masks, c_valid = args
+        overlap = pairwise_iou(boxes, c_boxes)  # (D, N)
+        weight = jnp.where((overlap >= iou_threshold) & c_valid[None], c_scores.T[classes], 0.0)
+        weight, voters = jax.lax.top_k(weight, min(max_voters, weight.shape[1]))  # (D, V)
+        weight = weight / jnp.maximum(weight.sum(-1, keepdims=True), 1e-12)
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        half_w = frame_scale * (boxes[:, 2] - boxes[:, 0]) / 2
+        half_h = frame_scale * (boxes[:, 3] - boxes[:, 1]) / 2
+        frames = jnp.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], -1)  # (D, 4)
+        y, x = _grid_centres(frames, size)  # (D, size) each
+        num, votes = voters.shape
+        values = resample_box_masks(c_masks[voters].reshape(num * votes, m, m),
+                                    c_boxes[voters].reshape(num * votes, 4),
+                                    jnp.repeat(y, votes, 0), jnp.repeat(x, votes, 0))
+        merged = jnp.einsum("dv,dvst->dst", weight,
+                            (values >= binarize).astype(jnp.float32).reshape(num, votes, size,
+                                                                             size))
+        merged = (merged >= binarize).astype(jnp.float32)  # (D, size, size) over the frame
+        rows, cols = merged.any(2), merged.any(1)
+        first_row, last_row = jnp.argmax(rows, 1), size - 1 - jnp.argmax(rows[:, ::-1], 1)
+        first_col, last_col = jnp.argmax(cols, 1), size - 1 - jnp.argmax(cols[:, ::-1], 1)
+        cell_w, cell_h = 2 * half_w / size, 2 * half_h / size
+        tight = jnp.stack([frames[:, 0] + first_col * cell_w, frames[:, 1] + first_row * cell_h,
+                           frames[:, 0] + (last_col + 1) * cell_w,
+                           frames[:, 1] + (last_row + 1) * cell_h], -1)
+        voted = rows.any(1)
+        new_boxes = jnp.where(voted[:, None], tight, boxes)
+        ty, tx = _grid_centres(new_boxes, m)
+        new_masks = resample_box_masks(merged, frames, ty, tx)
+        return new_boxes, jnp.where(voted[:, None, None], new_masks, masks)
+
+    return jax.lax.map(one_image, (jnp.asarray(boxes, jnp.float32), classes,
+                                   jnp.asarray(masks, jnp.float32),
+                                   jnp.asarray(candidate_boxes, jnp.float32),
+                                   jnp.asarray(candidate_scores, jnp.float32),
+                                   jnp.asarray(candidate_masks, jnp.float32), candidate_valid))
 
 
 def paste_masks(masks: np.ndarray, boxes: np.ndarray, height: int, width: int,

@@ -1,6 +1,6 @@
 """MNC: the cascade's gradient reaches stage 1's box regression (and not in the
 no-box-gradient row), the mini row trains and evaluates through the loop (5 stages at test
-time), and the paper-scale rows trace a step on SBD instances prepared from a fixture in the
+time, with mask voting), and the paper-scale rows trace a step on SBD instances prepared from a fixture in the
 download's format."""
 import jax
 import numpy as np
@@ -38,7 +38,8 @@ def test_stage_2_and_3_losses_reach_the_rpn_box_regression(row, tfds_dir, tmp_pa
 def test_mini_row_trains_and_evaluates_with_five_stages(tfds_dir, tmp_path):
     # MNC-5-stage,mini evaluates the MNC run's weights; the same model trained here instead.
     config = experiment_config("mnc", "MNC,mini", tfds_dir,
-                               **{"train.num_steps": 2, "model.stages": 5})
+                               **{"train.num_steps": 2, "model.stages": 5,
+                                  "model.mask_voting": True})
     metrics = loop.train_and_evaluate(config, tmp_path)["eval"]
     for name in ("APr50", "APr70", "mAP", "proposal_recall50"):
         assert 0.0 <= metrics[name] <= 100.0, metrics
