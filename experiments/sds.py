@@ -18,8 +18,9 @@ mask IoU >= 0.5 on 20 test scenes).
 
 Measured on mini (README), from the pretrained VGG16: APr50 / APr70 SDS 87.9 / 80.1,
 Hypercolumns 86.3 / 79.6 (from scratch 84.3 / 72.6 and 84.0 / 75.5), test seconds per image
-0.435 (under load) and 0.314, slower than MNC's one shared pass (0.039 s) as in the paper;
-MNC's reported 5-stage model stays below both (84.1 / 71.1), which the paper has the other way.
+0.435 (under load) and 0.314, slower than MNC's one shared pass (0.024-0.039 s) as in the
+paper; MNC's reported 5-stage model stays below both (82.4-84.1 / 70.8-71.1 over two runs),
+which the paper has the other way.
 """
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.data.labels import VOC_OBJECT_CLASSES as OBJECT_CLASSES
