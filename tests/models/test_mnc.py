@@ -1,7 +1,7 @@
 """MNC: the cascade's gradient reaches stage 1's box regression (and not in the
-no-box-gradient row), the mini row trains and evaluates through the loop (5 stages at test
-time, with mask voting), and the paper-scale rows trace a step on SBD instances prepared from a fixture in the
-download's format."""
+no-box-gradient row), the mini row trains and evaluates through the loop (5 stages and mask
+voting at test time), and the paper-scale rows trace a step on SBD instances prepared from a
+fixture in the download's format."""
 import jax
 import numpy as np
 import pytest
