@@ -149,7 +149,8 @@ class MNC(FasterRCNN):
         proposals, valid, _ = self.proposals(inputs, features, None)
         mask_logits, logits, deltas = self.cascade(features, proposals, train=False)
         # The candidate instances: stage 3's classes of stage 2's masks on the proposals.
-        boxes, scores, masks, alive = proposals, jax.nn.softmax(logits), mask_logits, valid
+        boxes, scores, candidate_logits = proposals, jax.nn.softmax(logits), mask_logits
+        alive = valid
         if self.stages == 5:  # stages 4-5: the cascade again on stage 3's top-class boxes
             top = jnp.argmax(logits[..., 1:], axis=-1) + 1
             chosen = jnp.take_along_axis(deltas, top[..., None, None], axis=2)[:, :, 0]
@@ -158,11 +159,11 @@ class MNC(FasterRCNN):
                                      hw[:, :1], hw[:, 1:])
             mask_logits_4, logits_5, _ = self.cascade(features, regressed, train=False)
             # Both passes' instances are candidates (the reference code's 600 at test time).
-            boxes, scores, masks, alive = (
+            boxes, scores, candidate_logits, alive = (
                 jnp.concatenate(pair, axis=1) for pair in (
                     (proposals, regressed), (scores, jax.nn.softmax(logits_5)),
                     (mask_logits, mask_logits_4), (valid, valid)))
-        masks = jax.nn.sigmoid(masks)
+        masks = jax.nn.sigmoid(candidate_logits)
         detections = multiclass_nms(boxes, scores[..., 1:], score_threshold=self.score_threshold,
                                     nms_threshold=self.nms_threshold,
                                     max_detections=self.max_detections, valid=alive)
