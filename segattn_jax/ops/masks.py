@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from segattn_jax.layers.sampling import bilinear_at
-from segattn_jax.ops.boxes import pairwise_iou, take_per_image
+from segattn_jax.ops.boxes import (center_size, from_center_size, pairwise_iou,
+                                   take_per_image)
 
 
 def _grid_centres(boxes: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
@@ -123,10 +124,8 @@ def vote_masks(boxes: jax.Array, classes: jax.Array, masks: jax.Array,
         weight = jnp.where((overlap >= iou_threshold) & c_valid[None], c_scores.T[classes], 0.0)
         weight, voters = jax.lax.top_k(weight, min(max_voters, weight.shape[1]))  # (D, V)
         weight = weight / jnp.maximum(weight.sum(-1, keepdims=True), 1e-12)
-        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-        half_w = frame_scale * (boxes[:, 2] - boxes[:, 0]) / 2
-        half_h = frame_scale * (boxes[:, 3] - boxes[:, 1]) / 2
-        frames = jnp.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], -1)  # (D, 4)
+        cx, cy, width, height = center_size(boxes)
+        frames = from_center_size(cx, cy, frame_scale * width, frame_scale * height)  # (D, 4)
         y, x = _grid_centres(frames, size)  # (D, size) each
         num, votes = voters.shape
         values = resample_box_masks(c_masks[voters].reshape(num * votes, m, m),
@@ -139,7 +138,7 @@ def vote_masks(boxes: jax.Array, classes: jax.Array, masks: jax.Array,
         rows, cols = merged.any(2), merged.any(1)
         first_row, last_row = jnp.argmax(rows, 1), size - 1 - jnp.argmax(rows[:, ::-1], 1)
         first_col, last_col = jnp.argmax(cols, 1), size - 1 - jnp.argmax(cols[:, ::-1], 1)
-        cell_w, cell_h = 2 * half_w / size, 2 * half_h / size
+        cell_w, cell_h = frame_scale * width / size, frame_scale * height / size
         tight = jnp.stack([frames[:, 0] + first_col * cell_w, frames[:, 1] + first_row * cell_h,
                            frames[:, 0] + (last_col + 1) * cell_w,
                            frames[:, 1] + (last_row + 1) * cell_h], -1)
