@@ -170,12 +170,24 @@ def _caption(phrases: list[str], boxes: np.ndarray, areas: np.ndarray) -> str:
     return f"{head}, {', '.join(rest[:-1])} and {rest[-1]}"
 
 
+def _half_plane(rng: np.random.Generator, center: np.ndarray, size: float,
+                image_size: int) -> np.ndarray:
+    """(H, W) bool: one side of a random line through about `center` (offset <= size / 8)."""
+    yy, xx = np.mgrid[:image_size, :image_size].astype(np.float32) + 0.5
+    phi = rng.uniform(0, 2 * np.pi)
+    offset = rng.uniform(-size / 8, size / 8)
+    return (yy - center[0]) * np.cos(phi) + (xx - center[1]) * np.sin(phi) > offset
+
+
 def render_scene(rng: np.random.Generator, image_size: int = 64, max_objects: int = 6,
-                 min_objects: int = 1, main_object: bool = False) -> dict:
+                 min_objects: int = 1, main_object: bool = False, two_tone: bool = False) -> dict:
     """Renders one scene; objects later in the draw order occlude earlier ones.
 
     `main_object` makes the last-drawn object (never occluded) the scene's main one, as an
     ILSVRC image has: its size from the upper half of the range, at least 1.5x any other's.
+    `two_tone` paints each object in two colours, split by a random line through its centre, as
+    real objects are made of differently coloured parts: bottom-up grouping, which traces the
+    one-colour shapes, then splits them (a phrase names both colours, 'red and blue star').
 
     Returns a dict of numpy arrays/strings in the `Shapes` feature layout:
       image (H, W, 3) uint8; segmentation_mask (H, W, 1) uint8 (0 background, class + 1);
@@ -197,6 +209,9 @@ def render_scene(rng: np.random.Generator, image_size: int = 64, max_objects: in
         sizes[-1] = np.exp(rng.uniform(np.log(np.sqrt(lo * hi)), np.log(hi)))
         sizes[:-1] = np.minimum(sizes[:-1], sizes[-1] / 1.5)
     angles = rng.uniform(0, 2 * np.pi, size=num)
+    if two_tone:  # a second colour, never the first
+        shift = rng.integers(1, len(_COLOUR_NAMES), size=num)
+        second_colours = (colours + shift) % len(_COLOUR_NAMES)
     margins = sizes / 2
     centers = rng.uniform(margins[:, None], s - margins[:, None], size=(num, 2))
     full_masks = [shape_mask(CLASS_NAMES[k], tuple(c), z, a, s)
@@ -220,6 +235,10 @@ def render_scene(rng: np.random.Generator, image_size: int = 64, max_objects: in
         m = full_masks[i]
         image[m] = (shade + texture)[m]
         segmentation[m] = labels[i] + 1
+        if two_tone:
+            part = m & _half_plane(rng, centers[i], sizes[i], s)
+            second_shade = _COLOUR_VALUES[second_colours[i]] + rng.uniform(-20, 20, size=3)
+            image[part] = (second_shade + texture)[part]
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
     visible_masks, boxes, areas, phrases = [], [], [], []
@@ -231,7 +250,10 @@ def render_scene(rng: np.random.Generator, image_size: int = 64, max_objects: in
         visible_masks.append(visible)
         boxes.append([rows.min() / s, cols.min() / s, (rows.max() + 1) / s, (cols.max() + 1) / s])
         areas.append(visible.sum())
-        words = [_size_word(sizes[i], lo, hi), _COLOUR_NAMES[colours[i]], CLASS_NAMES[labels[i]]]
+        colour = _COLOUR_NAMES[colours[i]]
+        if two_tone:
+            colour += f" and {_COLOUR_NAMES[second_colours[i]]}"
+        words = [_size_word(sizes[i], lo, hi), colour, CLASS_NAMES[labels[i]]]
         phrases.append(" ".join(w for w in words if w))
     visible_masks, boxes, areas, phrases = (visible_masks[::-1], np.array(boxes[::-1], np.float32),
                                             np.array(areas[::-1]), phrases[::-1])
@@ -256,6 +278,7 @@ class ShapesConfig(tfds.core.BuilderConfig):
     num_test: int = 500
     max_objects: int = 6
     main_object: bool = False  # render_scene's: one dominant object per scene
+    two_tone: bool = False  # render_scene's: objects in two colours
     seed: int = 0
 
     def __post_init__(self):
@@ -276,6 +299,9 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         ShapesConfig(name="main_object", max_objects=3, main_object=True,
                      description="64x64, 4000 train / 500 test scenes of 1-3 shapes, one of "
                                  "them dominant (classification + localization)."),
+        ShapesConfig(name="two_tone", two_tone=True,
+                     description="64x64, 4000 train / 500 test scenes whose objects have two "
+                                 "colours (instance segmentation: bottom-up regions split them)."),
     ]
     # Generated locally from its config: the input pipeline may prepare it on first use.
     generated_locally = True
@@ -311,4 +337,5 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         for index in range(num_examples):
             yield index, render_scene(example_rng(cfg.seed, split, index), cfg.image_size,
-                                      cfg.max_objects, main_object=cfg.main_object)
+                                      cfg.max_objects, main_object=cfg.main_object,
+                                      two_tone=cfg.two_tone)

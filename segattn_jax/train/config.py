@@ -156,6 +156,20 @@ def detection_images(c: ml_collections.ConfigDict, *, max_boxes: int, canvas: in
     c.dataset.preprocess.max_side = float(canvas if max_side is None else max_side)
 
 
+# The instance-segmentation experiments' flags: 'two_tone' puts a mini row on the scenes whose
+# objects have two colours (`shapes/two_tone`), which bottom-up grouping does not trace.
+INSTANCE_FLAGS = ("mini", "two_tone")
+
+
+def instance_scenes(c: ml_collections.ConfigDict, arg: str, flags: set[str]) -> None:
+    """A mini instance row's `shapes` scenes: one-colour objects, or two-tone ones."""
+    if "two_tone" in flags and "mini" not in flags:
+        raise ValueError(f"Config argument {arg!r}: 'two_tone' picks the embedded scenes of a "
+                         "mini row; add ',mini'.")
+    if "mini" in flags:
+        c.dataset.name = "shapes/two_tone" if "two_tone" in flags else "shapes/default"
+
+
 def mini_rpn(c: ml_collections.ConfigDict, canvas: int) -> None:
     """An RPN for the `shapes` scenes upscaled to `canvas` (their objects' boxes span about
     1/12 to 1/2 of it) on stride-8 features: anchors of 1/8, 1/4 and 1/2 of the canvas, every

@@ -8,13 +8,14 @@ from segattn_jax.data import shapes
 from segattn_jax.data.shapes import CLASS_NAMES, COLOURS, NUM_SEMANTIC_CLASSES, render_scene
 
 
-def _scenes(n, image_size=64, max_objects=6):
-    return [render_scene(np.random.default_rng(i), image_size, max_objects) for i in range(n)]
+def _scenes(n, image_size=64, max_objects=6, two_tone=False):
+    return [render_scene(np.random.default_rng(i), image_size, max_objects, two_tone=two_tone)
+            for i in range(n)]
 
 
-@pytest.mark.parametrize("image_size", [64, 32])
-def test_render_scene_invariants(image_size):
-    for scene in _scenes(150, image_size):
+@pytest.mark.parametrize("image_size,two_tone", [(64, False), (32, False), (64, True)])
+def test_render_scene_invariants(image_size, two_tone):
+    for scene in _scenes(150, image_size, two_tone=two_tone):
         s = image_size
         image, seg, objects = scene["image"], scene["segmentation_mask"], scene["objects"]
         assert image.shape == (s, s, 3) and image.dtype == np.uint8
@@ -78,6 +79,50 @@ def test_class_and_colour_statistics():
     assert all(len(set(c)) >= 4 for c in colour_of.values())
 
 
+def test_two_tone_objects_show_both_named_colours():
+    """Each two-tone object's pixels sit near the two colours its phrase names, both present on
+    most objects (a line near the centre splits them; occlusion may hide one side)."""
+    both = total = 0
+    for scene in _scenes(60, two_tone=True):
+        image = scene["image"].astype(np.float32)
+        for mask, phrase in zip(scene["objects"]["mask"][..., 0].astype(bool),
+                                scene["objects"]["phrase"]):
+            named = [w for w in phrase.split() if w in COLOURS]
+            assert len(named) == 2 and named[0] != named[1] and " and " in phrase
+            pixels = image[mask]
+            if len(pixels) < 40:
+                continue
+            palette = np.array([COLOURS[c] for c in COLOURS], np.float32)
+            nearest = np.argmin(((pixels[:, None] - palette[None]) ** 2).sum(-1), axis=1)
+            share = [np.mean(nearest == list(COLOURS).index(c)) for c in named]
+            assert sum(share) > 0.9  # the named colours, not others
+            both += min(share) > 0.1
+            total += 1
+    assert total >= 100 and both >= 0.8 * total
+
+
+def test_two_tone_objects_split_bottom_up_regions():
+    """Why `two_tone` exists: selective search's grouping regions trace the one-colour shapes
+    (the best region's mask IoU per object is high) and split the two-tone ones."""
+    from segattn_jax.ops.masks import paste_masks
+    from segattn_jax.ops.selective_search import HierarchicalGrouping
+
+    grouping = HierarchicalGrouping(upscale=2.0, scale=75, max_proposals=256, mask_size=32)
+
+    def mean_best_iou(two_tone):
+        best = []
+        for scene in _scenes(8, two_tone=two_tone):
+            boxes, masks = grouping(scene["image"])
+            regions = paste_masks(masks, 64 * boxes[:, [1, 0, 3, 2]], 64, 64)
+            for mask in scene["objects"]["mask"][..., 0].astype(bool):
+                iou = (regions & mask).sum((1, 2)) / (regions | mask).sum((1, 2))
+                best.append(iou.max())
+        return np.mean(best)
+
+    one_colour, two_tone = mean_best_iou(False), mean_best_iou(True)
+    assert one_colour > 0.85 and two_tone < one_colour - 0.08, (one_colour, two_tone)
+
+
 def test_builder_prepares_and_matches_render_scene(tiny_shapes):
     info = tiny_shapes.info
     assert info.splits["train"].num_examples == 16 and info.splits["test"].num_examples == 8
@@ -101,6 +146,7 @@ def test_registered_configs():
     builder = tfds.builder("shapes/tiny", data_dir="/nonexistent")
     assert builder.info.features["image"].shape == (32, 32, 3)
     assert tfds.builder("shapes").builder_config.image_size == 64
+    assert tfds.builder("shapes/two_tone", data_dir="/nonexistent").builder_config.two_tone
     assert shapes.NUM_SEMANTIC_CLASSES == len(CLASS_NAMES) + 1 >= 7
 
 

@@ -51,6 +51,22 @@ def test_table_cells_selects_rows_and_columns():
         table_cells("Z,mini", axes)
 
 
+def test_instance_tables_run_on_two_tone_scenes_with_the_flag():
+    """SDS's and MNC's mini tables on `shapes/two_tone`: every cell, and MNC-5-stage's start
+    (the MNC run), carries the flag; without ',mini' it is refused."""
+    for name in ("sds", "mnc"):
+        module = load_experiment(ROOT / "experiments" / f"{name}.py")
+        for run in module.table_runs("mini,two_tone"):
+            assert run.endswith(",mini,two_tone")
+            assert module.get_config(run).dataset.name == "shapes/two_tone"
+        for run in module.table_runs("mini"):
+            assert module.get_config(run).dataset.name == "shapes/default"
+        with pytest.raises(ValueError, match="add ',mini'"):
+            module.get_config(f"{module.ROWS[0]},two_tone")
+    mnc = load_experiment(ROOT / "experiments" / "mnc.py")
+    assert mnc.get_config("MNC-5-stage,mini,two_tone").init_from_runs == ("MNC,mini,two_tone",)
+
+
 def test_init_from_without_converted_weights_fails_at_start_saying_how_to_convert(tmp_path):
     from segattn_jax.train.config import validate
 
