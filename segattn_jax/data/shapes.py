@@ -185,7 +185,7 @@ def render_scene(rng: np.random.Generator, image_size: int = 64, max_objects: in
 
     `main_object` makes the last-drawn object (never occluded) the scene's main one, as an
     ILSVRC image has: its size from the upper half of the range, at least 1.5x any other's.
-    `two_tone` paints each object in two colours, split by a random line through its centre, as
+    `two_tone` paints each object in two colours, split by a random line near its centre, as
     real objects are made of differently coloured parts: bottom-up grouping, which traces the
     one-colour shapes, then splits them (a phrase names both colours, 'red and blue star').
 
