@@ -111,7 +111,7 @@ def get_config(arg: str = "MNC,mini"):
     instance_scenes(c, arg, flags)
     if row == "MNC-5-stage":  # an inference variant: the MNC row's weights, evaluated
         c.evaluate_only = True
-        c.init_from_runs = (",".join(["MNC", *(f for f in INSTANCE_FLAGS if f in flags)]),)
+        c.init_from_runs = tuple(table_runs(",".join(["MNC", *flags])))  # the MNC cell's run
     elif "mini" in flags:
         start_from_mini_pretrained_vgg16(c)
     return c.lock()

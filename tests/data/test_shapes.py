@@ -82,6 +82,7 @@ def test_class_and_colour_statistics():
 def test_two_tone_objects_show_both_named_colours():
     """Each two-tone object's pixels sit near the two colours its phrase names, both present on
     most objects (a line near the centre splits them; occlusion may hide one side)."""
+    palette = np.array(list(COLOURS.values()), np.float32)
     both = total = 0
     for scene in _scenes(60, two_tone=True):
         image = scene["image"].astype(np.float32)
@@ -92,7 +93,6 @@ def test_two_tone_objects_show_both_named_colours():
             pixels = image[mask]
             if len(pixels) < 40:
                 continue
-            palette = np.array([COLOURS[c] for c in COLOURS], np.float32)
             nearest = np.argmin(((pixels[:, None] - palette[None]) ** 2).sum(-1), axis=1)
             share = [np.mean(nearest == list(COLOURS).index(c)) for c in named]
             assert sum(share) > 0.9  # the named colours, not others
@@ -104,7 +104,7 @@ def test_two_tone_objects_show_both_named_colours():
 def test_two_tone_objects_split_bottom_up_regions():
     """Why `two_tone` exists: selective search's grouping regions trace the one-colour shapes
     (the best region's mask IoU per object is high) and split the two-tone ones."""
-    from segattn_jax.ops.masks import paste_masks
+    from segattn_jax.ops.masks import mask_iou, paste_masks
     from segattn_jax.ops.selective_search import HierarchicalGrouping
 
     grouping = HierarchicalGrouping(upscale=2.0, scale=75, max_proposals=256, mask_size=32)
@@ -114,9 +114,9 @@ def test_two_tone_objects_split_bottom_up_regions():
         for scene in _scenes(8, two_tone=two_tone):
             boxes, masks = grouping(scene["image"])
             regions = paste_masks(masks, 64 * boxes[:, [1, 0, 3, 2]], 64, 64)
-            for mask in scene["objects"]["mask"][..., 0].astype(bool):
-                iou = (regions & mask).sum((1, 2)) / (regions | mask).sum((1, 2))
-                best.append(iou.max())
+            objects = scene["objects"]["mask"][..., 0]
+            iou = mask_iou(regions[None].astype(np.float32), objects[None].astype(np.float32))
+            best.extend(np.asarray(iou[0]).max(0))  # each object's best region
         return np.mean(best)
 
     one_colour, two_tone = mean_best_iou(False), mean_best_iou(True)
