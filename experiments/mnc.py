@@ -23,8 +23,8 @@ Hypercolumns and SDS, as in the paper, where on the one-colour scenes SDS leads 
 """
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.data.labels import VOC_OBJECT_CLASSES as OBJECT_CLASSES
-from segattn_jax.train.config import (INSTANCE_FLAGS, adam_cosine, base_config, detection_images,
-                                      imagenet_weights, instance_scenes, mini_rpn, parse_arg,
+from segattn_jax.train.config import (SCENE_FLAGS, adam_cosine, base_config, detection_images,
+                                      imagenet_weights, mini_scenes, mini_rpn, parse_arg,
                                       start_from_mini_pretrained_vgg16, table_cells)
 
 # VOC 2012 val APr@0.5 / APr@0.7 (%) and test seconds per image: MNC's Table 3 (its 5-stage
@@ -41,7 +41,7 @@ DEFAULT = {"row": "MNC"}
 
 def table_runs(arg: str) -> list[str]:
     """The config arguments of the table's cells (all rows, or those `arg` names), e.g. 'mini'."""
-    return table_cells(arg, {"row": ROWS}, flags=INSTANCE_FLAGS)
+    return table_cells(arg, {"row": ROWS}, flags=SCENE_FLAGS)
 
 
 def _mini(c) -> None:
@@ -93,7 +93,7 @@ def _paper_scale(c) -> None:
 
 
 def get_config(arg: str = "MNC,mini"):
-    names, flags = parse_arg(arg, {"row": ROWS}, flags=INSTANCE_FLAGS, defaults=DEFAULT)
+    names, flags = parse_arg(arg, {"row": ROWS}, flags=SCENE_FLAGS, defaults=DEFAULT)
     row = names["row"]
     c = base_config()
     c.experiment, c.row = "mnc", row
@@ -108,7 +108,7 @@ def get_config(arg: str = "MNC,mini"):
     c.model.box_gradient_clip = 1.0 / 512  # per element and image, as the reference code
     c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
     (_mini if "mini" in flags else _paper_scale)(c)
-    instance_scenes(c, arg, flags)
+    mini_scenes(c, arg, flags)
     if row == "MNC-5-stage":  # an inference variant: the MNC row's weights, evaluated
         c.evaluate_only = True
         c.init_from_runs = tuple(table_runs(",".join(["MNC", *flags])))  # the MNC cell's run

@@ -37,8 +37,8 @@ selective search. Measured on mini: README.
 """
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.models.faster_rcnn import ALTERNATING_FROZEN
-from segattn_jax.train.config import (adam_cosine, base_config, detection_images,
-                                      imagenet_weights, mini_rpn, parse_arg,
+from segattn_jax.train.config import (SCENE_FLAGS, adam_cosine, base_config, detection_images,
+                                      imagenet_weights, mini_rpn, mini_scenes, parse_arg,
                                       start_from_mini_pretrained_vgg16, table_cells)
 
 # VOC 2007 test mAP (%, trained on 07 trainval), test seconds per image (K40, VGG16; excluding
@@ -81,13 +81,12 @@ VOC_CLASSES = 20
 def table_runs(arg: str) -> list[str]:
     """The config arguments of the table's cells (all rows, or those `arg` names), e.g. 'mini'."""
     mini = "mini" in [part.strip() for part in arg.split(",")]
-    return table_cells(arg, {"row": MINI_ROWS if mini else ROWS})
+    return table_cells(arg, {"row": MINI_ROWS if mini else ROWS}, flags=SCENE_FLAGS)
 
 
 def _mini(c, system: str) -> None:
     """shapes upscaled to 256x256 (128x128 for R-CNN, which warps each region to its own
     size), VGG16 at 1/8 width up to conv4_3, anchors and proposal counts for its 32x32 maps."""
-    c.dataset.name = "shapes/default"
     # The one-pass detectors pool stride-8 features: at 256x256 the objects' boxes (22-134 px,
     # 5th-95th percentile) span 3-17 cells, as VOC's objects at 600 px span conv5's; at 128x128
     # RoI pooling saw 1-8 cells (README). R-CNN's warps are 56 px whatever the canvas.
@@ -166,7 +165,7 @@ def _paper_scale(c, system: str) -> None:
     c.train.num_steps = 80_000 if system == "Faster-R-CNN" else 40_000
 
 
-def _alternating_training(c, row: str, step: int, mini: bool) -> None:
+def _alternating_training(c, row: str, step: int, flags: set[str]) -> None:
     """A step of the 4-step alternating training (0: approximate joint training, one run): the
     runs it starts from, the modules it freezes, its length (mini: 1000 steps for the RPN's
     steps and the last, 2000 for step 2's detector, Fast R-CNN's row's)."""
@@ -178,14 +177,14 @@ def _alternating_training(c, row: str, step: int, mini: bool) -> None:
     c.model.background_low = 0.1
     frozen = rf"^({'|'.join(ALTERNATING_FROZEN[step])})/"
     c.optimizer.lr_multipliers = ((frozen, 0.0), *c.optimizer.lr_multipliers)
-    if mini:
+    if "mini" in flags:
         c.train.num_steps = 2000 if step == 2 else 1000
     elif step == 2 or step == 4:
         c.train.num_steps = 40_000
     if step == 1:
         return  # from ImageNet, as the row's system starts
-    previous = (f"Faster-R-CNN-step{step - 1}" + ("-07+12" if row.endswith("-07+12") else "")
-                + (",mini" if mini else ""))
+    previous_row = f"Faster-R-CNN-step{step - 1}" + ("-07+12" if row.endswith("-07+12") else "")
+    previous = table_runs(",".join([previous_row, *flags]))[0]  # the previous step's cell
     if step == 2:  # its detector from ImageNet (mini: the mini stand-in), its proposals step 1's
         c.init_from_runs = (*c.get("init_from_runs", ()), previous)
         c.init_from_skip = r"^head/"  # step 1 trains no head
@@ -198,7 +197,7 @@ def _alternating_training(c, row: str, step: int, mini: bool) -> None:
 
 
 def get_config(arg: str = "Faster-R-CNN-joint,mini"):
-    names, flags = parse_arg(arg, {"row": ROWS}, defaults=DEFAULT)
+    names, flags = parse_arg(arg, {"row": ROWS}, flags=SCENE_FLAGS, defaults=DEFAULT)
     row = names["row"]
     name = row.removesuffix("-07+12")
     step = _FASTER_STEPS.get(name)
@@ -219,8 +218,9 @@ def get_config(arg: str = "Faster-R-CNN-joint,mini"):
         c.dataset.proposals.method = "selective_search"  # fast mode, ~2000 boxes per image
     c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
     (_mini if "mini" in flags else _paper_scale)(c, system)
+    mini_scenes(c, arg, flags)
     if step is not None:
-        _alternating_training(c, row, step, "mini" in flags)
+        _alternating_training(c, row, step, flags)
     if row != name:
         c.dataset.extra_train = (VOC_2012_TRAINVAL,)
     return c.lock()

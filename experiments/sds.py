@@ -29,8 +29,8 @@ bottom-up grouping splits, as VOC's objects' parts: there the papers' order hold
 """
 from segattn_jax.data.labels import SHAPES_CLASSES as CLASS_NAMES
 from segattn_jax.data.labels import VOC_OBJECT_CLASSES as OBJECT_CLASSES
-from segattn_jax.train.config import (INSTANCE_FLAGS, adam_cosine, base_config, detection_images,
-                                      imagenet_weights, instance_scenes, parse_arg,
+from segattn_jax.train.config import (SCENE_FLAGS, adam_cosine, base_config, detection_images,
+                                      imagenet_weights, mini_scenes, parse_arg,
                                       start_from_mini_pretrained_vgg16, table_cells)
 
 # VOC 2012 val APr@0.5 / APr@0.7 (%) and test seconds per image, as the issue quotes them from
@@ -46,7 +46,7 @@ DEFAULT = {"row": "SDS"}
 
 def table_runs(arg: str) -> list[str]:
     """The config arguments of the table's cells (all rows, or those `arg` names), e.g. 'mini'."""
-    return table_cells(arg, {"row": ROWS}, flags=INSTANCE_FLAGS)
+    return table_cells(arg, {"row": ROWS}, flags=SCENE_FLAGS)
 
 
 def _mini(c) -> None:
@@ -106,7 +106,7 @@ def _paper_scale(c) -> None:
 
 
 def get_config(arg: str = "SDS,mini"):
-    names, flags = parse_arg(arg, {"row": ROWS}, flags=INSTANCE_FLAGS, defaults=DEFAULT)
+    names, flags = parse_arg(arg, {"row": ROWS}, flags=SCENE_FLAGS, defaults=DEFAULT)
     row = names["row"]
     c = base_config()
     c.experiment, c.row = "sds", row
@@ -120,5 +120,5 @@ def get_config(arg: str = "SDS,mini"):
     c.model.mask_size = 28  # the refined masks' resolution over each box
     c.model.dtype = "auto"  # bfloat16 on GPU/TPU, float32 on CPU
     (_mini if "mini" in flags else _paper_scale)(c)
-    instance_scenes(c, arg, flags)
+    mini_scenes(c, arg, flags)
     return c.lock()

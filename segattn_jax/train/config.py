@@ -156,13 +156,14 @@ def detection_images(c: ml_collections.ConfigDict, *, max_boxes: int, canvas: in
     c.dataset.preprocess.max_side = float(canvas if max_side is None else max_side)
 
 
-# The instance-segmentation experiments' flags: 'two_tone' puts a mini row on the scenes whose
-# objects have two colours (`shapes/two_tone`), which bottom-up grouping does not trace.
-INSTANCE_FLAGS = ("mini", "two_tone")
+# The flags of the experiments on `shapes` scenes with proposals (R-CNN family, SDS, MNC):
+# 'two_tone' puts a mini row on the scenes whose objects have two colours (`shapes/two_tone`),
+# which bottom-up grouping does not trace.
+SCENE_FLAGS = ("mini", "two_tone")
 
 
-def instance_scenes(c: ml_collections.ConfigDict, arg: str, flags: set[str]) -> None:
-    """A mini instance row's `shapes` scenes: one-colour objects, or two-tone ones."""
+def mini_scenes(c: ml_collections.ConfigDict, arg: str, flags: set[str]) -> None:
+    """A mini row's `shapes` scenes: one-colour objects, or two-tone ones."""
     if "two_tone" in flags and "mini" not in flags:
         raise ValueError(f"Config argument {arg!r}: 'two_tone' picks the embedded scenes of a "
                          "mini row; add ',mini'.")

@@ -51,10 +51,11 @@ def test_table_cells_selects_rows_and_columns():
         table_cells("Z,mini", axes)
 
 
-def test_instance_tables_run_on_two_tone_scenes_with_the_flag():
-    """SDS's and MNC's mini tables on `shapes/two_tone`: every cell, and MNC-5-stage's start
-    (the MNC run), carries the flag; without ',mini' it is refused."""
-    for name in ("sds", "mnc"):
+def test_proposal_tables_run_on_two_tone_scenes_with_the_flag():
+    """The R-CNN family's, SDS's and MNC's mini tables on `shapes/two_tone`: every cell, and the
+    runs a cell starts from (MNC-5-stage's MNC run, each alternating step's previous step),
+    carries the flag; without ',mini' it is refused."""
+    for name in ("rcnn", "sds", "mnc"):
         module = load_experiment(ROOT / "experiments" / f"{name}.py")
         for run in module.table_runs("mini,two_tone"):
             assert run.endswith(",mini,two_tone")
@@ -65,6 +66,12 @@ def test_instance_tables_run_on_two_tone_scenes_with_the_flag():
             module.get_config(f"{module.ROWS[0]},two_tone")
     mnc = load_experiment(ROOT / "experiments" / "mnc.py")
     assert mnc.get_config("MNC-5-stage,mini,two_tone").init_from_runs == ("MNC,mini,two_tone",)
+    rcnn = load_experiment(ROOT / "experiments" / "rcnn.py")
+    assert rcnn.get_config("Faster-R-CNN-step2,mini,two_tone").init_from_runs == (
+        "localization:SCR,mini", "Faster-R-CNN-step1,mini,two_tone")
+    assert rcnn.get_config("Faster-R-CNN,two_tone,mini").init_from_runs == (
+        "Faster-R-CNN-step3,mini,two_tone",)
+    assert rcnn.get_config("Faster-R-CNN,mini").init_from_runs == ("Faster-R-CNN-step3,mini",)
 
 
 def test_init_from_without_converted_weights_fails_at_start_saying_how_to_convert(tmp_path):
