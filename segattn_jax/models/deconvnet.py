@@ -123,6 +123,10 @@ class DeconvNet(nn.Module):
       caffe_input: RGB [0, 1] images are converted to what ImageNet VGG16 weights expect.
       encoder_batch_norm: the paper's batch norm after every encoder conv and fc (True); False
         keeps the encoder as the batch-norm-free VGG16 whose weights it starts from.
+      full_resolution_features: the width of deconv1_1 and deconv1_2, the convolutions after
+        the last unpooling that carry the class evidence to the 1x1 score (0: VGG16's 64 times
+        `width`, the paper's). No switches constrain them; a slim net's 8 channels are fewer
+        than the classes it scores.
       dtype: compute dtype; parameters stay float32 and logits are returned in float32.
     """
 
@@ -132,6 +136,7 @@ class DeconvNet(nn.Module):
     proposal_size: int = 224
     caffe_input: bool = False
     encoder_batch_norm: bool = True
+    full_resolution_features: int = 0
     dtype: Any = jnp.float32
 
     def __call__(self, images: Array, *, train: bool, proposals: Array | None = None,
@@ -174,8 +179,10 @@ class DeconvNet(nn.Module):
             x = max_unpool(x, layers[f"{pool}_switches"], layers[_POOLED[pool]].shape[1:3],
                            window=tiling.get(pool))
             for name, features in convs:
-                x = _ConvBNReLU(scaled_features(features, self.width), 3, self.dtype,
-                                name=name)(x, train)
+                features = scaled_features(features, self.width)
+                if pool == "pool1" and self.full_resolution_features:
+                    features = self.full_resolution_features
+                x = _ConvBNReLU(features, 3, self.dtype, name=name)(x, train)
         logits = Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
                       name="score")(x)
         return logits[:, :height, :width].astype(jnp.float32)

@@ -45,6 +45,17 @@ def test_without_encoder_batch_norm_the_encoder_is_the_pretrained_vgg16s_layers_
     assert "encoder" not in variables["batch_stats"] and "deconv6_bn" in variables["batch_stats"]
 
 
+def test_full_resolution_features_widen_only_the_convolutions_after_the_last_unpooling():
+    """The pool1 switches fix deconv2_2's width (the encoder's conv1_2's); deconv1_1 and
+    deconv1_2 are free, and the score reads their channels."""
+    params = init(DeconvNet(**SMALL, full_resolution_features=24))["params"]
+    assert params["deconv2_2"]["conv"]["kernel"].shape[-1] == 4  # 64 x 1/16
+    assert params["deconv1_1"]["conv"]["kernel"].shape[-2:] == (4, 24)
+    assert params["deconv1_2"]["conv"]["kernel"].shape[-2:] == (24, 24)
+    assert params["score"]["kernel"].shape == (1, 1, 24, 4)
+    assert init(DeconvNet(**SMALL))["params"]["score"]["kernel"].shape == (1, 1, 4, 4)
+
+
 def test_whole_images_of_any_size_keep_their_size():
     model = DeconvNet(**SMALL)
     variables = init(model)
