@@ -175,12 +175,13 @@ class DeconvNet(nn.Module):
         # VGG16's pools tile their input (2x2, stride 2): the unpooling's fast form.
         tiling = {spec.name: spec.kernel for spec in encoder.layer_specs()
                   if spec.kind == "pool" and spec.kernel == spec.stride}
+        last_unpooling = DECODER[-1][0]
         for pool, convs in DECODER:
             x = max_unpool(x, layers[f"{pool}_switches"], layers[_POOLED[pool]].shape[1:3],
                            window=tiling.get(pool))
             for name, features in convs:
                 features = scaled_features(features, self.width)
-                if pool == "pool1" and self.full_resolution_features:
+                if pool == last_unpooling and self.full_resolution_features:
                     features = self.full_resolution_features
                 x = _ConvBNReLU(features, 3, self.dtype, name=name)(x, train)
         logits = Conv(self.num_classes, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
