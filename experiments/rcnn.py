@@ -33,8 +33,8 @@ trains first.
 
 ',two_tone' (with ',mini') trains on `shapes/two_tone`, whose objects have two colours that
 selective search's boxes trace less well than the RPN's (README: there Faster R-CNN is ahead of
-Fast R-CNN at an equal head budget, 79.7 / 80.0 over two seeds vs 79.4 / 79.0;
-on one-colour scenes the two tie there).
+Fast R-CNN at an equal head budget, 79.7 / 80.0 over two seeds vs 79.4 / 79.0; on one-colour
+scenes the two tie at that budget).
 
 The papers' points: mAP Faster >= Fast >= R-CNN; test seconds per image R-CNN >> Fast R-CNN
 (both without selective search), and Faster R-CNN's with its proposals below Fast R-CNN's plus
