@@ -30,6 +30,7 @@ from segattn_jax.layers.normalization import batch_norm
 from segattn_jax.layers.sampling import bilinear_at
 from segattn_jax.layers.upsampling import ConvTranspose, max_unpool
 from segattn_jax.models.fcn import FCN
+from segattn_jax.ops.boxes import center_size, from_center_size
 
 Array = Any
 
@@ -78,6 +79,20 @@ def crop_proposals(images: Array, boxes: Array, size: int) -> Array:
     return crops.reshape(n, count, size, size, images.shape[-1])
 
 
+def proposal_windows(boxes: Array, context: float) -> Array:
+    """The windows the network sees proposals through: (N, P, 4) boxes (x1, y1, x2, y2) ->
+    windows. context 0: the boxes themselves, warped to a square crop whatever their shape.
+    context c > 0: a square of side c times each box's longer side around its centre, which is
+    how the training crops (data/preprocess.py, `object_crop`) frame their objects: same aspect,
+    same margin. The authors' inference code likewise crops "extended" EdgeBox boxes (its
+    cached `boxes_padded`; inference/generate_EDeconvNet_CRF_results.m)."""
+    if not context:
+        return boxes
+    cx, cy, box_width, box_height = center_size(boxes.astype(jnp.float32))
+    side = context * jnp.maximum(box_width, box_height)
+    return from_center_size(cx, cy, side, side)
+
+
 def paste_max(scores: Array, boxes: Array, valid: Array, image_hw: tuple[int, int]) -> Array:
     """The paper's aggregation of instance-wise predictions: each proposal's score map resampled
     (bilinearly) into its box on the image and zero elsewhere, then the pixel-wise max over the
@@ -120,6 +135,9 @@ class DeconvNet(nn.Module):
       width: channel multiplier of encoder and decoder (<1 for slim CPU runs).
       fc6_kernel: fc6's window on pool5 (7, VGG16's) and deconv-fc6's.
       proposal_size: the side proposals are warped to (the paper's 224: its training crops').
+      proposal_context: what each proposal's crop covers (`proposal_windows`): 0, its box;
+        c > 0, a square c times the box's longer side, framed as the training crops frame
+        their objects.
       caffe_input: RGB [0, 1] images are converted to what ImageNet VGG16 weights expect.
       encoder_batch_norm: the paper's batch norm after every encoder conv and fc (True); False
         keeps the encoder as the batch-norm-free VGG16 whose weights it starts from.
@@ -134,6 +152,7 @@ class DeconvNet(nn.Module):
     width: float = 1.0
     fc6_kernel: int = 7
     proposal_size: int = 224
+    proposal_context: float = 0.0
     caffe_input: bool = False
     encoder_batch_norm: bool = True
     full_resolution_features: int = 0
@@ -148,6 +167,7 @@ class DeconvNet(nn.Module):
             return self._logits(images, train)
         n, count = proposals.shape[:2]
         size = self.proposal_size
+        proposals = proposal_windows(proposals, self.proposal_context)
         crops = crop_proposals(images, proposals, size).reshape(n * count, size, size, 3)
         scores = self._logits(crops, train).reshape(n, count, size, size, self.num_classes)
         valid = jnp.ones((n, count), bool) if proposal_valid is None else proposal_valid

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from segattn_jax import table
-from segattn_jax.models.deconvnet import DECODER, DeconvNet, EDeconvNet, paste_max
+from segattn_jax.models.deconvnet import (DECODER, DeconvNet, EDeconvNet, paste_max,
+                                         proposal_windows)
 from segattn_jax.models.fcn import FCN
 from segattn_jax.train import loop
 from segattn_jax.train.config import load_experiment
@@ -98,6 +99,23 @@ def test_a_proposal_over_the_whole_image_gives_the_whole_image_scores_clipped_at
         model.apply(v, x, train=False, proposals=proposals,
                     proposal_valid=jnp.ones((2, 1), bool))))(variables, images)
     np.testing.assert_allclose(merged, jnp.maximum(whole, 0.0), atol=1e-4)
+
+
+def test_proposal_windows_are_squares_around_the_boxes_as_the_training_crops_frame_objects():
+    boxes = jnp.array([[[10.0, 20.0, 30.0, 60.0], [0.0, 0.0, 8.0, 4.0]]])
+    np.testing.assert_array_equal(proposal_windows(boxes, 0.0), boxes)
+    # Centres (20, 40) and (4, 2), longer sides 40 and 8: squares of 48 and 9.6.
+    np.testing.assert_allclose(proposal_windows(boxes, 1.2),
+                               [[[-4.0, 16.0, 44.0, 64.0], [-0.8, -2.8, 8.8, 6.8]]], atol=1e-5)
+    model, framed = DeconvNet(**SMALL), DeconvNet(**SMALL, proposal_context=1.5)
+    variables = init(model)
+    images = jax.random.uniform(jax.random.key(3), (1, 32, 32, 3))
+    proposals = jnp.array([[[4.0, 8.0, 20.0, 16.0], [10.0, 2.0, 14.0, 30.0]]])
+    valid = jnp.ones((1, 2), bool)
+    np.testing.assert_allclose(
+        framed.apply(variables, images, train=False, proposals=proposals, proposal_valid=valid),
+        model.apply(variables, images, train=False, proposals=proposal_windows(proposals, 1.5),
+                    proposal_valid=valid), atol=1e-5)
 
 
 def test_the_ensemble_averages_its_members_class_probabilities():
