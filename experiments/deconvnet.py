@@ -10,7 +10,8 @@ Rows, each a run of the table (`init_from_runs`: a run starts from earlier ones)
   other objects, the harder examples.
 - EDeconvNet: DeconvNet and FCN-8s's trained runs, their class probabilities averaged; nothing
   is trained (`evaluate_only`: config.init_from's weights are evaluated).
-The DeconvNet rows label each image the paper's way: the network on every object proposal, the
+The DeconvNet rows label each image the paper's way: the network on every object proposal (each
+seen through a square window around it, framed as the training crops frame their objects), the
 score maps merged by a pixel-wise max (the metrics); the same network on the whole image is
 reported beside it ('whole_image/'). Add ',mini' for the CPU-sized variant on the embedded `shapes`
 scenes (64x64, 8 shape classes + background).
@@ -25,11 +26,10 @@ or one run at a time (each names the run it starts from):
   python -m segattn_jax.main train --config experiments/deconvnet.py:DeconvNet,mini \
       --workdir runs/deconvnet_mini --config.init_from=runs/deconvnet_stage1_mini
 
-The paper's points: DeconvNet > FCN-8s mean IU, and EDeconvNet >= both. On mini the second
-reproduces, the first in one of two seeds (README, from the mini rows' pretrained VGG16, mean
-IU: FCN-8s 50.9 / 50.3, DeconvNet 51.4 / 45.4, EDeconvNet 59.2 / 57.5; DeconvNet is ahead in
-pixel accuracy in both). The mini FCN-8s row trains 3000 steps, its plateau, where fcn.py's row
-stops at 1500 (39.8, still gaining).
+The paper's points: DeconvNet > FCN-8s mean IU, and EDeconvNet >= both. Both reproduce on mini
+(README, from the mini rows' pretrained VGG16, mean IU in three seeds: FCN-8s 50.9 / 50.3 /
+51.3, DeconvNet 60.3 / 51.6 / 53.7, EDeconvNet 61.5 / 59.4 / 60.8). The mini FCN-8s row
+trains 3000 steps, its plateau, where fcn.py's row stops at 1500 (39.8, still gaining).
 Stage 1 and the table's FCN-8s start from that VGG16 (experiments/localization.py:SCR,mini),
 which the table trains first.
 
@@ -49,7 +49,9 @@ evaluated on VOC2012 val (the paper's numbers are on VOC2012 test, whose labels 
 codebase's choices where the paper differs or is silent: selective search's first 50 boxes stand
 in for its 50 EdgeBox proposals; the crops are resized windows around the objects that the
 label maps' connected regions give (the paper crops instance boxes for stage 1 and proposals
-overlapping the ground truth for stage 2); no CRF.
+overlapping the ground truth for stage 2); each proposal is seen through a square 1.2x its
+longer side (`model.proposal_context`; the authors' inference code crops "extended" boxes
+without saying by how much); no CRF.
 """
 from pathlib import Path
 

@@ -10,9 +10,10 @@ ReLU, and a 1x1 class score at the input's resolution. Unpooling restores the ex
 strong activations, which the paper credits for its fine object detail; the learned layers then
 densify the sparse unpooled maps.
 
-The paper runs it on object proposals, each warped to 224x224, and merges the proposals' score
-maps by a pixel-wise max (`paste_max`; given `proposals`, `__call__` does this); any input whose
-pool5 covers fc6's window works too, so it also runs on whole images.
+The paper runs it on object proposals, each one's window (`proposal_windows`: the box, or a
+square around it) warped to 224x224, and merges the proposals' score maps by a pixel-wise max
+(`paste_max`; given `proposals`, `__call__` does this); any input whose pool5 covers fc6's
+window works too, so it also runs on whole images.
 """
 from __future__ import annotations
 
