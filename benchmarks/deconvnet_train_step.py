@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from report import (best_seconds, config_train_step, import_torch, machine, markdown_table,
-                    matmul_gflops, timed_row)
+                    matmul_gflops, segmentation_batch, timed_row)
 from segattn_jax import compilation
 from segattn_jax.layers.upsampling import max_pool_with_argmax, max_unpool
 from segattn_jax.models.deconvnet import DECODER
@@ -46,15 +46,10 @@ def _config():
     return config
 
 
-def _batch(classes: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return {"image": rng.uniform(size=(BATCH, SIZE, SIZE, 3)).astype(np.float32),
-            "label": rng.integers(0, classes, (BATCH, SIZE, SIZE)).astype(np.int32)}
-
-
 def jax_step():
     config = _config()
-    return config_train_step(config, _batch(config.model.num_classes))
+    return config_train_step(config,
+                             segmentation_batch(BATCH, SIZE, SIZE, config.model.num_classes))
 
 
 def torch_train_step(torch):
@@ -101,7 +96,7 @@ def torch_train_step(torch):
 
     model = Net()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
-    batch = _batch(classes)
+    batch = segmentation_batch(BATCH, SIZE, SIZE, classes)
     images = torch.from_numpy(batch["image"].transpose(0, 3, 1, 2).copy())
     labels = torch.from_numpy(batch["label"].astype(np.int64))
 

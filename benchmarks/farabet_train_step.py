@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from report import (compiled_train_step, import_torch, machine, markdown_table, matmul_gflops,
-                    timed_row)
+                    segmentation_batch, timed_row)
 from segattn_jax.ops.images import RGB_TO_YUV
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
@@ -37,17 +37,14 @@ def _config():
     return config
 
 
-def _batch(classes: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return {"image": rng.uniform(size=(BATCH, HEIGHT, WIDTH, 3)).astype(np.float32),
-            "label": rng.integers(0, classes, (BATCH, HEIGHT, WIDTH)).astype(np.int32)}
-
-
 def jax_step():
+    """Initialized on the image alone: the multi-scale row's task also takes superpixels among
+    its inputs, which the network does not use."""
     config = _config()
     task = build_task(config)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
-    batch = {k: jnp.asarray(v) for k, v in _batch(config.model.num_classes).items()}
+    batch = {k: jnp.asarray(v) for k, v in segmentation_batch(
+        BATCH, HEIGHT, WIDTH, config.model.num_classes).items()}
     state = jax.jit(lambda: create_train_state(task.init_variables(
         jax.random.key(0), {"image": batch["image"][:1]}), tx))()
     return compiled_train_step(task, tx, state, batch)
@@ -108,7 +105,7 @@ def torch_train_step(torch):
 
     model = Net()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
-    batch = _batch(m.num_classes)
+    batch = segmentation_batch(BATCH, HEIGHT, WIDTH, m.num_classes)
     images = torch.from_numpy(batch["image"])
     labels = torch.from_numpy(batch["label"].astype(np.int64))
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch_fcn
 from report import (COMPARISON_SECONDS, best_of, best_seconds, config_train_step, import_torch,
                     in_fresh_process, machine, markdown_table, matmul_gflops, median_ratio,
-                    timed_rounds, torch_device)
+                    segmentation_batch, timed_rounds, torch_device)
 from segattn_jax import compilation
 from segattn_jax.tasks import build_task
 from segattn_jax.train.config import load_experiment
@@ -51,25 +51,19 @@ def _config(size: str):
     return config, batch, image_size
 
 
-def _batch(batch: int, image_size: int, num_classes: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return {"image": rng.uniform(size=(batch, image_size, image_size, 3)).astype(np.float32),
-            "label": rng.integers(0, num_classes, (batch, image_size, image_size), np.int32)}
-
-
 def jax_step(size: str) -> tuple:
     """(blocking step fn, info) for our train step, compiled, with donated state."""
     config, batch_size, image_size = _config(size)
-    return config_train_step(config, _batch(batch_size, image_size, config.model.num_classes),
-                             jax.random.key(2))
+    batch = segmentation_batch(batch_size, image_size, image_size, config.model.num_classes)
+    return config_train_step(config, batch, jax.random.key(2))
 
 
 def jax_predict(size: str):
     """Our inference forward (the task's `predict`) on the step's batch, compiled: blocking fn."""
     config, batch_size, image_size = _config(size)
     task = build_task(config)
-    inputs = task.inputs(jax.tree.map(jnp.asarray, _batch(batch_size, image_size,
-                                                          config.model.num_classes)))
+    inputs = task.inputs(jax.tree.map(jnp.asarray, segmentation_batch(
+        batch_size, image_size, image_size, config.model.num_classes)))
     variables = initial_variables(task, jax.random.key(2), inputs)
     predict = compilation.jit(task.predict)
     return lambda: jax.block_until_ready(predict(variables, inputs))
@@ -86,7 +80,7 @@ def torch_step(size: str):
     model = torch_fcn.build(torch, num_classes=m.num_classes, width=m.width,
                             first_padding=m.first_padding, fc6_kernel=m.fc6_kernel).to(device)
     step = torch_fcn.train_step_fn(torch, model)
-    batch = _batch(batch_size, image_size, m.num_classes)
+    batch = segmentation_batch(batch_size, image_size, image_size, m.num_classes)
     images = torch.tensor(batch["image"].transpose(0, 3, 1, 2).copy(), device=device)
     labels = torch.tensor(batch["label"].astype(np.int64), device=device)
     return lambda: step(images, labels).item()

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from segattn_jax import compilation
 from segattn_jax.layers import conv
@@ -190,6 +191,14 @@ def train_step_gflop(step: Callable, state, batch: dict[str, Any]) -> float | No
         return xla_gflop(traced.lower(lowering_platforms=("cpu",)))
     finally:
         conv.SPACE_TO_DEPTH_MAX_FEATURES = block_outputs
+
+
+def segmentation_batch(batch: int, height: int, width: int, classes: int
+                       ) -> dict[str, np.ndarray]:
+    """A fixed random segmentation batch: images in [0, 1) and labels of `classes` classes."""
+    rng = np.random.default_rng(0)
+    return {"image": rng.uniform(size=(batch, height, width, 3)).astype(np.float32),
+            "label": rng.integers(0, classes, (batch, height, width)).astype(np.int32)}
 
 
 def compiled_train_step(task, tx, state, batch: dict[str, Any]
