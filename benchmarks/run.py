@@ -23,6 +23,7 @@ import localization_train_step  # noqa: E402
 import loop_overhead  # noqa: E402
 import mask_rcnn_train_step  # noqa: E402
 import patch_vs_dense  # noqa: E402
+import pinheiro_train_step  # noqa: E402
 import resnet_train_step  # noqa: E402
 import rnnsearch_train_step  # noqa: E402
 import show_attend_tell_step  # noqa: E402
@@ -31,10 +32,11 @@ from report import in_fresh_process  # noqa: E402
 
 
 BENCHMARKS = (fcn_train_step, resnet_train_step, patch_vs_dense, farabet_train_step,
-              deconvnet_train_step, conv_passes, conv_transpose, loop_overhead, detection_ops,
-              faster_rcnn_train_step, mask_rcnn_train_step, single_shot_train_step,
-              localization_train_step, inception_step, show_attend_tell_step,
-              densecap_train_step, draw_train_step, rnnsearch_train_step, handwriting_train_step)
+              pinheiro_train_step, deconvnet_train_step, conv_passes, conv_transpose,
+              loop_overhead, detection_ops, faster_rcnn_train_step, mask_rcnn_train_step,
+              single_shot_train_step, localization_train_step, inception_step,
+              show_attend_tell_step, densecap_train_step, draw_train_step, rnnsearch_train_step,
+              handwriting_train_step)
 
 
 def main() -> None:

@@ -75,3 +75,33 @@ def test_torch_resnet50_is_our_resnet50():
     assert ours == sum(p.numel() for p in theirs.parameters() if p.requires_grad)
     assert theirs(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
     assert resnet_train_step._config().model.backbone == "resnet50"
+
+
+def test_torch_recurrent_convnet_is_ours():
+    """The PyTorch side of benchmarks/pinheiro_train_step.py computes our network: with our
+    weights copied in, every instance's logits of the paper row's f equal ours."""
+    torch = __import__("pytest").importorskip("torch")
+    import pinheiro_train_step
+
+    from segattn_jax.models import build_model
+
+    m = pinheiro_train_step._config().model
+    model = build_model(m)
+    image = np.random.default_rng(0).uniform(size=(2, 30, 37, 3)).astype(np.float32)
+    variables = model.init(jax.random.key(0), image, train=False)
+    f = variables["params"]["f"]
+    theirs = pinheiro_train_step.torch_network(torch, m)
+    with torch.no_grad():
+        for name, ours in [("conv1", f["conv1_1"]), ("conv2", f["conv2_1"])]:
+            getattr(theirs, name).weight.copy_(torch.from_numpy(
+                np.asarray(ours["kernel"]).transpose(3, 2, 0, 1).copy()))
+            getattr(theirs, name).bias.copy_(torch.from_numpy(np.asarray(ours["bias"])))
+        theirs.score.weight.copy_(torch.from_numpy(
+            np.asarray(f["score"]["kernel"]).T.reshape(m.num_classes, -1, 1, 1).copy()))
+        theirs.score.bias.copy_(torch.from_numpy(np.asarray(f["score"]["bias"])))
+        logits = theirs(torch.from_numpy(image).permute(0, 3, 1, 2))
+    expected = np.asarray(model.apply(variables, image, train=False))  # (T, N, H, W, K)
+    assert len(logits) == m.instances == 3
+    for t, instance in enumerate(logits):
+        np.testing.assert_allclose(instance.permute(0, 2, 3, 1).numpy(), expected[t],
+                                   rtol=1e-4, atol=1e-4)
